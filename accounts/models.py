@@ -1,0 +1,51 @@
+from django.conf import settings
+from django.db import models
+
+
+class Profile(models.Model):
+    """What the app knows about a user beyond Django's `User`."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    display_name = models.CharField(max_length=80, blank=True)
+    adult_confirmed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the user confirmed being an adult; required for intimate mode."
+    )
+    intimate_opt_in = models.BooleanField(
+        default=False, help_text="The user chose to allow intimate mode. Requires adult confirmation."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.display_name or str(self.user)
+
+    @property
+    def adult_confirmed(self) -> bool:
+        return self.adult_confirmed_at is not None
+
+
+class TokenKind(models.TextChoices):
+    ACCESS = "access", "Access"
+    REFRESH = "refresh", "Refresh"
+
+
+class ApiToken(models.Model):
+    """An opaque bearer token, stored only as its SHA-256 hash.
+
+    A refresh token and the access tokens issued with it share a `family`; logging out or
+    reusing a rotated refresh token revokes the whole family.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    kind = models.CharField(max_length=8, choices=TokenKind.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    family = models.UUIDField(db_index=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "kind"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} token of {self.user_id}"

@@ -1,0 +1,98 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from conversations.modes import Mode
+
+NAME_MAX = 80
+TEXT_MAX = 20_000
+SHORT_TEXT_MAX = 4_000
+
+
+class Avatar(models.Model):
+    """A character the user talks to.
+
+    Fields follow the character card V2/V3 spec (SillyTavern), plus what our two modes
+    need. A catalogue avatar is public and owned by nobody; a user's own is private to them.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="avatars",
+        help_text="Empty for a catalogue avatar; set for a user's own avatar.",
+    )
+    is_public = models.BooleanField(default=False, help_text="Shown in the catalogue to every user.")
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=NAME_MAX)
+    tagline = models.CharField(max_length=200, blank=True, help_text="One line shown in the catalogue.")
+    description = models.TextField(
+        blank=True, max_length=TEXT_MAX, help_text="Who the character is: appearance, background."
+    )
+    personality = models.TextField(blank=True, max_length=TEXT_MAX, help_text="Temperament, values, way of speaking.")
+    scenario = models.TextField(
+        blank=True, max_length=TEXT_MAX, help_text="The situation the conversation takes place in."
+    )
+    first_message = models.TextField(
+        blank=True, max_length=SHORT_TEXT_MAX, help_text="The greeting that opens a new conversation."
+    )
+    alternate_greetings = models.JSONField(default=list, blank=True, help_text="Other greetings, one picked at random.")
+    example_dialogue = models.TextField(
+        blank=True, max_length=TEXT_MAX, help_text="Sample exchanges that show the voice (card field mes_example)."
+    )
+    system_prompt = models.TextField(
+        blank=True,
+        max_length=TEXT_MAX,
+        help_text="Extra system instructions from the card; our safety rules always apply.",
+    )
+    post_history_instructions = models.TextField(
+        blank=True, max_length=SHORT_TEXT_MAX, help_text="Instructions placed after the history, just before the reply."
+    )
+    secretary_instructions = models.TextField(
+        blank=True, max_length=SHORT_TEXT_MAX, help_text="How this avatar behaves as an assistant (secretary mode)."
+    )
+    intimate_instructions = models.TextField(
+        blank=True, max_length=SHORT_TEXT_MAX, help_text="How this avatar behaves as a companion (intimate mode)."
+    )
+    intimate_allowed = models.BooleanField(
+        default=True, help_text="Whether this avatar may enter intimate mode (for adults who opted in)."
+    )
+    default_mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SECRETARY)
+    fallback_lines = models.JSONField(
+        default=list, blank=True, help_text="Lines said when the language model cannot answer; one at random."
+    )
+    creator = models.CharField(max_length=200, blank=True)
+    creator_notes = models.TextField(blank=True, max_length=TEXT_MAX)
+    character_version = models.CharField(max_length=50, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    image = models.ImageField(upload_to="avatars/", blank=True)
+    card_extensions = models.JSONField(
+        default=dict, blank=True, help_text="Unknown card fields kept as imported (extensions), so nothing is lost."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(is_public=True) | Q(owner__isnull=False), name="avatar_public_or_owned")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AvatarPhrase(models.Model):
+    """An extra cue phrase that points this avatar's conversations to a mode."""
+
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="phrases")
+    mode = models.CharField(max_length=16, choices=Mode.choices)
+    text = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["avatar", "mode", "text"], name="avatar_phrase_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.mode}: {self.text}"

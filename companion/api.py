@@ -1,0 +1,46 @@
+"""The root NinjaAPI: routers of each app, and domain errors turned into HTTP in one place."""
+
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, ValidationError
+
+from accounts.api import router as accounts_router
+from accounts.auth import BearerAuth
+from avatars.api import router as avatars_router
+from companion.errors import DomainError, Throttled
+from conversations.api import router as conversations_router
+
+api = NinjaAPI(
+    title="Companion API",
+    version="1.0.0",
+    description="Companion avatars: accounts, avatars, conversations, memories. See docs/api.md.",
+    auth=BearerAuth(),
+    urls_namespace="api",
+)
+
+
+@api.exception_handler(DomainError)
+def domain_error_to_response(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    response = api.create_response(request, exc.as_dict(), status=exc.status_code)
+    if isinstance(exc, Throttled):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(AuthenticationError)
+def authentication_error_to_response(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return api.create_response(
+        request,
+        {"detail": "Authentication credentials were not provided or are invalid.", "code": "unauthorized"},
+        status=401,
+    )
+
+
+@api.exception_handler(ValidationError)
+def validation_error_to_response(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.errors, "code": "invalid"}, status=422)
+
+
+api.add_router("/", accounts_router)
+api.add_router("/avatars", avatars_router)
+api.add_router("/", conversations_router)

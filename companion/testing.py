@@ -1,0 +1,98 @@
+"""Test support shared by every app's tests: factories and helpers for real services.
+
+Kept in one place (STYLE.md: factories in one place, fixtures in conftest.py).
+"""
+
+import os
+import socket
+import time
+from typing import Any
+
+import factory
+import pytest
+from django.contrib.auth.models import User
+
+from accounts.models import Profile
+from avatars.models import Avatar
+from conversations.models import Conversation, Message, Role
+from conversations.modes import Mode
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def skip_or_fail(reason: str) -> None:
+    """Outside CI a missing service skips the test; in CI it fails it (never a silent skip)."""
+    if in_ci():
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, *, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery-staple")
+
+    @factory.post_generation
+    def profile(obj: User, create: bool, extracted: Any, **kwargs: Any) -> None:
+        if create:
+            obj.save()
+            Profile.objects.get_or_create(user=obj, defaults={"display_name": obj.username.title(), **kwargs})
+
+
+class AvatarFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Avatar
+
+    slug = factory.Sequence(lambda n: f"avatar-{n}")
+    name = factory.Sequence(lambda n: f"Avatar {n}")
+    is_public = True
+    owner = None
+    personality = "Calm, attentive and precise."
+    scenario = "Helps the user through the day."
+    first_message = "Hello! How can I help today?"
+    fallback_lines = factory.LazyFunction(
+        lambda: ["Sorry, my thoughts are elsewhere for a moment. Try again soon?", "Give me a moment, please."]
+    )
+
+
+class ConversationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Conversation
+
+    user = factory.SubFactory(UserFactory)
+    avatar = factory.SubFactory(AvatarFactory)
+    mode = Mode.SECRETARY
+
+
+class MessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Message
+
+    conversation = factory.SubFactory(ConversationFactory)
+    role = Role.USER
+    content = factory.Sequence(lambda n: f"message {n}")
+    mode = Mode.SECRETARY

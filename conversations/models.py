@@ -1,0 +1,111 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from avatars.models import Avatar
+from conversations.modes import Mode
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SECRETARY)
+    mode_locked = models.BooleanField(default=False, help_text="A user lock: automatic switching is off.")
+    message_count = models.PositiveIntegerField(default=0)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["user", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk} with {self.avatar_id}"
+
+
+class Role(models.TextChoices):
+    USER = "user", "User"
+    ASSISTANT = "assistant", "Assistant"
+
+
+class Status(models.TextChoices):
+    COMPLETE = "complete", "Complete"
+    STREAMING = "streaming", "Streaming"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+    FALLBACK = "fallback", "Fallback"
+
+
+class Message(models.Model):
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    mode = models.CharField(max_length=16, choices=Mode.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL keeps the unique constraint partial
+    reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # The mode decision that routed this user message: {mode, score, matched, switch, source, blocked, ...}
+    route = models.JSONField(null=True, blank=True)
+    # LLM accounting for assistant messages.
+    model = models.CharField(max_length=200, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token, milliseconds.")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["conversation", "-id"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="message_client_id_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} message {self.pk}"
+
+
+class Summary(models.Model):
+    """The rolling summary of a conversation's older messages."""
+
+    conversation = models.OneToOneField(Conversation, on_delete=models.CASCADE, related_name="summary")
+    text = models.TextField()
+    covers_until = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="+")
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "summaries"
+
+    def __str__(self) -> str:
+        return f"Summary of {self.conversation_id} until {self.covers_until_id}"
+
+
+class Memory(models.Model):
+    """A durable fact the avatar remembers about the user."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories")
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="memories")
+    text = models.CharField(max_length=500)
+    key = models.CharField(max_length=200, help_text="What the fact is about, normalised; used to deduplicate.")
+    pinned = models.BooleanField(default=False, help_text="Pinned facts are never rewritten or dropped.")
+    source_message = models.ForeignKey(Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-pinned", "id"]
+        verbose_name_plural = "memories"
+        constraints = [models.UniqueConstraint(fields=["user", "avatar", "key"], name="memory_key_unique")]
+
+    def __str__(self) -> str:
+        return self.text

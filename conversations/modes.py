@@ -1,0 +1,6 @@
+from django.db import models
+
+
+class Mode(models.TextChoices):
+    SECRETARY = "secretary", "Secretary"
+    INTIMATE = "intimate", "Intimate"
