@@ -1,6 +1,6 @@
 """Fixtures shared by every app's tests."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -9,6 +9,23 @@ from django.core.cache import cache
 from django.test import Client
 
 from companion.testing import UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings: Any) -> None:
+    # The real hasher is slow on purpose; the suite hashes hundreds of passwords.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def bearer_for() -> Callable[[User], dict[str, str]]:
+    """Authorization headers of a fresh token pair for a user."""
+    from accounts.services import token_pair_create
+
+    def headers(user: User) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token_pair_create(user=user).access}"}
+
+    return headers
 
 
 @pytest.fixture(autouse=True)

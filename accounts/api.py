@@ -1,3 +1,90 @@
-from ninja import Router
+"""Accounts endpoints: register, log in, refresh, log out, and the signed-in user's profile."""
 
-router = Router()
+from django.http import HttpRequest
+from ninja import Router, Status
+
+from accounts.auth import request_user
+from accounts.models import Profile
+from accounts.schemas import (
+    ErrorOut,
+    ProfileOut,
+    ProfilePatchIn,
+    RefreshIn,
+    RegisterIn,
+    TokenIn,
+    TokenPairOut,
+    UserOut,
+)
+from accounts.selectors import profile_get
+from accounts.services import (
+    TokenPair,
+    profile_update,
+    token_family_revoke,
+    token_pair_issue,
+    token_pair_refresh,
+    user_register,
+)
+from accounts.throttling import client_ip
+
+router = Router(tags=["accounts"])
+
+
+@router.post(
+    "/auth/register",
+    auth=None,
+    response={201: UserOut, 409: ErrorOut, 422: ErrorOut, 429: ErrorOut},
+)
+def register(request: HttpRequest, payload: RegisterIn) -> Status[Profile]:
+    """Create an account. 409 `username_taken` if the username exists in any case; 429 past
+    the per-address limit of registrations per hour."""
+    user = user_register(
+        username=payload.username,
+        password=payload.password,
+        display_name=payload.display_name or "",
+        ip=client_ip(request),
+    )
+    return Status(201, profile_get(user=user))
+
+
+@router.post("/auth/token", auth=None, response={200: TokenPairOut, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut})
+def token_obtain(request: HttpRequest, payload: TokenIn) -> Status[TokenPair]:
+    """Log in. 401 `invalid_credentials` for any wrong username, password or disabled account;
+    429 with `Retry-After` after too many failures for this username or from this address."""
+    return Status(200, token_pair_issue(username=payload.username, password=payload.password, ip=client_ip(request)))
+
+
+@router.post("/auth/refresh", auth=None, response={200: TokenPairOut, 401: ErrorOut, 422: ErrorOut})
+def token_refresh(request: HttpRequest, payload: RefreshIn) -> Status[TokenPair]:
+    """Trade a refresh token for a new pair; the old refresh token stops working. Reusing a
+    spent refresh token signs out its whole session (401 `refresh_token_reused`)."""
+    return Status(200, token_pair_refresh(refresh=payload.refresh))
+
+
+@router.post("/auth/logout", auth=None, response={204: None, 422: ErrorOut})
+def logout(request: HttpRequest, payload: RefreshIn) -> Status[None]:
+    """Revoke the refresh token and every access token issued with it, at once.
+
+    Needs no access token: holding the refresh token is proof enough, and a client whose
+    access token has expired must still be able to log out. Always 204, also for an unknown
+    or already revoked token, so the answer reveals nothing about tokens.
+    """
+    token_family_revoke(refresh=payload.refresh)
+    return Status(204, None)
+
+
+@router.get("/me", response={200: ProfileOut})
+def me_get(request: HttpRequest) -> Profile:
+    """The signed-in user's profile."""
+    return profile_get(user=request_user(request))
+
+
+@router.patch("/me", response={200: ProfileOut, 422: ErrorOut})
+def me_update(request: HttpRequest, payload: ProfilePatchIn) -> Status[Profile]:
+    """Change the signed-in user's display name, adult confirmation or intimate-mode opt-in."""
+    profile = profile_update(
+        profile=profile_get(user=request_user(request)),
+        display_name=payload.display_name,
+        adult_confirmed=payload.adult_confirmed,
+        intimate_opt_in=payload.intimate_opt_in,
+    )
+    return Status(200, profile)

@@ -7,6 +7,17 @@ from conversations.modes import Mode
 NAME_MAX = 80
 TEXT_MAX = 20_000
 SHORT_TEXT_MAX = 4_000
+TAGLINE_MAX = 200
+CREATOR_MAX = 200
+CHARACTER_VERSION_MAX = 50
+PHRASE_MAX = 200
+
+# The JSON list fields: at most this many items, each at most this many characters.
+ALTERNATE_GREETINGS_MAX_ITEMS = 20
+FALLBACK_LINES_MAX_ITEMS = 50
+FALLBACK_LINE_MAX = 1_000
+TAGS_MAX_ITEMS = 30
+TAG_MAX = 50
 
 
 class Avatar(models.Model):
@@ -25,9 +36,11 @@ class Avatar(models.Model):
         help_text="Empty for a catalogue avatar; set for a user's own avatar.",
     )
     is_public = models.BooleanField(default=False, help_text="Shown in the catalogue to every user.")
-    slug = models.SlugField(max_length=100, unique=True)
-    name = models.CharField(max_length=NAME_MAX)
-    tagline = models.CharField(max_length=200, blank=True, help_text="One line shown in the catalogue.")
+    slug = models.SlugField(
+        max_length=100, unique=True, help_text="Stable identifier used in URLs and commands; made from the name."
+    )
+    name = models.CharField(max_length=NAME_MAX, help_text="The character's name, as the model and the user see it.")
+    tagline = models.CharField(max_length=TAGLINE_MAX, blank=True, help_text="One line shown in the catalogue.")
     description = models.TextField(
         blank=True, max_length=TEXT_MAX, help_text="Who the character is: appearance, background."
     )
@@ -59,15 +72,23 @@ class Avatar(models.Model):
     intimate_allowed = models.BooleanField(
         default=True, help_text="Whether this avatar may enter intimate mode (for adults who opted in)."
     )
-    default_mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SECRETARY)
+    default_mode = models.CharField(
+        max_length=16, choices=Mode.choices, default=Mode.SECRETARY, help_text="The mode a new conversation starts in."
+    )
     fallback_lines = models.JSONField(
         default=list, blank=True, help_text="Lines said when the language model cannot answer; one at random."
     )
-    creator = models.CharField(max_length=200, blank=True)
-    creator_notes = models.TextField(blank=True, max_length=TEXT_MAX)
-    character_version = models.CharField(max_length=50, blank=True)
-    tags = models.JSONField(default=list, blank=True)
-    image = models.ImageField(upload_to="avatars/", blank=True)
+    creator = models.CharField(max_length=CREATOR_MAX, blank=True, help_text="Who made the character (card field).")
+    creator_notes = models.TextField(
+        blank=True, max_length=TEXT_MAX, help_text="Notes from the creator for people; never sent to the model."
+    )
+    character_version = models.CharField(
+        max_length=CHARACTER_VERSION_MAX, blank=True, help_text="The card's own version string."
+    )
+    tags = models.JSONField(default=list, blank=True, help_text="Catalogue tags, used by the tag filter.")
+    image = models.ImageField(
+        upload_to="avatars/", blank=True, help_text="Portrait; the PNG itself when a PNG character card is imported."
+    )
     card_extensions = models.JSONField(
         default=dict, blank=True, help_text="Unknown card fields kept as imported (extensions), so nothing is lost."
     )
@@ -89,7 +110,7 @@ class AvatarPhrase(models.Model):
 
     avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="phrases")
     mode = models.CharField(max_length=16, choices=Mode.choices)
-    text = models.CharField(max_length=200)
+    text = models.CharField(max_length=PHRASE_MAX)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["avatar", "mode", "text"], name="avatar_phrase_unique")]

@@ -2,13 +2,14 @@
 
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.api import router as accounts_router
 from accounts.auth import BearerAuth
 from avatars.api import router as avatars_router
 from companion.errors import DomainError, Throttled
 from conversations.api import router as conversations_router
+from conversations.memory_api import router as memory_router
 
 api = NinjaAPI(
     title="Companion API",
@@ -41,6 +42,14 @@ def validation_error_to_response(request: HttpRequest, exc: ValidationError) -> 
     return api.create_response(request, {"detail": exc.errors, "code": "invalid"}, status=422)
 
 
+@api.exception_handler(HttpError)
+def http_error_to_response(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # ninja raises these for bodies it cannot parse (malformed JSON, wrong content type).
+    code = "malformed" if exc.status_code == 400 else "error"
+    return api.create_response(request, {"detail": str(exc), "code": code}, status=exc.status_code)
+
+
 api.add_router("/", accounts_router)
 api.add_router("/avatars", avatars_router)
 api.add_router("/", conversations_router)
+api.add_router("/", memory_router)

@@ -10,6 +10,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from companion.beat import BEAT_SCHEDULE
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -143,6 +145,7 @@ CELERY_TASK_TIME_LIMIT = 180
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = BEAT_SCHEDULE
 
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -184,6 +187,12 @@ LLM_READ_TIMEOUT: float = env.float("LLM_READ_TIMEOUT", default=20.0)
 LLM_MAX_RETRIES: int = env.int("LLM_MAX_RETRIES", default=2)
 LLM_BREAKER_FAILURES: int = env.int("LLM_BREAKER_FAILURES", default=5)
 LLM_BREAKER_RESET_SECONDS: float = env.float("LLM_BREAKER_RESET_SECONDS", default=30.0)
+LLM_COMPLETE_TIMEOUT: float = env.float("LLM_COMPLETE_TIMEOUT", default=120.0)
+LLM_STREAM_USAGE: bool = env.bool("LLM_STREAM_USAGE", default=True)
+LLM_MAX_TOKENS_PARAM: str = env.str("LLM_MAX_TOKENS_PARAM", default="max_tokens")
+LLM_RETRY_BASE_SECONDS: float = env.float("LLM_RETRY_BASE_SECONDS", default=0.5)
+LLM_RETRY_MAX_SECONDS: float = env.float("LLM_RETRY_MAX_SECONDS", default=8.0)
+LLM_RETRY_AFTER_MAX_SECONDS: float = env.float("LLM_RETRY_AFTER_MAX_SECONDS", default=20.0)
 
 # --- Logging: structured JSON lines; never message text or keys at INFO ---------------------
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
@@ -198,3 +207,17 @@ LOGGING = {
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
+
+# --- Conversations --------------------------------------------------------------------------
+CONTEXT_MAX_PAIRS: int = env.int("CONTEXT_MAX_PAIRS", default=10)
+CONTEXT_MAX_TOKENS: int = env.int("CONTEXT_MAX_TOKENS", default=4000)
+MESSAGE_RATE_PER_MINUTE: int = env.int("MESSAGE_RATE_PER_MINUTE", default=30)
+TURN_LOCK_SECONDS: int = env.int("TURN_LOCK_SECONDS", default=300)
+WS_IDLE_TIMEOUT_SECONDS: int = env.int("WS_IDLE_TIMEOUT_SECONDS", default=300)
+LLM_ALLOWED_MODELS: list[str] = env.list("LLM_ALLOWED_MODELS", default=[])
+# Memory: with KEEP_RECENT + TRIGGER <= 2 * CONTEXT_MAX_PAIRS, every message is either in the
+# prompt's history or in the summary: nothing falls in between.
+SUMMARY_KEEP_RECENT: int = env.int("SUMMARY_KEEP_RECENT", default=12)
+SUMMARY_TRIGGER_MESSAGES: int = env.int("SUMMARY_TRIGGER_MESSAGES", default=8)
+SUMMARY_MAX_TOKENS: int = env.int("SUMMARY_MAX_TOKENS", default=600)
+MEMORY_MAX_FACTS: int = env.int("MEMORY_MAX_FACTS", default=200)

@@ -1,3 +1,195 @@
-from ninja import Router
+"""Conversations and messages over REST: thin views over conversations.services and selectors."""
 
-router = Router()
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Query, Router, Schema
+
+from conversations import selectors, services
+from conversations.events import TurnEvent
+from conversations.models import Conversation
+from conversations.schemas import (
+    ConversationIn,
+    ConversationOut,
+    ConversationPatchIn,
+    MessageIn,
+    MessagePageOut,
+    SummaryOut,
+    TurnOut,
+)
+from llm.registry import provider_get
+
+router = Router(tags=["conversations"])
+
+
+def conversation_out(conversation: Conversation) -> dict[str, Any]:
+    avatar = conversation.avatar
+    return {
+        "id": conversation.pk,
+        "avatar": {
+            "id": avatar.pk,
+            "slug": avatar.slug,
+            "name": avatar.name,
+            "image": avatar.image.url if avatar.image else None,
+        },
+        "title": conversation.title,
+        "mode": conversation.mode,
+        "mode_locked": conversation.mode_locked,
+        "message_count": conversation.message_count,
+        "created_at": conversation.created_at,
+        "updated_at": conversation.updated_at,
+        "last_message_at": conversation.last_message_at,
+    }
+
+
+@router.post("/conversations", response={201: ConversationOut})
+def conversation_create(request: HttpRequest, payload: ConversationIn) -> tuple[int, dict[str, Any]]:
+    conversation = services.conversation_create(user=request.auth, avatar_id=payload.avatar_id)  # type: ignore[attr-defined]
+    return 201, conversation_out(conversation)
+
+
+class ConversationListQuery(Schema):
+    avatar_id: int | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@router.get("/conversations", response=list[ConversationOut])
+def conversation_list(request: HttpRequest, filters: Query[ConversationListQuery]) -> list[dict[str, Any]]:
+    limit = max(1, min(filters.limit, 200))
+    offset = max(0, filters.offset)
+    conversations = selectors.conversation_list(user=request.auth, avatar_id=filters.avatar_id)  # type: ignore[attr-defined]
+    return [conversation_out(c) for c in conversations[offset : offset + limit]]
+
+
+@router.get("/conversations/{conversation_id}", response=ConversationOut)
+def conversation_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
+    return conversation_out(selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id))  # type: ignore[attr-defined]
+
+
+@router.patch("/conversations/{conversation_id}", response=ConversationOut)
+def conversation_patch(request: HttpRequest, conversation_id: int, payload: ConversationPatchIn) -> dict[str, Any]:
+    conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
+    event = services.conversation_mode_set(
+        user=request.auth,  # type: ignore[attr-defined]
+        conversation=conversation,
+        mode=payload.mode,
+        mode_locked=payload.mode_locked,
+    )
+    if event is not None:
+        from conversations.realtime import conversation_event_broadcast
+
+        conversation_event_broadcast(conversation_id=conversation.pk, event=event)
+    return conversation_out(conversation)
+
+
+@router.delete("/conversations/{conversation_id}", response={204: None})
+def conversation_delete(request: HttpRequest, conversation_id: int) -> tuple[int, None]:
+    conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
+    services.conversation_delete(conversation=conversation)
+    return 204, None
+
+
+class MessagePageQuery(Schema):
+    before: int | None = None
+    limit: int = selectors.MESSAGE_PAGE_DEFAULT
+
+
+@router.get("/conversations/{conversation_id}/messages", response=MessagePageOut)
+def message_list(request: HttpRequest, conversation_id: int, page: Query[MessagePageQuery]) -> dict[str, Any]:
+    conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
+    items, next_cursor = selectors.message_page(conversation=conversation, before=page.before, limit=page.limit)
+    return {"items": [selectors.message_dict(m) for m in items], "next": next_cursor}
+
+
+@router.get("/conversations/{conversation_id}/summary", response=SummaryOut)
+def summary_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
+    conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
+    summary = selectors.summary_get(conversation=conversation)
+    return {"text": summary.text, "covers_until": summary.covers_until_id, "updated_at": summary.updated_at}
+
+
+@router.post("/conversations/{conversation_id}/messages", response={201: TurnOut})
+async def message_post(request: HttpRequest, conversation_id: int, payload: MessageIn) -> Any:
+    """Run a turn. With `Accept: text/event-stream`, stream its events as SSE; otherwise answer the finished turn."""
+    user_id: int = request.auth.pk  # type: ignore[attr-defined]
+    turn = services.TurnRequest(
+        content=payload.content,
+        client_id=payload.client_id,
+        model=payload.model,
+        temperature=payload.temperature,
+        max_tokens=payload.max_tokens,
+    )
+    provider = await sync_to_async(provider_get)()
+    prepared = await services.turn_prepare(user_id=user_id, conversation_id=conversation_id, request=turn)
+
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        response = StreamingHttpResponse(_sse_stream(prepared, provider), content_type="text/event-stream", status=201)
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+    from conversations.realtime import turn_start_background
+
+    running = turn_start_background(prepared, provider=provider)
+    assert running.task is not None
+    # Shielded: a client that hangs up does not cancel the turn; it completes and is stored.
+    result = await asyncio.shield(running.task)
+    return 201, {
+        "user_message": result.user_message,
+        "assistant_message": result.assistant_message,
+        "mode": result.mode,
+        "mode_event": result.mode_event,
+        "duplicate": result.duplicate,
+    }
+
+
+def sse_format(frame: dict[str, Any]) -> str:
+    return f"event: {frame['type']}\ndata: {json.dumps(frame, separators=(',', ':'))}\n\n"
+
+
+async def _sse_stream(prepared: services.PreparedTurn, provider: Any) -> AsyncIterator[str]:
+    """The turn's events as SSE. A client that disconnects cancels the reply like `stop`; its text is kept."""
+    from conversations.realtime import turn_start_background
+
+    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+
+    async def emit(event: TurnEvent) -> None:
+        queue.put_nowait(event)
+
+    running = turn_start_background(prepared, provider=provider, also_emit=emit)
+    assert running.task is not None
+    running.task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (event := await queue.get()) is not None:
+            yield sse_format(event.frame())
+        await running.task
+    finally:
+        if not running.task.done():
+            running.cancel.set()
+            # The turn stores its own outcome; nothing is left to report to a client that is gone.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(running.task)
+
+
+class WsTicketIn(Schema):
+    conversation_id: int
+
+
+class WsTicketOut(Schema):
+    ticket: str
+    expires_in: int
+
+
+@router.post("/ws-ticket", response=WsTicketOut, tags=["realtime"])
+def ws_ticket_create(request: HttpRequest, payload: WsTicketIn) -> dict[str, Any]:
+    """A one-use ticket (at most 60 s) to open `/ws/conversations/{id}/?ticket=...`: no bearer token in URLs."""
+    from conversations.tickets import ws_ticket_issue
+
+    ticket = ws_ticket_issue(user=request.auth, conversation_id=payload.conversation_id)  # type: ignore[attr-defined]
+    return {"ticket": ticket.ticket, "expires_in": ticket.expires_in}

@@ -78,7 +78,7 @@ class Summary(models.Model):
 
     conversation = models.OneToOneField(Conversation, on_delete=models.CASCADE, related_name="summary")
     text = models.TextField()
-    covers_until = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="+")
+    covers_until = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
     model = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -2,7 +2,9 @@
 
 Everything outside `llm/providers/` depends on these names only, never on `openai`.
 A stream is an async iterator of `TextDelta` items that ends with exactly one `StreamEnd`;
-closing it early (`aclose()`) closes the upstream HTTP response.
+closing it early (`aclose()`) closes the upstream HTTP response. `stream()` itself raises
+only `llm.errors.InvalidParams`; provider failures surface while iterating, as `LLMError`s.
+See docs/llm.md.
 """
 
 from collections.abc import AsyncIterator, Sequence

@@ -1,6 +1,18 @@
-"""Typed LLM errors: every provider failure becomes one of these, with a code and a safe message."""
+"""Typed LLM errors: every provider failure becomes one of these, with a code and a safe message.
+
+`user_message` is written for the person chatting: it never carries the API key nor the
+server's own text (which may echo prompts or secrets). `detail` is for operators: a short,
+redacted description (status, server error code, a trimmed server message) that is logged
+at DEBUG only and shown by `manage.py llm_check`.
+
+`InvalidParams` is not a provider failure: it is the caller's bad model / temperature /
+max_tokens, raised before any network call, and it is a `companion.errors.InvalidInput`
+(so the API answers 422 with the field) as well as a `ValueError`.
+"""
 
 from typing import ClassVar
+
+from companion.errors import InvalidInput
 
 
 class LLMError(Exception):
@@ -8,10 +20,15 @@ class LLMError(Exception):
     retryable: ClassVar[bool] = False
     user_message: ClassVar[str] = "The language model could not answer."
 
-    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
+    def __init__(self, detail: str = "", *, retry_after: float | None = None, status_code: int | None = None) -> None:
         super().__init__(detail or self.user_message)
         self.detail = detail
         self.retry_after = retry_after
+        self.status_code = status_code  # the upstream HTTP status, when there was one
+
+    def as_dict(self) -> dict[str, object]:
+        """What a client may see: the shape of the socket `error` frame."""
+        return {"code": self.code, "message": self.user_message, "retryable": self.retryable}
 
 
 class NotConfigured(LLMError):
@@ -52,6 +69,13 @@ class ContentFiltered(LLMError):
     user_message = "The model's content filter stopped this reply."
 
 
+class QuotaExceeded(LLMError):
+    """A 429 that waiting will not fix: the account is out of credit (OpenAI's `insufficient_quota`)."""
+
+    code = "llm_quota_exceeded"
+    user_message = "The language model account has run out of credit."
+
+
 class RateLimited(LLMError):
     code = "llm_rate_limited"
     retryable = True
@@ -68,6 +92,13 @@ class Unavailable(LLMError):
     code = "llm_unavailable"
     retryable = True
     user_message = "The language model is unavailable right now."
+
+
+class Unreachable(Unavailable):
+    """No connection could be made at all (refused, DNS, connect timeout): usually a wrong LLM_BASE_URL."""
+
+    code = "llm_unreachable"
+    user_message = "The language model server cannot be reached right now."
 
 
 class ConnectionDropped(LLMError):
@@ -92,3 +123,9 @@ class CircuitOpen(LLMError):
     code = "llm_circuit_open"
     retryable = True
     user_message = "The language model is failing repeatedly; we paused calls to it for a moment."
+
+
+class InvalidParams(InvalidInput, ValueError):
+    """A per-request model, temperature or max_tokens out of bounds; `field` names which."""
+
+    code = "invalid"

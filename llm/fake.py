@@ -1,7 +1,8 @@
 """A scripted in-process provider for unit tests and for running without a model.
 
-It follows the Protocol exactly: deltas, then one `StreamEnd`; `aclose()` stops it and is
-recorded, so tests can check that a cancelled stream was closed.
+It follows the Protocol exactly: deltas, then one `StreamEnd`; `aclose()` or cancelling the
+task that iterates it stops it and is recorded in `closed`, so tests can check that a
+stopped stream was closed.
 """
 
 import asyncio
@@ -75,7 +76,9 @@ class FakeProvider:
                 raise self.error
             self.completed += 1
             yield StreamEnd(finish_reason=self.finish_reason, usage=self._usage(messages), model=self._model(params))
-        except GeneratorExit:
+        except (GeneratorExit, asyncio.CancelledError):
+            # Closed early, or the consuming task was cancelled: a real provider closes its
+            # HTTP response in both cases.
             self.closed += 1
             raise
 

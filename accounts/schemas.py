@@ -1,0 +1,127 @@
+"""What the accounts endpoints read and write."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from ninja import Schema
+from pydantic import Field, StrictBool, StringConstraints, field_validator
+
+from accounts.models import Profile
+from accounts.validators import (
+    DISPLAY_NAME_MAX_LENGTH,
+    LOGIN_PASSWORD_MAX_LENGTH,
+    LOGIN_USERNAME_MAX_LENGTH,
+    PASSWORD_MAX_LENGTH,
+    TOKEN_MAX_LENGTH,
+    USERNAME_MAX_LENGTH,
+    USERNAME_MIN_LENGTH,
+    USERNAME_PATTERN,
+)
+
+NewUsername = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=USERNAME_MIN_LENGTH, max_length=USERNAME_MAX_LENGTH, pattern=USERNAME_PATTERN
+    ),
+]
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=DISPLAY_NAME_MAX_LENGTH)]
+Token = Annotated[str, StringConstraints(min_length=1, max_length=TOKEN_MAX_LENGTH)]
+
+
+class ErrorOut(Schema):
+    """Every error: a message, a stable code, and the field at fault when there is one.
+
+    Request bodies that do not match the schema answer 422 with code `invalid` and `detail`
+    as a list of pydantic errors, each naming the field in `loc`.
+    """
+
+    detail: str | list[dict[str, Any]]
+    code: str
+    field: str | None = None
+
+
+class RegisterIn(Schema):
+    """A new account.
+
+    `username`: 3 to 40 characters, ASCII letters, digits, `.`, `_` and `-`; unique whatever
+    the case, and stored in lower case. `password`: at most 128 characters, and must pass the
+    server's password rules (length, not common, not all digits, not like the username).
+    `display_name`: at most 80 characters; defaults to the username as typed.
+    """
+
+    username: NewUsername
+    password: Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+    display_name: DisplayName | None = None
+
+
+class UserOut(Schema):
+    id: int
+    username: str
+    display_name: str
+
+    @staticmethod
+    def resolve_id(obj: Profile) -> int:
+        return obj.user_id
+
+    @staticmethod
+    def resolve_username(obj: Profile) -> str:
+        return obj.user.username
+
+
+class TokenIn(Schema):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=LOGIN_USERNAME_MAX_LENGTH)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=LOGIN_PASSWORD_MAX_LENGTH)]
+
+
+class TokenPairOut(Schema):
+    access: str
+    refresh: str
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class RefreshIn(Schema):
+    refresh: Token
+
+
+class ProfileOut(Schema):
+    """The signed-in user's profile. `id` is the user's id, `created_at` when the account was made."""
+
+    id: int
+    username: str
+    display_name: str
+    adult_confirmed: bool
+    intimate_opt_in: bool
+    created_at: datetime
+
+    @staticmethod
+    def resolve_id(obj: Profile) -> int:
+        return obj.user_id
+
+    @staticmethod
+    def resolve_username(obj: Profile) -> str:
+        return obj.user.username
+
+    @staticmethod
+    def resolve_created_at(obj: Profile) -> datetime:
+        return obj.user.date_joined
+
+
+class ProfilePatchIn(Schema):
+    """Fields to change; leave out what stays. `null` is refused: leave the field out instead.
+
+    `intimate_opt_in: true` needs adult confirmation, already given or in the same request
+    (`adult_confirmed: true`), else 422 `adult_confirmation_required`. `adult_confirmed: false`
+    withdraws it and turns `intimate_opt_in` off.
+    """
+
+    display_name: Annotated[DisplayName, StringConstraints(min_length=1)] | None = None
+    adult_confirmed: StrictBool | None = None
+    intimate_opt_in: StrictBool | None = None
+
+    @field_validator("display_name", "adult_confirmed", "intimate_opt_in")
+    @classmethod
+    def _refuse_null(cls, value: object) -> object:
+        # Runs only for fields the client sent (defaults are not validated), so it sees explicit nulls.
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value

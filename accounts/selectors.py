@@ -1,0 +1,59 @@
+"""Reads of accounts: who a token belongs to, a user's profile, whether intimate mode is allowed."""
+
+from typing import Literal
+
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from accounts.models import ApiToken, Profile, TokenKind
+from accounts.tokens import token_hash
+from accounts.validators import TOKEN_MAX_LENGTH
+
+IntimateBlockReason = Literal["avatar_disallows", "adult_required", "opt_in_required"]
+
+
+def user_get_by_access_token(*, token: str) -> User | None:
+    """The active user an access token belongs to, or None if it is unknown, expired or revoked.
+
+    One query; the user's profile comes with it, so `profile_get` needs none.
+    """
+    if not token or len(token) > TOKEN_MAX_LENGTH:
+        return None
+    api_token = (
+        ApiToken.objects.select_related("user__profile")
+        .filter(
+            token_hash=token_hash(token),
+            kind=TokenKind.ACCESS,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+            user__is_active=True,
+        )
+        .first()
+    )
+    return api_token.user if api_token is not None else None
+
+
+def profile_get(*, user: User) -> Profile:
+    """The user's profile, created on first use for users made outside the API (the admin, scripts)."""
+    try:
+        return user.profile
+    except Profile.DoesNotExist:
+        profile, _ = Profile.objects.get_or_create(user=user, defaults={"display_name": user.username})
+        user.profile = profile
+        return profile
+
+
+def intimate_block_reason(*, profile: Profile, avatar_allows: bool) -> IntimateBlockReason | None:
+    """Why intimate mode is not allowed for this user with this avatar, or None if it is.
+
+    Checked in this order, the first that applies is returned: the avatar does not allow it
+    (`avatar_disallows`), the user has not confirmed being an adult (`adult_required`), the
+    user has not opted in (`opt_in_required`).
+    """
+    if not avatar_allows:
+        return "avatar_disallows"
+    if not profile.adult_confirmed:
+        return "adult_required"
+    if not profile.intimate_opt_in:
+        return "opt_in_required"
+    return None

@@ -1,0 +1,29 @@
+"""The accounts endpoints as the OpenAPI document describes them to client authors."""
+
+from django.test import Client
+
+
+def test_openapi_lists_the_accounts_endpoints_and_their_auth(client: Client) -> None:
+    paths = client.get("/api/openapi.json").json()["paths"]
+
+    operations = {
+        (path, method): operation
+        for path, methods in paths.items()
+        if path.startswith("/api/auth/") or path == "/api/me"
+        for method, operation in methods.items()
+    }
+    assert sorted(operations) == [
+        ("/api/auth/logout", "post"),
+        ("/api/auth/refresh", "post"),
+        ("/api/auth/register", "post"),
+        ("/api/auth/token", "post"),
+        ("/api/me", "get"),
+        ("/api/me", "patch"),
+    ]
+    # only the profile needs a bearer token
+    assert {key for key, operation in operations.items() if operation.get("security")} == {
+        ("/api/me", "get"),
+        ("/api/me", "patch"),
+    }
+    assert "201" in operations[("/api/auth/register", "post")]["responses"]
+    assert "204" in operations[("/api/auth/logout", "post")]["responses"]

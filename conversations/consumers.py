@@ -1,0 +1,218 @@
+"""The chat websocket: parse a frame, check it, call the turn service, forward events.
+
+Frames and their order are fixed by CONTRACT.md. Every socket of a conversation joins its
+group; turn events go to the group, so a phone and a tablet see the same stream. A turn
+runs in a task of its own: if the socket that asked drops, the reply still completes and
+is stored. `stop` travels through the group too, so it reaches the process running the
+turn whichever server the stopping socket is on.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from companion.errors import DomainError
+from conversations import realtime, services
+from conversations.events import ErrorEvent, ModeChanged, ReplyStart, Token, TurnEvent
+from conversations.selectors import message_dict, message_list_after
+from conversations.tickets import ws_ticket_redeem
+from llm.registry import provider_get
+
+logger = logging.getLogger("companion.ws")
+
+FRAME_MAX_BYTES = 64 * 1024
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_IDLE = 4408
+CLOSE_LAYER_DOWN = 1011
+MESSAGE_FIELDS = {"content", "client_id", "model", "temperature", "max_tokens"}
+
+
+class ClientError(Exception):
+    def __init__(self, code: str, message: str, *, field: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code, self.message, self.field, self.retryable = code, message, field, retryable
+
+
+class ConversationConsumer(AsyncWebsocketConsumer):
+    user_id: int
+    conversation_id: int
+    group: str
+
+    async def connect(self) -> None:
+        self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        ticket = (query.get("ticket") or [""])[0]
+        claim = await database_sync_to_async(ws_ticket_redeem)(ticket=ticket, conversation_id=self.conversation_id)
+        if claim is None:
+            # Refused at the handshake: no socket for a missing, reused or foreign ticket.
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        self.user_id = claim.user_id
+        self.group = realtime.conversation_group_name(self.conversation_id)
+        self.last_activity = time.monotonic()
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except Exception:
+            logger.exception("channel layer unavailable at connect")
+            await self.close(code=CLOSE_LAYER_DOWN)
+            return
+        await self.accept()
+        self.idle_watch = asyncio.ensure_future(self._idle_watch())
+
+    async def disconnect(self, code: int) -> None:
+        watch = getattr(self, "idle_watch", None)
+        if watch is not None:
+            watch.cancel()
+        if getattr(self, "group", None):
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except Exception:
+                logger.warning("channel layer unavailable at disconnect", exc_info=True)
+
+    async def _idle_watch(self) -> None:
+        idle_seconds: float = getattr(settings, "WS_IDLE_TIMEOUT_SECONDS", 300)
+        while True:
+            await asyncio.sleep(min(30.0, idle_seconds))
+            if time.monotonic() - self.last_activity > idle_seconds and not realtime.turn_running(self.conversation_id):
+                await self.close(code=CLOSE_IDLE)
+                return
+
+    # --- client frames ------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_activity = time.monotonic()
+        try:
+            frame = self._frame_parse(text_data, bytes_data)
+            handler = {
+                "message": self._on_message,
+                "stop": self._on_stop,
+                "set_mode": self._on_set_mode,
+                "resume": self._on_resume,
+                "ping": self._on_ping,
+            }.get(frame["type"])
+            if handler is None:
+                raise ClientError("unknown_type", f"Unknown frame type {frame['type']!r}.", field="type")
+            await handler(frame)
+        except ClientError as exc:
+            await self._send_frame(ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame())
+        except DomainError as exc:
+            await self._send_frame(ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame())
+
+    def _frame_parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+        if text_data is None:
+            raise ClientError("invalid_frame", "Send JSON text frames, not binary.")
+        if len(text_data.encode()) > FRAME_MAX_BYTES:
+            raise ClientError("too_large", f"Frames are limited to {FRAME_MAX_BYTES // 1024} KB.")
+        try:
+            frame = json.loads(text_data)
+        except json.JSONDecodeError as exc:
+            raise ClientError("invalid_json", f"The frame is not valid JSON: {exc.msg}.") from exc
+        if not isinstance(frame, dict):
+            raise ClientError("invalid_frame", "A frame must be a JSON object.")
+        if not isinstance(frame.get("type"), str):
+            raise ClientError("invalid_frame", "A frame needs a string field 'type'.", field="type")
+        return frame
+
+    async def _on_ping(self, frame: dict[str, Any]) -> None:
+        await self._send_frame({"type": "pong"})
+
+    async def _on_message(self, frame: dict[str, Any]) -> None:
+        request = _turn_request_from_frame(frame)
+        prepared = await services.turn_prepare(
+            user_id=self.user_id, conversation_id=self.conversation_id, request=request
+        )
+        provider = await database_sync_to_async(provider_get)()
+        realtime.turn_start_background(prepared, provider=provider)
+
+    async def _on_stop(self, frame: dict[str, Any]) -> None:
+        await self.channel_layer.group_send(self.group, {"type": "turn.stop"})
+
+    async def _on_set_mode(self, frame: dict[str, Any]) -> None:
+        mode = frame.get("mode")
+        if mode not in {"secretary", "intimate", "auto"}:
+            raise ClientError("invalid", "mode must be secretary, intimate or auto.", field="mode")
+        event = await database_sync_to_async(_conversation_mode_set)(self.user_id, self.conversation_id, mode)
+        if event is not None:
+            await self.channel_layer.group_send(self.group, {"type": realtime.GROUP_EVENT_TYPE, "frame": event.frame()})
+
+    async def _on_resume(self, frame: dict[str, Any]) -> None:
+        after = frame.get("after", 0)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ClientError("invalid", "after must be a message id (an integer).", field="after")
+        missed = await database_sync_to_async(message_list_after)(conversation_id=self.conversation_id, after=after)
+        for message in missed:
+            await self._send_frame({"type": "message.created", "message": message_dict(message), "resumed": True})
+        # The process running a reply (maybe another server) answers with what it has streamed so far.
+        await self.channel_layer.group_send(
+            self.group, {"type": "turn.snapshot_request", "reply_channel": self.channel_name}
+        )
+
+    # --- group messages -----------------------------------------------------------------
+
+    async def turn_event(self, message: dict[str, Any]) -> None:
+        await self._send_frame(message["frame"])
+
+    async def turn_stop(self, message: dict[str, Any]) -> None:
+        realtime.turn_cancel_local(self.conversation_id)
+
+    async def turn_snapshot_request(self, message: dict[str, Any]) -> None:
+        snapshot = realtime.turn_snapshot_local(self.conversation_id)
+        if snapshot is not None and realtime.snapshot_claim(self.conversation_id, message["reply_channel"]):
+            await self.channel_layer.send(message["reply_channel"], {"type": "turn.snapshot", **snapshot})
+
+    async def turn_snapshot(self, message: dict[str, Any]) -> None:
+        message_id, mode = message["message_id"], message["mode"]
+        await self._send_frame(ReplyStart(message_id=message_id, mode=mode).frame())
+        for seq, delta in enumerate(message["deltas"]):
+            await self._send_frame(Token(message_id=message_id, seq=seq, delta=delta).frame())
+
+    async def _send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+
+def _turn_request_from_frame(frame: dict[str, Any]) -> services.TurnRequest:
+    unknown = set(frame) - MESSAGE_FIELDS - {"type"}
+    if unknown:
+        raise ClientError("invalid", f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+    content = frame.get("content")
+    if not isinstance(content, str):
+        raise ClientError("invalid", "content must be a string.", field="content")
+    client_id = frame.get("client_id")
+    if client_id is not None and not isinstance(client_id, str | int):
+        raise ClientError("invalid", "client_id must be a string.", field="client_id")
+    model = frame.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ClientError("invalid", "model must be a string.", field="model")
+    temperature = frame.get("temperature")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)):
+        raise ClientError("invalid", "temperature must be a number.", field="temperature")
+    max_tokens = frame.get("max_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+        raise ClientError("invalid", "max_tokens must be an integer.", field="max_tokens")
+    return services.TurnRequest(
+        content=content,
+        client_id=str(client_id) if client_id is not None else None,
+        model=model,
+        temperature=float(temperature) if temperature is not None else None,
+        max_tokens=max_tokens,
+    )
+
+
+def _conversation_mode_set(user_id: int, conversation_id: int, mode: str) -> ModeChanged | None:
+    from django.contrib.auth.models import User
+
+    from conversations.selectors import conversation_get_owned
+
+    user = User.objects.get(pk=user_id)
+    conversation = conversation_get_owned(user=user, conversation_id=conversation_id)
+    return services.conversation_mode_set(user=user, conversation=conversation, mode=mode, mode_locked=None)
+
+
+__all__ = ["ConversationConsumer", "TurnEvent"]

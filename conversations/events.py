@@ -1,0 +1,106 @@
+"""The events of a turn, as sent on the websocket and over SSE (CONTRACT.md, "Server to client").
+
+Each event is a small dataclass; `frame()` gives the JSON object clients receive. The
+orchestrator emits them in contract order: message.created, mode (only on a change or a
+block), reply.start, token..., reply.end; error for anything refused or failed.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Frame = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCreated:
+    message: dict[str, Any]
+
+    def frame(self) -> Frame:
+        return {"type": "message.created", "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChanged:
+    mode: str
+    previous: str
+    source: str  # intent | command | user | lock | gate
+    matched: str | None = None
+    score: float | None = None
+    blocked: str | None = None
+    blocked_reason: str | None = None
+    locked: bool = False
+
+    def frame(self) -> Frame:
+        frame: Frame = {
+            "type": "mode",
+            "mode": self.mode,
+            "previous": self.previous,
+            "locked": self.locked,
+            "reason": {"source": self.source, "matched": self.matched, "score": self.score},
+        }
+        if self.blocked:
+            frame["blocked"] = self.blocked
+            frame["reason"]["code"] = self.blocked_reason
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyStart:
+    message_id: int
+    mode: str
+
+    def frame(self) -> Frame:
+        return {"type": "reply.start", "message_id": self.message_id, "mode": self.mode}
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    message_id: int
+    seq: int
+    delta: str
+
+    def frame(self) -> Frame:
+        return {"type": "token", "message_id": self.message_id, "seq": self.seq, "delta": self.delta}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEnd:
+    message_id: int
+    status: str
+    finish_reason: str
+    content: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    message: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+    def frame(self) -> Frame:
+        frame: Frame = {
+            "type": "reply.end",
+            "message_id": self.message_id,
+            "status": self.status,
+            "finish_reason": self.finish_reason,
+            "content": self.content,
+            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
+            "message": self.message,
+        }
+        if self.error is not None:
+            frame["error"] = self.error
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    code: str
+    message: str
+    retryable: bool = False
+    field: str | None = None
+
+    def frame(self) -> Frame:
+        frame: Frame = {"type": "error", "code": self.code, "message": self.message, "retryable": self.retryable}
+        if self.field:
+            frame["field"] = self.field
+        return frame
+
+
+TurnEvent = MessageCreated | ModeChanged | ReplyStart | Token | ReplyEnd | ErrorEvent

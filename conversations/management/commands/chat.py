@@ -1,0 +1,131 @@
+"""`python manage.py chat AVATAR_SLUG [--user USERNAME]`: talk to an avatar in the terminal.
+
+Replies stream as they are generated; mode switches are shown with their reason. Ctrl-C
+during a reply stops it (stored as cancelled, like the app's stop button); Ctrl-C or
+Ctrl-D at the prompt leaves.
+"""
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any, TextIO
+
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from avatars.models import Avatar
+from companion.errors import DomainError
+from conversations.events import ErrorEvent, MessageCreated, ModeChanged, ReplyEnd, ReplyStart, Token, TurnEvent
+from conversations.models import Conversation, Message
+from conversations.services import TurnRequest, conversation_create, turn_run
+from llm.registry import provider_get
+
+HELP_LINE = "Type a message. /secretary, /intimate and /auto switch modes; Ctrl-C stops a reply; Ctrl-D quits."
+
+
+class Command(BaseCommand):
+    help = "Chat with an avatar in the terminal, replies streamed, mode switches shown."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("avatar_slug")
+        parser.add_argument("--user", default="demo", help="Username to chat as (default: demo, see seed_demo).")
+        parser.add_argument("--new", action="store_true", help="Start a new conversation instead of continuing.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            user = User.objects.get(username=options["user"])
+        except User.DoesNotExist as exc:
+            raise CommandError(
+                f"No user {options['user']!r}. Run `python manage.py seed_demo` or pass --user."
+            ) from exc
+        avatar = Avatar.objects.filter(slug=options["avatar_slug"]).first()
+        if avatar is None or not (avatar.is_public or avatar.owner_id == user.pk):
+            slugs = ", ".join(Avatar.objects.filter(is_public=True).values_list("slug", flat=True)) or "none"
+            raise CommandError(f"No avatar {options['avatar_slug']!r} for {user.username}. Catalogue: {slugs}.")
+        conversation = (
+            None
+            if options["new"]
+            else (Conversation.objects.filter(user=user, avatar=avatar).order_by("-updated_at").first())
+        )
+        if conversation is None:
+            conversation = conversation_create(user=user, avatar_id=avatar.pk)
+        self._print_recent(conversation)
+        asyncio.run(_chat_loop(user, conversation, self.stdout, sys.stdin))
+
+    def _print_recent(self, conversation: Conversation) -> None:
+        self.stdout.write(f"Conversation {conversation.pk} with {conversation.avatar.name} — mode {conversation.mode}")
+        self.stdout.write(HELP_LINE)
+        recent = list(Message.objects.filter(conversation=conversation).order_by("-id")[:6])
+        for message in reversed(recent):
+            who = "you" if message.role == "user" else conversation.avatar.name
+            self.stdout.write(f"{who}> {message.content}")
+
+
+def mode_line(frame: dict[str, Any]) -> str:
+    reason = frame["reason"]
+    if frame.get("blocked"):
+        return f"[intimate mode not available ({reason.get('code')}); staying in {frame['mode']}]"
+    why = reason["source"]
+    if reason.get("matched"):
+        why += f": '{reason['matched']}' score {reason.get('score')}"
+    lock = ", locked" if frame.get("locked") else ""
+    return f"[mode {frame['previous']} → {frame['mode']} ({why}){lock}]"
+
+
+async def _chat_loop(user: User, conversation: Conversation, out: Any, stdin: TextIO) -> None:
+    provider = await database_sync_to_async(provider_get)()
+    loop = asyncio.get_running_loop()
+    name = conversation.avatar.name
+    while True:
+        try:
+            line = await loop.run_in_executor(None, _prompt, stdin)
+        except (EOFError, KeyboardInterrupt):
+            out.write("\nbye")
+            return
+        if not line.strip():
+            continue
+        cancel = asyncio.Event()
+
+        async def emit(event: TurnEvent) -> None:
+            if isinstance(event, ModeChanged):
+                out.write(mode_line(event.frame()))
+            elif isinstance(event, ReplyStart):
+                out.write(f"{name}> ", ending="")
+            elif isinstance(event, Token):
+                out.write(event.delta, ending="")
+                out.flush()
+            elif isinstance(event, ReplyEnd):
+                suffix = "" if event.status == "complete" else f"  [{event.status}]"
+                out.write(suffix)
+            elif isinstance(event, ErrorEvent):
+                out.write(f"[error {event.code}: {event.message}]")
+            elif isinstance(event, MessageCreated):
+                pass
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, cancel.set)
+        try:
+            await turn_run(
+                user_id=user.pk,
+                conversation_id=conversation.pk,
+                request=TurnRequest(content=line.strip()),
+                provider=provider,
+                emit=emit,
+                cancel=cancel,
+            )
+        except DomainError as exc:
+            out.write(f"[{exc.code}: {exc.message}]")
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+
+
+def _prompt(stdin: TextIO) -> str:
+    sys.stdout.write("you> ")
+    sys.stdout.flush()
+    line = stdin.readline()
+    if not line:
+        raise EOFError
+    return line

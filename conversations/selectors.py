@@ -1,0 +1,77 @@
+"""Reads of conversations and messages. Every read a user triggers is scoped to its owner."""
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
+
+from companion.errors import NotFound
+from conversations.models import Conversation, Message, Status, Summary
+
+MESSAGE_PAGE_DEFAULT = 50
+MESSAGE_PAGE_MAX = 200
+
+
+def conversation_get_owned(*, user: User, conversation_id: int) -> Conversation:
+    """The user's conversation; another user's is indistinguishable from a missing one."""
+    conversation = Conversation.objects.select_related("avatar").filter(pk=conversation_id, user_id=user.pk).first()
+    if conversation is None:
+        raise NotFound("Conversation not found.")
+    return conversation
+
+
+def conversation_list(*, user: User, avatar_id: int | None = None) -> QuerySet[Conversation]:
+    conversations = Conversation.objects.select_related("avatar").filter(user_id=user.pk)
+    if avatar_id is not None:
+        conversations = conversations.filter(avatar_id=avatar_id)
+    return conversations.order_by("-updated_at", "-id")
+
+
+def message_page(*, conversation: Conversation, before: int | None, limit: int) -> tuple[list[Message], int | None]:
+    """Newest page of messages older than `before`, returned oldest first, and the cursor of the next page."""
+    limit = max(1, min(limit, MESSAGE_PAGE_MAX))
+    messages = Message.objects.filter(conversation_id=conversation.pk)
+    if before is not None:
+        messages = messages.filter(pk__lt=before)
+    newest_first = list(messages.order_by("-id")[: limit + 1])
+    has_more = len(newest_first) > limit
+    page = list(reversed(newest_first[:limit]))
+    return page, (page[0].pk if has_more and page else None)
+
+
+def message_list_after(*, conversation_id: int, after: int, limit: int = MESSAGE_PAGE_MAX) -> list[Message]:
+    """Messages a reconnecting client missed, oldest first (in-flight replies excluded)."""
+    return list(
+        Message.objects.filter(conversation_id=conversation_id, pk__gt=after)
+        .exclude(status=Status.STREAMING)
+        .order_by("id")[:limit]
+    )
+
+
+def summary_get(*, conversation: Conversation) -> Summary:
+    summary = Summary.objects.filter(conversation_id=conversation.pk).first()
+    if summary is None:
+        raise NotFound("This conversation has no summary yet.")
+    return summary
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """A message as clients see it, in events and in the API."""
+    return {
+        "id": message.pk,
+        "conversation_id": message.conversation_id,
+        "role": message.role,
+        "content": message.content,
+        "mode": message.mode,
+        "status": message.status,
+        "client_id": message.client_id,
+        "reply_to": message.reply_to_id,
+        "route": message.route,
+        "model": message.model or None,
+        "finish_reason": message.finish_reason or None,
+        "error_code": message.error_code or None,
+        "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
+        "ttft_ms": message.ttft_ms,
+        "duration_ms": message.duration_ms,
+        "created_at": message.created_at.isoformat() if message.created_at else None,
+    }

@@ -1,0 +1,213 @@
+"""Background work of conversations (Celery tasks): the rolling summary and remembered facts.
+
+Tasks are interfaces: they take ids, re-fetch, and call one service of
+`conversations.memory` with the configured provider (`llm.registry.provider_get`).
+
+- Names are explicit ("conversations.summarize_conversation", ...), so a rename of this
+  module never strands queued messages.
+- `summarize_conversation` and `extract_memories` are idempotent (a summary only moves
+  forward; a fact is matched by key), so they run with `acks_late` and
+  `reject_on_worker_lost`: a worker killed mid-task leaves the message to be delivered
+  again. With the prefork pool the parent sees the child die and requeues at once; when the
+  whole worker dies, Redis restores unacknowledged messages after the broker's
+  `visibility_timeout` (kombu's default is an hour; it must stay above the longest
+  retry countdown below, or a waiting retry is delivered twice).
+- Retries: only for LLM errors whose `.retryable` is true (rate limits, timeouts, an
+  answer that failed our checks), with exponential backoff and full jitter, at most
+  `RETRY_MAX` times. A terminal error (no key, model not found) is logged and dropped.
+- Time limits: each task's soft limit raises inside it, the hard limit kills it; both sit
+  under the project-wide CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT.
+
+Without `REDIS_URL` (CELERY_TASK_ALWAYS_EAGER) there is no worker: `task_enqueue` runs the
+same tasks on one in-process background thread, never in the caller's thread, so the
+websocket's event loop (and the single thread behind `database_sync_to_async`) never waits
+for a model. That thread also does the retries, after short pauses (Celery's own eager
+retries would run at once, nested); there is no beat either, and each later turn checks
+again whether a summary is due.
+"""
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from celery import Task, shared_task
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+from django.db import close_old_connections
+
+from llm.base import LLMProvider
+from llm.errors import LLMError
+
+logger = logging.getLogger("companion.memory")
+
+RETRY_MAX = 3
+RETRY_BACKOFF_SECONDS = 10  # 10, 20, 40 s (full jitter: anywhere up to those)
+RETRY_BACKOFF_MAX_SECONDS = 300
+IN_PROCESS_THREAD_NAME = "companion-tasks"
+IN_PROCESS_RETRY_DELAYS: tuple[float, ...] = (2.0, 4.0, 8.0)  # one per retry, RETRY_MAX of them
+
+# Tasks that call the model; each adds its own limits (the soft one raises in the task, the hard one kills it).
+_LLM_TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "max_retries": RETRY_MAX,
+    "ignore_result": True,
+}
+
+
+def provider_for_tasks() -> LLMProvider:
+    """The configured provider, imported late: the registry reads settings and builds clients."""
+    from llm.registry import provider_get
+
+    return provider_get()
+
+
+@shared_task(name="conversations.summarize_conversation", soft_time_limit=90, time_limit=120, **_LLM_TASK_OPTIONS)
+def summarize_conversation(self: Task[Any, Any], conversation_id: int) -> int | None:
+    """Summarise the conversation when due; returns the id of the last message the summary now covers."""
+    from conversations.memory import summary_is_due, summary_update
+
+    try:
+        summary = summary_update(conversation_id=conversation_id, provider=provider_for_tasks())
+    except LLMError as exc:
+        _retry_or_give_up(self, exc, conversation_id=conversation_id)
+        return None
+    if summary is None:
+        return None
+    # One run reads a bounded batch; a long backlog continues at once rather than waiting for a turn.
+    if summary_is_due(conversation_id=conversation_id):
+        task_enqueue(summarize_conversation, conversation_id=conversation_id)
+    return summary.covers_until_id
+
+
+@shared_task(name="conversations.extract_memories", soft_time_limit=60, time_limit=90, **_LLM_TASK_OPTIONS)
+def extract_memories(self: Task[Any, Any], message_id: int) -> list[int]:
+    """Remember the durable facts of one user message; returns the ids of the facts created or changed."""
+    from conversations.memory import memory_extract
+
+    try:
+        memories = memory_extract(message_id=message_id, provider=provider_for_tasks())
+    except LLMError as exc:
+        _retry_or_give_up(self, exc, message_id=message_id)
+        return []
+    return [memory.pk for memory in memories]
+
+
+@shared_task(name="conversations.summarize_sweep", soft_time_limit=60, time_limit=90, ignore_result=True)
+def summarize_sweep() -> int:
+    """Beat, every few minutes: queue the summaries whose enqueue was lost; returns how many."""
+    from conversations.memory import summary_sweep
+
+    return summary_sweep()
+
+
+# Lives here until accounts has a tasks module; the name is what beat and the queue know it by.
+@shared_task(name="accounts.api_token_delete_expired", soft_time_limit=300, time_limit=360, ignore_result=True)
+def api_token_delete_expired() -> int:
+    """Beat, daily: delete expired API tokens; returns how many."""
+    from accounts.services import api_token_delete_expired as delete_expired
+
+    return delete_expired()
+
+
+def _retry_or_give_up(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
+    """Raise the task's retry for a retryable error; log and return for a terminal one."""
+    if not exc.retryable:
+        logger.warning("memory task gave up", extra={"data": {"task": task.name, "code": exc.code, **ids}})
+        return
+    if task.request.is_eager:
+        # No broker to hold a delayed retry (Celery's eager retry runs at once, nested): the
+        # in-process runner tries again itself, after a pause (`_run_in_process`).
+        raise exc
+    countdown = get_exponential_backoff_interval(
+        factor=RETRY_BACKOFF_SECONDS,
+        retries=task.request.retries,
+        maximum=RETRY_BACKOFF_MAX_SECONDS,
+        full_jitter=True,
+    )
+    if exc.retry_after:
+        countdown = max(countdown, min(int(exc.retry_after), RETRY_BACKOFF_MAX_SECONDS))
+    logger.info(
+        "memory task will retry",
+        extra={
+            "data": {
+                "task": task.name,
+                "code": exc.code,
+                "retries": task.request.retries,
+                "countdown": countdown,
+                **ids,
+            }
+        },
+    )
+    # After RETRY_MAX retries this re-raises `exc`: the task fails and its message is acknowledged.
+    raise task.retry(exc=exc, countdown=countdown)
+
+
+# --- sending: to the broker, or to the in-process thread ---------------------------------------
+
+_in_process = ThreadPoolExecutor(max_workers=1, thread_name_prefix=IN_PROCESS_THREAD_NAME)
+
+
+def task_enqueue(task: Task[Any, Any], **kwargs: int) -> None:
+    """Send `task` with keyword arguments; never runs it in the caller's thread.
+
+    With a broker: `apply_async` (on `MEMORY_TASK_QUEUE` when that setting names one).
+    Without one (CELERY_TASK_ALWAYS_EAGER): on the single in-process background thread,
+    one task after another, so SQLite sees one background writer and a burst of turns
+    cannot start a burst of model calls.
+    """
+    if task.app.conf.task_always_eager:
+        _in_process.submit(_run_in_process, task, kwargs)
+        return
+    options: dict[str, Any] = {}
+    queue = getattr(settings, "MEMORY_TASK_QUEUE", None)
+    if queue:
+        options["queue"] = queue
+    # Fail fast when Redis is away: the caller is a turn that is already stored, and the sweep catches up.
+    task.apply_async(
+        kwargs=kwargs,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        **options,
+    )
+
+
+def _run_in_process(task: Task[Any, Any], kwargs: dict[str, int]) -> None:
+    # This thread keeps its own database connection; close it when it is old, as Django does per request.
+    close_old_connections()
+    try:
+        for attempt in range(RETRY_MAX + 1):
+            result = task.apply(kwargs=kwargs, throw=False)
+            if not result.failed():
+                return
+            error = result.result
+            if not (isinstance(error, LLMError) and error.retryable) or attempt == RETRY_MAX:
+                logger.warning(
+                    "in-process task failed",
+                    extra={"data": {"task": task.name, "error": repr(error), "attempts": attempt + 1, **kwargs}},
+                )
+                return
+            # A pause on this thread holds up only the memory work queued behind it, never a turn.
+            time.sleep(IN_PROCESS_RETRY_DELAYS[attempt])
+    except Exception:
+        logger.exception("in-process task crashed", extra={"data": {"task": task.name, **kwargs}})
+    finally:
+        close_old_connections()
+
+
+def in_process_tasks_wait(*, timeout: float = 30.0) -> bool:
+    """Wait until the in-process thread has run everything queued so far; False on timeout.
+
+    For tests and for commands that exit right after a turn (the terminal chat).
+    """
+    if threading.current_thread().name.startswith(IN_PROCESS_THREAD_NAME):
+        return True  # called from a task itself: waiting on our own queue would never end
+    try:
+        _in_process.submit(lambda: None).result(timeout=timeout)
+    except FutureTimeout:
+        return False
+    return True

@@ -1,0 +1,248 @@
+"""The chat websocket through Channels' WebsocketCommunicator, with a fake model from the registry."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from companion.testing import ConversationFactory, UserFactory
+from conversations.consumers import FRAME_MAX_BYTES
+from conversations.models import Conversation, Message, Role, Status
+from conversations.routing import websocket_urlpatterns
+from conversations.tests.providers import SlowFakeProvider
+from conversations.tickets import ws_ticket_issue
+from llm.registry import provider_reset
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PIECES = len(SlowFakeProvider().pieces())
+
+
+@pytest.fixture(autouse=True)
+def fake_model() -> Iterator[None]:
+    with override_settings(LLM_PROVIDER="conversations.tests.providers.SlowFakeProvider"):
+        provider_reset()
+        yield
+    provider_reset()
+
+
+def application() -> Any:
+    from channels.routing import URLRouter
+
+    return URLRouter(websocket_urlpatterns)
+
+
+async def connect(conversation: Conversation) -> WebsocketCommunicator:
+    ticket = await database_sync_to_async(ws_ticket_issue)(user=conversation.user, conversation_id=conversation.pk)
+    communicator = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket.ticket}")
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive_until(
+    communicator: WebsocketCommunicator, frame_type: str, timeout: float = 10
+) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    while True:
+        frame = json.loads(await communicator.receive_from(timeout=timeout))
+        frames.append(frame)
+        if frame["type"] == frame_type:
+            return frames
+
+
+@pytest.fixture
+async def conversation() -> Conversation:
+    return await database_sync_to_async(ConversationFactory)()
+
+
+async def test_a_message_streams_a_reply_in_contract_order(conversation: Conversation) -> None:
+    ws = await connect(conversation)
+
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "hello", "client_id": "a1"}))
+    frames = await receive_until(ws, "reply.end")
+
+    types = [f["type"] for f in frames]
+    assert types[0] == "message.created"
+    assert frames[0]["message"]["client_id"] == "a1"
+    assert types[1] == "reply.start"
+    tokens = [f for f in frames if f["type"] == "token"]
+    assert [t["seq"] for t in tokens] == list(range(PIECES))
+    assert frames[-1]["status"] == "complete"
+    assert frames[-1]["content"] == "".join(t["delta"] for t in tokens)
+    await ws.disconnect()
+
+
+async def test_stop_ends_the_reply_as_cancelled_and_keeps_its_text(conversation: Conversation) -> None:
+    ws = await connect(conversation)
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "tell me everything"}))
+    await receive_until(ws, "token")
+
+    await ws.send_to(text_data=json.dumps({"type": "stop"}))
+    frames = await receive_until(ws, "reply.end")
+
+    end = frames[-1]
+    assert end["status"] == "cancelled"
+    reply = await database_sync_to_async(Message.objects.get)(conversation=conversation, role=Role.ASSISTANT)
+    assert reply.status == Status.CANCELLED
+    assert reply.content == end["content"]
+    assert 0 < len(reply.content.split()) < 40
+    await ws.disconnect()
+
+
+async def test_a_second_message_while_streaming_gets_busy_and_is_not_stored(conversation: Conversation) -> None:
+    ws = await connect(conversation)
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "first"}))
+    await receive_until(ws, "token")
+
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "second"}))
+    frames = await receive_until(ws, "error")
+
+    assert frames[-1]["code"] == "busy"
+    assert frames[-1]["retryable"] is True
+    await receive_until(ws, "reply.end")
+    contents = await database_sync_to_async(
+        lambda: list(
+            Message.objects.filter(conversation=conversation, role=Role.USER).values_list("content", flat=True)
+        )
+    )()
+    assert contents == ["first"]
+    await ws.disconnect()
+
+
+async def test_two_sockets_of_the_same_user_see_the_same_stream(conversation: Conversation) -> None:
+    phone = await connect(conversation)
+    tablet = await connect(conversation)
+
+    await phone.send_to(text_data=json.dumps({"type": "message", "content": "hi both"}))
+    on_phone = await receive_until(phone, "reply.end")
+    on_tablet = await receive_until(tablet, "reply.end")
+
+    assert on_phone == on_tablet
+    await phone.disconnect()
+    await tablet.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_frame"),
+        (json.dumps({"content": "no type"}), "invalid_frame"),
+        (json.dumps({"type": "dance"}), "unknown_type"),
+        (json.dumps({"type": "message"}), "invalid"),
+        (json.dumps({"type": "message", "content": 42}), "invalid"),
+        (json.dumps({"type": "message", "content": ""}), "invalid"),
+        (json.dumps({"type": "set_mode", "mode": "party"}), "invalid"),
+        (json.dumps({"type": "resume", "after": "x"}), "invalid"),
+        (json.dumps({"type": "message", "content": "x" * (FRAME_MAX_BYTES + 1)}), "too_large"),
+    ],
+)
+async def test_bad_frames_get_an_error_frame_and_the_socket_stays_usable(
+    conversation: Conversation, raw: str, code: str
+) -> None:
+    ws = await connect(conversation)
+
+    await ws.send_to(text_data=raw)
+    error = json.loads(await ws.receive_from(timeout=5))
+    await ws.send_to(text_data=json.dumps({"type": "ping"}))
+    pong = json.loads(await ws.receive_from(timeout=5))
+
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert pong == {"type": "pong"}
+    assert not await database_sync_to_async(Message.objects.filter(conversation=conversation).exists)()
+    await ws.disconnect()
+
+
+async def test_a_ticket_works_once_and_only_for_its_conversation(conversation: Conversation) -> None:
+    ticket = await database_sync_to_async(ws_ticket_issue)(user=conversation.user, conversation_id=conversation.pk)
+    other = await database_sync_to_async(ConversationFactory)(user=conversation.user)
+
+    wrong = WebsocketCommunicator(application(), f"/ws/conversations/{other.pk}/?ticket={ticket.ticket}")
+    assert (await wrong.connect())[0] is False
+    # The mismatched attempt consumed the ticket: it is single-use whatever happened.
+    again = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket.ticket}")
+    assert (await again.connect())[0] is False
+    missing = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/")
+    assert (await missing.connect())[0] is False
+
+
+async def test_no_ticket_for_another_users_conversation(conversation: Conversation) -> None:
+    from companion.errors import NotFound
+
+    stranger = await database_sync_to_async(UserFactory)(username="stranger")
+
+    with pytest.raises(NotFound):
+        await database_sync_to_async(ws_ticket_issue)(user=stranger, conversation_id=conversation.pk)
+
+
+async def test_set_mode_locks_and_every_socket_hears_it(conversation: Conversation) -> None:
+    phone = await connect(conversation)
+    tablet = await connect(conversation)
+
+    await phone.send_to(text_data=json.dumps({"type": "set_mode", "mode": "secretary"}))
+    frame = json.loads(await tablet.receive_from(timeout=5))
+
+    assert frame["type"] == "mode"
+    assert frame["locked"] is True
+    assert frame["reason"]["source"] == "user"
+    refreshed = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
+    assert refreshed.mode_locked is True
+    await phone.disconnect()
+    await tablet.disconnect()
+
+
+async def test_intimate_mode_cannot_be_set_without_opt_in(conversation: Conversation) -> None:
+    ws = await connect(conversation)
+
+    await ws.send_to(text_data=json.dumps({"type": "set_mode", "mode": "intimate"}))
+    frame = json.loads(await ws.receive_from(timeout=5))
+
+    assert frame["type"] == "error"
+    assert frame["code"] == "intimate_blocked"
+    refreshed = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
+    assert refreshed.mode == "secretary"
+    await ws.disconnect()
+
+
+async def test_resume_sends_missed_messages_then_the_reply_so_far(conversation: Conversation) -> None:
+    phone = await connect(conversation)
+    await phone.send_to(text_data=json.dumps({"type": "message", "content": "long answer please"}))
+    first = await receive_until(phone, "token")
+    user_message_id = first[0]["message"]["id"]
+    await phone.disconnect()  # the phone drops mid-reply
+
+    phone_again = await connect(conversation)
+    await phone_again.send_to(text_data=json.dumps({"type": "resume", "after": user_message_id - 1}))
+    frames = await receive_until(phone_again, "reply.end")
+
+    resumed = [f for f in frames if f["type"] == "message.created"]
+    assert [m["message"]["id"] for m in resumed] == [user_message_id]
+    tokens: dict[int, str] = {}
+    for frame in frames:
+        if frame["type"] == "token":
+            tokens.setdefault(frame["seq"], frame["delta"])
+    assert sorted(tokens) == list(range(PIECES))  # nothing lost once duplicates are dropped by seq
+    assert "".join(tokens[i] for i in sorted(tokens)) == frames[-1]["content"]
+    assert frames[-1]["status"] == "complete"
+    await phone_again.disconnect()
+
+
+async def test_a_reply_completes_and_is_stored_when_the_asking_socket_drops(conversation: Conversation) -> None:
+    ws = await connect(conversation)
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "hello"}))
+    await receive_until(ws, "token")
+
+    await ws.disconnect()
+    watcher = await connect(conversation)  # another device keeps listening
+    await receive_until(watcher, "reply.end")
+
+    reply = await database_sync_to_async(Message.objects.get)(conversation=conversation, role=Role.ASSISTANT)
+    assert reply.status == Status.COMPLETE
+    assert len(reply.content.split()) == 40
+    await watcher.disconnect()

@@ -1,0 +1,315 @@
+"""The turn orchestrator with a fake provider: events, storage, idempotency, cancel, fallbacks, query counts.
+
+Tests are sync and drive the async service through `async_to_sync`, so its
+`database_sync_to_async` units run on the test's own connection and transaction.
+"""
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import Profile
+from companion.errors import InvalidInput, NotFound
+from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
+from conversations.events import TurnEvent
+from conversations.models import Conversation, Message, Role, Status
+from conversations.services import Busy, TurnRequest, conversation_create, turn_run
+from llm.errors import NotConfigured, Unavailable
+from llm.fake import FakeProvider
+
+pytestmark = pytest.mark.django_db
+
+
+def run_turn(conversation: Conversation, content: str, provider: FakeProvider, **kwargs: Any) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+
+    async def emit(event: TurnEvent) -> None:
+        frames.append(event.frame())
+
+    async_to_sync(turn_run)(
+        user_id=conversation.user_id,
+        conversation_id=conversation.pk,
+        request=TurnRequest(content=content, **kwargs),
+        provider=provider,
+        emit=emit,
+    )
+    return frames
+
+
+def test_a_turn_emits_contract_events_in_order_and_stores_both_messages() -> None:
+    # Given a conversation and a model that answers in four pieces
+    conversation = ConversationFactory()
+    provider = FakeProvider(reply="Sure, noted for Monday.", chunks=4)
+
+    # When the user sends a message
+    frames = run_turn(conversation, "Please note the budget review", provider)
+
+    # Then the events come in contract order, tokens numbered from 0
+    types = [f["type"] for f in frames]
+    assert types[0] == "message.created"
+    assert types[1] == "reply.start"
+    assert types[-1] == "reply.end"
+    tokens = [f for f in frames if f["type"] == "token"]
+    assert [t["seq"] for t in tokens] == [0, 1, 2, 3]
+    assert "".join(t["delta"] for t in tokens) == "Sure, noted for Monday."
+    end = frames[-1]
+    assert end["status"] == "complete"
+    assert end["content"] == "Sure, noted for Monday."
+    assert end["finish_reason"] == "stop"
+    assert end["usage"]["completion_tokens"] == provider._usage([]).completion_tokens
+    # And both messages are stored, the reply linked to the question
+    user_message, reply = Message.objects.filter(conversation=conversation).order_by("id")
+    assert (user_message.role, user_message.content) == (Role.USER, "Please note the budget review")
+    assert (reply.role, reply.status, reply.content) == (Role.ASSISTANT, Status.COMPLETE, "Sure, noted for Monday.")
+    assert reply.reply_to_id == user_message.pk
+    assert reply.model == "fake-model"
+    assert reply.ttft_ms is not None
+    assert frames[1]["message_id"] == reply.pk
+    conversation.refresh_from_db()
+    assert conversation.message_count == 2
+
+
+def test_the_prompt_sent_to_the_model_ends_with_the_new_message_after_history() -> None:
+    conversation = ConversationFactory()
+    MessageFactory(conversation=conversation, role=Role.USER, content="earlier question")
+    MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="earlier answer")
+    provider = FakeProvider()
+
+    run_turn(conversation, "and now this", provider)
+
+    sent = provider.calls[0]
+    assert sent[0].role == "system"
+    assert [(m.role, m.content) for m in sent[-3:]] == [
+        ("user", "earlier question"),
+        ("assistant", "earlier answer"),
+        ("user", "and now this"),
+    ]
+
+
+def test_a_repeated_client_id_is_stored_once_and_the_model_is_not_called_again() -> None:
+    conversation = ConversationFactory()
+    provider = FakeProvider(reply="Done.")
+    run_turn(conversation, "add eggs to my list", provider, client_id="c-1")
+
+    frames = run_turn(conversation, "add eggs to my list", provider, client_id="c-1")
+
+    assert Message.objects.filter(conversation=conversation).count() == 2
+    assert len(provider.calls) == 1
+    assert frames[0]["type"] == "message.created"
+    assert frames[0]["message"]["duplicate"] is True
+    assert frames[-1]["type"] == "reply.end"
+    assert frames[-1]["content"] == "Done."
+
+
+def test_stop_keeps_the_partial_text_marks_it_cancelled_and_closes_the_stream() -> None:
+    conversation = ConversationFactory()
+    provider = FakeProvider(reply="one two three four five six seven eight", chunks=8, delay=0.05)
+    frames: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        cancel = asyncio.Event()
+
+        async def emit(event: TurnEvent) -> None:
+            frames.append(event.frame())
+            if sum(1 for f in frames if f["type"] == "token") == 2:
+                cancel.set()
+
+        await turn_run(
+            user_id=conversation.user_id,
+            conversation_id=conversation.pk,
+            request=TurnRequest(content="tell me a long story"),
+            provider=provider,
+            emit=emit,
+            cancel=cancel,
+        )
+
+    async_to_sync(scenario)()
+
+    end = frames[-1]
+    assert end["type"] == "reply.end"
+    assert end["status"] == "cancelled"
+    streamed = "".join(f["delta"] for f in frames if f["type"] == "token")
+    assert end["content"] == streamed
+    assert 0 < len(streamed) < len(provider.reply)
+    reply = Message.objects.get(conversation=conversation, role=Role.ASSISTANT)
+    assert (reply.status, reply.content) == (Status.CANCELLED, streamed)
+    assert provider.closed == 1
+    assert provider.completed == 0
+
+
+def test_a_model_failure_before_any_token_stores_a_fallback_line() -> None:
+    avatar = AvatarFactory(fallback_lines=["I'm a bit lost for words right now."])
+    conversation = ConversationFactory(avatar=avatar)
+    provider = FakeProvider(error=Unavailable("503"))
+
+    frames = run_turn(conversation, "what's on my agenda", provider)
+
+    end = frames[-1]
+    assert end["status"] == "fallback"
+    assert end["content"] == "I'm a bit lost for words right now."
+    assert end["error"]["code"] == "llm_unavailable"
+    reply = Message.objects.get(conversation=conversation, role=Role.ASSISTANT)
+    assert (reply.status, reply.content, reply.error_code) == (
+        Status.FALLBACK,
+        "I'm a bit lost for words right now.",
+        "llm_unavailable",
+    )
+
+
+def test_a_failure_after_tokens_keeps_the_text_and_says_why() -> None:
+    conversation = ConversationFactory()
+    provider = FakeProvider(reply="abcdefgh", chunks=4, error=Unavailable("dropped"), fail_after=2)
+
+    frames = run_turn(conversation, "hello there", provider)
+
+    end = next(f for f in frames if f["type"] == "reply.end")
+    assert (end["status"], end["content"], end["error"]["code"]) == ("failed", "abcd", "llm_unavailable")
+    assert frames[-1] == {
+        "type": "error",
+        "code": "llm_unavailable",
+        "message": Unavailable.user_message,
+        "retryable": True,
+    }
+    reply = Message.objects.get(conversation=conversation, role=Role.ASSISTANT)
+    assert (reply.status, reply.content) == (Status.FAILED, "abcd")
+
+
+def test_without_a_configured_model_the_avatar_says_so_plainly() -> None:
+    conversation = ConversationFactory()
+
+    frames = run_turn(conversation, "hi", FakeProvider(error=NotConfigured()))
+
+    assert frames[-1]["status"] == "fallback"
+    assert frames[-1]["content"] == NotConfigured.user_message
+    assert "LLM_API_KEY" in frames[-1]["content"]
+
+
+def test_a_second_message_while_a_reply_streams_is_refused_as_busy_and_not_stored() -> None:
+    conversation = ConversationFactory()
+    cache.set(f"turn-lock:{conversation.pk}", 1)
+
+    with pytest.raises(Busy):
+        run_turn(conversation, "are you there?", FakeProvider())
+
+    assert not Message.objects.filter(conversation=conversation).exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"content": "   "}, "content"),
+        ({"content": "x" * 8001}, "content"),
+        ({"content": "hi", "temperature": 2.5}, "temperature"),
+        ({"content": "hi", "max_tokens": 0}, "max_tokens"),
+        ({"content": "hi", "client_id": "x" * 65}, "client_id"),
+    ],
+)
+def test_invalid_input_is_refused_before_anything_is_stored(kwargs: dict[str, Any], field: str) -> None:
+    conversation = ConversationFactory()
+    provider = FakeProvider()
+    content = kwargs.pop("content")
+
+    with pytest.raises(InvalidInput) as error:
+        run_turn(conversation, content, provider, **kwargs)
+
+    assert error.value.field == field
+    assert not Message.objects.filter(conversation=conversation).exists()
+    assert provider.calls == []
+
+
+def test_another_users_conversation_is_not_found() -> None:
+    conversation = ConversationFactory()
+    stranger = UserFactory(username="stranger")
+    provider = FakeProvider()
+
+    with pytest.raises(NotFound):
+        async_to_sync(turn_run)(
+            user_id=stranger.pk,
+            conversation_id=conversation.pk,
+            request=TurnRequest(content="hello"),
+            provider=provider,
+            emit=_discard,
+        )
+
+    assert provider.calls == []
+    assert not Message.objects.filter(conversation=conversation).exists()
+
+
+async def _discard(event: TurnEvent) -> None:
+    return None
+
+
+def test_a_clear_request_for_help_switches_to_secretary_and_the_decision_is_stored() -> None:
+    user = UserFactory()
+    Profile.objects.filter(user=user).update(intimate_opt_in=True)
+    conversation = ConversationFactory(user=user, mode="intimate")
+    Profile.objects.filter(user=user).update(adult_confirmed_at="2024-01-01T00:00:00Z")
+
+    frames = run_turn(conversation, "remind me to call the dentist tomorrow at 9am", FakeProvider())
+
+    mode = next(f for f in frames if f["type"] == "mode")
+    assert (mode["mode"], mode["previous"], mode["reason"]["source"]) == ("secretary", "intimate", "intent")
+    assert mode["reason"]["matched"]
+    assert [f["type"] for f in frames[:3]] == ["message.created", "mode", "reply.start"]
+    conversation.refresh_from_db()
+    assert conversation.mode == "secretary"
+    user_message = Message.objects.get(conversation=conversation, role=Role.USER)
+    assert user_message.route is not None
+    assert user_message.route["switch"] is True
+    assert user_message.mode == "secretary"
+
+
+def test_intimate_talk_without_opt_in_stays_in_secretary_and_says_why() -> None:
+    conversation = ConversationFactory(mode="secretary")
+
+    frames = run_turn(conversation, "i miss you so much, i feel so lonely tonight", FakeProvider())
+
+    mode = next(f for f in frames if f["type"] == "mode")
+    assert mode["mode"] == "secretary"
+    assert mode["blocked"] == "intimate"
+    assert mode["reason"]["code"] == "adult_required"
+    conversation.refresh_from_db()
+    assert conversation.mode == "secretary"
+
+
+def test_creating_a_conversation_opens_with_the_avatars_greeting() -> None:
+    user = UserFactory()
+    avatar = AvatarFactory(first_message="Hi {{user}}, I'm {{char}}.", alternate_greetings=[], name="Ada")
+
+    conversation = conversation_create(user=user, avatar_id=avatar.pk)
+
+    greeting = Message.objects.get(conversation=conversation)
+    assert greeting.role == Role.ASSISTANT
+    assert greeting.content == f"Hi {user.profile.display_name}, I'm Ada."
+
+
+@pytest.mark.parametrize("history_size", [10, 10_000])
+def test_queries_per_turn_do_not_grow_with_history(history_size: int) -> None:
+    conversation = ConversationFactory()
+    Message.objects.bulk_create(
+        Message(
+            conversation=conversation,
+            role=Role.USER if i % 2 == 0 else Role.ASSISTANT,
+            content=f"m{i}",
+            mode="secretary",
+        )
+        for i in range(history_size)
+    )
+    run_turn(conversation, "warm-up", FakeProvider())  # first-use caches (phrase bank, content types) out of the count
+
+    with CaptureQueriesContext(connection) as queries:
+        run_turn(conversation, "what's next on my list", FakeProvider())
+
+    assert len(queries) == EXPECTED_QUERIES_PER_TURN, "\n".join(q["sql"][:150] for q in queries.captured_queries)
+
+
+# The conversation (with its avatar and the user's profile) and the avatar's phrases; in one
+# transaction (2 savepoint statements) the stale-stream cleanup, the two messages and the
+# conversation update; history, summary and facts; then the reply's update and re-read.
+# Rate limit, busy lock and memory scheduling touch only the cache and the task queue.
+EXPECTED_QUERIES_PER_TURN = 13

@@ -1,0 +1,560 @@
+"""The OpenAI-compatible provider: the only module that imports `openai`.
+
+Works with anything that speaks `/v1/chat/completions` (OpenAI, vLLM, Ollama, LM Studio,
+LiteLLM proxy, OpenRouter). It makes exactly one attempt per call: retries, backoff and the
+circuit breaker live in `llm.resilience.ResilientProvider`, so the SDK's own retries are off.
+
+Clients. One `AsyncOpenAI` per running event loop: its connection pool is bound to the loop
+that opened it, and a client reused from a finished loop (a Celery task run through
+`async_to_sync`, a second `asyncio.run`) fails with "Event loop is closed". Each client is
+closed when its loop shuts down (see `client()`), and forgotten the next time a new loop
+asks for one. The HTTP client is a plain `httpx.AsyncClient`, which the SDK accepts, so
+tests can mock it with respx.
+
+Timeouts, all enforced here rather than left to the SDK:
+
+- connect: `connect_timeout` (httpx);
+- first token: `first_token_timeout` from the start of the request (connect, headers and any
+  role-only chunks included) to the first text (or reasoning) delta;
+- stall: once text flows, at most `read_timeout` between two chunks;
+- batch `complete()`: `complete_timeout` for the whole answer.
+httpx's own read timeout is set to the largest of these as a backstop only.
+
+Errors: every failure leaves as an `llm.errors.LLMError` (see `_error_translate`). A stream
+that ends without a finish reason raises `StreamIncomplete`; `finish_reason=content_filter`
+raises `ContentFiltered`: neither is ever returned as a complete reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx
+import openai
+from django.conf import settings
+from openai import AsyncOpenAI, omit
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+
+from llm.base import ChatMessage, Completion, CompletionParams, StreamEnd, StreamEvent, TextDelta, Usage
+from llm.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ConnectionDropped,
+    ContentFiltered,
+    ContextTooLong,
+    LLMError,
+    MalformedResponse,
+    ModelNotFound,
+    NotConfigured,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    StreamIncomplete,
+    Timeout,
+    Unavailable,
+    Unreachable,
+)
+from llm.params import ResolvedParams, completion_params_resolve
+from llm.tokens import count_message_tokens, count_tokens
+
+if TYPE_CHECKING:
+    import httpx2
+
+logger = logging.getLogger("companion.llm")
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Local servers (Ollama, vLLM, LM Studio) need no key, but the SDK insists on a non-empty one.
+KEYLESS_PLACEHOLDER = "not-needed"
+DETAIL_MAX_CHARS = 300
+
+_CONTEXT_HINTS = re.compile(
+    r"context[ _]length|context window|maximum context|too many tokens|prompt is too long|reduce the length",
+    re.IGNORECASE,
+)
+_FILTER_HINTS = re.compile(r"content[ _](management[ _])?(filter|policy)|responsibleaipolicy", re.IGNORECASE)
+_SECRET_LIKE = re.compile(r"(sk-[A-Za-z0-9_\-*.]{4,}|Bearer\s+\S+|key[-_][A-Za-z0-9]{16,})")
+
+
+class OpenAICompatibleProvider:
+    """`llm.base.LLMProvider` over any OpenAI-compatible `/chat/completions` endpoint."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str = "",
+        base_url: str = "",
+        temperature: float = 0.8,
+        max_tokens: int = 800,
+        max_tokens_limit: int = 4096,
+        connect_timeout: float = 5.0,
+        first_token_timeout: float = 30.0,
+        read_timeout: float = 20.0,
+        complete_timeout: float = 120.0,
+        stream_usage: bool = True,
+        max_tokens_param: str = "max_tokens",
+        max_connections: int = 100,
+        name: str = "openai",
+    ) -> None:
+        if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
+            raise ValueError("max_tokens_param must be 'max_tokens' or 'max_completion_tokens'")
+        self.name = name
+        self._model = model
+        self._api_key = api_key
+        self._base_url = base_url.rstrip("/")
+        self._temperature = temperature
+        self._max_tokens = max_tokens
+        self._max_tokens_limit = max_tokens_limit
+        self._connect_timeout = connect_timeout
+        self._first_token_timeout = first_token_timeout
+        self._read_timeout = read_timeout
+        self._complete_timeout = complete_timeout
+        self._stream_usage = stream_usage
+        self._max_tokens_param = max_tokens_param
+        self._max_connections = max_connections
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._clients_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls) -> OpenAICompatibleProvider:
+        return cls(
+            model=settings.LLM_MODEL,
+            api_key=settings.LLM_API_KEY,
+            base_url=settings.LLM_BASE_URL,
+            temperature=settings.LLM_TEMPERATURE,
+            max_tokens=settings.LLM_MAX_TOKENS,
+            max_tokens_limit=settings.LLM_MAX_TOKENS_LIMIT,
+            connect_timeout=settings.LLM_CONNECT_TIMEOUT,
+            first_token_timeout=settings.LLM_FIRST_TOKEN_TIMEOUT,
+            read_timeout=settings.LLM_READ_TIMEOUT,
+            complete_timeout=float(getattr(settings, "LLM_COMPLETE_TIMEOUT", 120.0)),
+            stream_usage=bool(getattr(settings, "LLM_STREAM_USAGE", True)),
+            max_tokens_param=str(getattr(settings, "LLM_MAX_TOKENS_PARAM", "max_tokens")),
+        )
+
+    # -- what health checks and llm_check show ------------------------------------------------
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._api_key or self._base_url)
+
+    @property
+    def default_model(self) -> str:
+        return self._model
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url or DEFAULT_BASE_URL
+
+    @property
+    def key_hint(self) -> str:
+        """The key as a person can recognise it without it being usable: its last four characters."""
+        if not self._api_key:
+            return "(none)"
+        return f"...{self._api_key[-4:]}" if len(self._api_key) > 8 else "(set, too short to show)"
+
+    @property
+    def timeouts(self) -> dict[str, float]:
+        return {
+            "connect": self._connect_timeout,
+            "first_token": self._first_token_timeout,
+            "read": self._read_timeout,
+            "complete": self._complete_timeout,
+        }
+
+    # -- one client per event loop ------------------------------------------------------------
+
+    async def client(self) -> AsyncOpenAI:
+        """The client of the running event loop, created on first use."""
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            entry = self._clients.get(loop)
+            if entry is not None:
+                return entry.client
+            # A pooled connection holds its loop, so a finished loop's client must be dropped
+            # explicitly or it (and its loop) would live forever.
+            for stale in [known for known in self._clients if known.is_closed()]:
+                del self._clients[stale]
+            client = self._client_build()
+            closer = _client_close_at_loop_end(client)
+            self._clients[loop] = _LoopClient(client=client, closer=closer)
+        # Runs to its `yield` at once. Being a started async generator of this loop, it is closed
+        # by the loop's `shutdown_asyncgens()` (asyncio.run, async_to_sync), which closes the
+        # client's connections while the loop still runs, instead of leaving them to the GC.
+        await anext(closer)
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running loop's client and its connections now."""
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            entry = self._clients.pop(loop, None)
+        if entry is not None:
+            await entry.closer.aclose()
+
+    def _client_build(self) -> AsyncOpenAI:
+        backstop = max(self._first_token_timeout, self._read_timeout, self._complete_timeout)
+        http_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=self._connect_timeout,
+                read=backstop,
+                write=max(self._connect_timeout, self._read_timeout),
+                pool=self._first_token_timeout,
+            ),
+            limits=httpx.Limits(max_connections=self._max_connections, max_keepalive_connections=20),
+        )
+        return AsyncOpenAI(
+            api_key=self._api_key or KEYLESS_PLACEHOLDER,
+            base_url=self.base_url,
+            max_retries=0,  # ResilientProvider retries, knowing whether a token already reached the user
+            # The SDK accepts a legacy httpx client at run time (see openai._httpx2); only its
+            # annotation names httpx2.
+            http_client=cast("httpx2.AsyncClient", http_client),
+        )
+
+    # -- the Protocol ---------------------------------------------------------------------------
+
+    async def complete(self, messages: Sequence[ChatMessage], *, params: CompletionParams | None = None) -> Completion:
+        resolved = self._params_resolve(params)
+        if not self.configured:
+            raise NotConfigured("neither LLM_API_KEY nor LLM_BASE_URL is set")
+        client = await self.client()
+        try:
+            async with asyncio.timeout(self._complete_timeout):
+                response = await client.chat.completions.create(
+                    model=resolved.model,
+                    messages=_messages_to_openai(messages),
+                    temperature=resolved.temperature,
+                    max_tokens=resolved.max_tokens if self._max_tokens_param == "max_tokens" else omit,
+                    max_completion_tokens=(
+                        resolved.max_tokens if self._max_tokens_param == "max_completion_tokens" else omit
+                    ),
+                    stream=False,
+                )
+        except TimeoutError:
+            raise Timeout(f"no complete answer within {self._complete_timeout:g}s") from None
+        except Exception as exc:
+            raise self._error_translate(exc, mid_stream=False) from exc
+        # A 200 with a body that is not a chat completion (an HTML page from a proxy) is parsed
+        # by the SDK into a plain string rather than raising.
+        if not isinstance(response, ChatCompletion) or not response.choices:
+            raise MalformedResponse("the answer was not a chat completion")
+        choice = response.choices[0]
+        finish_reason = str(choice.finish_reason or "unknown")
+        _finish_reason_check(finish_reason)
+        text = getattr(choice.message, "content", None) or ""
+        usage = _usage_from(response.usage) or _usage_estimate(messages, text)
+        return Completion(text=text, finish_reason=finish_reason, usage=usage, model=response.model or resolved.model)
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, params: CompletionParams | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        # Validated now, not at the first `anext`: a bad parameter is the caller's error, raised
+        # before anything is stored or sent.
+        resolved = self._params_resolve(params)
+        return self._stream(list(messages), resolved)
+
+    async def _stream(self, messages: list[ChatMessage], resolved: ResolvedParams) -> AsyncIterator[StreamEvent]:
+        if not self.configured:
+            raise NotConfigured("neither LLM_API_KEY nor LLM_BASE_URL is set")
+        client = await self.client()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._first_token_timeout
+        alive = False  # a text or reasoning delta arrived: from now on, the stall clock applies
+        sdk_stream: openai.AsyncStream[ChatCompletionChunk] | None = None
+        pieces: list[str] = []
+        finish_reason: str | None = None
+        usage: Usage | None = None
+        model = resolved.model
+        try:
+            async with asyncio.timeout_at(deadline):
+                sdk_stream = await client.chat.completions.create(
+                    model=resolved.model,
+                    messages=_messages_to_openai(messages),
+                    temperature=resolved.temperature,
+                    max_tokens=resolved.max_tokens if self._max_tokens_param == "max_tokens" else omit,
+                    max_completion_tokens=(
+                        resolved.max_tokens if self._max_tokens_param == "max_completion_tokens" else omit
+                    ),
+                    stream=True,
+                    stream_options={"include_usage": True} if self._stream_usage else omit,
+                )
+            while True:
+                if alive:
+                    deadline = loop.time() + self._read_timeout
+                try:
+                    # Each wait is bounded on its own; a timeout scope must never span a `yield`,
+                    # or it would fire (and cancel the task) while the consumer runs.
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(sdk_stream)
+                except StopAsyncIteration:
+                    break
+                # The SDK builds chunks without validation: a field a server left out is
+                # missing, not None, hence getattr.
+                chunk_usage = getattr(chunk, "usage", None)
+                if chunk_usage is not None:
+                    usage = _usage_from(chunk_usage) or usage
+                model = getattr(chunk, "model", None) or model
+                choices = getattr(chunk, "choices", None)
+                if not choices:
+                    continue
+                choice = choices[0]
+                if getattr(choice, "finish_reason", None):
+                    finish_reason = str(choice.finish_reason)
+                delta = getattr(choice, "delta", None)
+                text = getattr(delta, "content", None)
+                if text:
+                    alive = True
+                    pieces.append(text)
+                    yield TextDelta(text)
+                elif not alive and _has_reasoning(delta):
+                    alive = True
+        except LLMError:
+            raise
+        except TimeoutError:
+            if alive:
+                raise Timeout(f"the stream stalled for more than {self._read_timeout:g}s") from None
+            raise Timeout(f"no first token within {self._first_token_timeout:g}s") from None
+        except Exception as exc:
+            raise self._error_translate(exc, mid_stream=sdk_stream is not None) from exc
+        finally:
+            if sdk_stream is not None:
+                await _stream_close(sdk_stream)
+
+        if finish_reason is None:
+            raise StreamIncomplete(f"the stream ended without a finish reason after {len(pieces)} deltas")
+        _finish_reason_check(finish_reason)
+        yield StreamEnd(
+            finish_reason=finish_reason, usage=usage or _usage_estimate(messages, "".join(pieces)), model=model
+        )
+
+    # -- diagnosis helpers ----------------------------------------------------------------------
+
+    async def models_list(self) -> list[str]:
+        """The model ids the server offers (GET /models), for diagnosing an unknown model."""
+        if not self.configured:
+            raise NotConfigured("neither LLM_API_KEY nor LLM_BASE_URL is set")
+        client = await self.client()
+        try:
+            async with asyncio.timeout(self._first_token_timeout):
+                return sorted([model.id async for model in client.models.list()])
+        except TimeoutError:
+            raise Timeout(f"GET /models took more than {self._first_token_timeout:g}s") from None
+        except Exception as exc:
+            raise self._error_translate(exc, mid_stream=False) from exc
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _params_resolve(self, params: CompletionParams | None) -> ResolvedParams:
+        return completion_params_resolve(
+            params=params,
+            default_model=self._model,
+            default_temperature=self._temperature,
+            default_max_tokens=self._max_tokens,
+            max_tokens_limit=self._max_tokens_limit,
+        )
+
+    def _error_translate(self, exc: BaseException, *, mid_stream: bool) -> LLMError:
+        return error_translate(exc, mid_stream=mid_stream, secrets=(self._api_key,))
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopClient:
+    client: AsyncOpenAI
+    closer: AsyncGenerator[None, None]
+
+
+async def _client_close_at_loop_end(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def error_translate(exc: BaseException, *, mid_stream: bool, secrets: Sequence[str] = ()) -> LLMError:
+    """The `LLMError` for an SDK, httpx or decoding failure.
+
+    `mid_stream` says whether the response had already started: a transport error then means
+    the connection dropped mid-reply, before it means the server could not be reached.
+    """
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        return _status_error(exc, secrets)
+    if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc.__cause__, httpx.ConnectTimeout):
+            return Unreachable("connecting timed out")
+        return ConnectionDropped("read timed out mid-stream") if mid_stream else Timeout("request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        if mid_stream:
+            return ConnectionDropped(f"connection lost mid-stream ({type(cause).__name__})")
+        if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout):
+            return Unreachable(f"could not connect ({type(cause).__name__})")
+        return Unavailable(f"connection failed before an answer ({type(cause).__name__})")
+    if isinstance(exc, openai.APIResponseValidationError):
+        return MalformedResponse("the answer did not match the chat completion schema")
+    if isinstance(exc, openai.APIError):
+        # An error event inside a stream: `data: {"error": {...}}`.
+        return _in_stream_error(exc, secrets)
+    if isinstance(exc, openai.OpenAIError):
+        return LLMError(_redact(f"{type(exc).__name__}: {exc}", secrets))
+    if isinstance(exc, httpx.TimeoutException):
+        return ConnectionDropped("read timed out mid-stream") if mid_stream else Timeout(type(exc).__name__)
+    if isinstance(exc, httpx.TransportError):
+        if mid_stream:
+            return ConnectionDropped(f"connection lost mid-stream ({type(exc).__name__})")
+        return (
+            Unreachable(type(exc).__name__) if isinstance(exc, httpx.ConnectError) else Unavailable(type(exc).__name__)
+        )
+    if isinstance(exc, ValueError):
+        # json.JSONDecodeError on a non-JSON `data:` line, a bad UTF-8 sequence, a pydantic error.
+        return MalformedResponse(f"an event could not be decoded ({type(exc).__name__})")
+    return LLMError(f"unexpected {type(exc).__name__}")
+
+
+def _status_error(exc: openai.APIStatusError, secrets: Sequence[str]) -> LLMError:
+    status = exc.status_code
+    code = (exc.code or "").lower()
+    kind = (getattr(exc, "type", None) or "").lower()
+    message = _server_message(exc.body)
+    detail = _redact(f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""), secrets)
+    retry_after = retry_after_parse(exc.response.headers)
+    if status == 401:
+        return AuthenticationFailed(detail, status_code=status)
+    if status == 403:
+        return PermissionDenied(detail, status_code=status)
+    if status == 404:
+        return ModelNotFound(detail, status_code=status)
+    if status == 408:
+        return Timeout(detail, retry_after=retry_after, status_code=status)
+    if status == 413:
+        return ContextTooLong(detail, status_code=status)
+    if status == 429:
+        if code == "insufficient_quota" or kind == "insufficient_quota":
+            return QuotaExceeded(detail, status_code=status)
+        return RateLimited(detail, retry_after=retry_after, status_code=status)
+    if status >= 500 or status == 409:
+        return Unavailable(detail, retry_after=retry_after, status_code=status)
+    if code == "context_length_exceeded" or _CONTEXT_HINTS.search(message):
+        return ContextTooLong(detail, status_code=status)
+    if code in ("content_filter", "content_policy_violation") or _FILTER_HINTS.search(f"{code} {message}"):
+        return ContentFiltered(detail, status_code=status)
+    return BadRequest(detail, status_code=status)
+
+
+def _in_stream_error(exc: openai.APIError, secrets: Sequence[str]) -> LLMError:
+    code = (exc.code or "").lower()
+    message = _server_message(exc.body) or exc.message
+    detail = _redact("error event mid-stream" + (f" {code}" if code else "") + f": {message}", secrets)
+    if code == "context_length_exceeded" or _CONTEXT_HINTS.search(message):
+        return ContextTooLong(detail)
+    if "content_filter" in code or _FILTER_HINTS.search(message):
+        return ContentFiltered(detail)
+    if "rate_limit" in code:
+        return RateLimited(detail)
+    return Unavailable(detail)
+
+
+def retry_after_parse(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI's, precise) or `Retry-After` (seconds or an HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _server_message(body: object) -> str:
+    if isinstance(body, Mapping):
+        message = body.get("message") or body.get("error")
+        if isinstance(message, Mapping):
+            message = message.get("message")
+        return str(message) if message else ""
+    return body[:DETAIL_MAX_CHARS] if isinstance(body, str) else ""
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = _SECRET_LIKE.sub("[redacted]", text)
+    return text if len(text) <= DETAIL_MAX_CHARS else text[: DETAIL_MAX_CHARS - 3] + "..."
+
+
+# -- small helpers ----------------------------------------------------------------------------------
+
+
+def _finish_reason_check(finish_reason: str) -> None:
+    """Finish reasons that mean the reply is not an answer to keep."""
+    if finish_reason == "content_filter":
+        raise ContentFiltered("finish_reason=content_filter")
+    if finish_reason == "abort":  # vLLM: the request was aborted server-side
+        raise StreamIncomplete("finish_reason=abort")
+    if finish_reason == "error":  # OpenRouter, LiteLLM: the upstream failed mid-reply
+        raise Unavailable("finish_reason=error")
+
+
+def _messages_to_openai(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
+    converted: list[ChatCompletionMessageParam] = []
+    for message in messages:
+        if message.role == "system":
+            converted.append({"role": "system", "content": message.content})
+        elif message.role == "assistant":
+            converted.append({"role": "assistant", "content": message.content})
+        else:
+            converted.append({"role": "user", "content": message.content})
+    return converted
+
+
+def _usage_from(usage: Any) -> Usage | None:
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def _usage_estimate(messages: Sequence[ChatMessage], text: str) -> Usage:
+    return Usage(prompt_tokens=count_message_tokens(messages), completion_tokens=count_tokens(text), estimated=True)
+
+
+def _has_reasoning(delta: object) -> bool:
+    # vLLM, DeepSeek and OpenRouter stream a model's thinking as `reasoning_content` / `reasoning`
+    # before any content: it proves the model is alive, so the stall clock takes over.
+    extra = getattr(delta, "model_extra", None)
+    if not extra:
+        return False
+    return bool(extra.get("reasoning_content") or extra.get("reasoning"))
+
+
+async def _stream_close(sdk_stream: openai.AsyncStream[ChatCompletionChunk]) -> None:
+    """Close the HTTP response so the server stops generating; closing must never mask the real outcome."""
+    try:
+        await sdk_stream.close()
+    except Exception:  # already failing or finished: nothing more to release
+        logger.debug("closing an LLM stream failed", exc_info=True)

@@ -1,0 +1,261 @@
+"""Retries with backoff, a circuit breaker and metering around any `LLMProvider`.
+
+`ResilientProvider(inner)` is itself an `LLMProvider`:
+
+- A failed attempt is retried only if its error is `retryable` and, for a stream, only
+  while no `TextDelta` has reached the caller: once a token was shown, a retry would
+  repeat or contradict it, so the error propagates as it is.
+- The wait before retry n (n = 1, 2, ...) is "full jitter": uniform(0, min(max_delay,
+  base_delay * 2 ** (n - 1))). A `retry_after` from the server (Retry-After /
+  retry-after-ms) is a floor; one longer than `max_retry_after` means giving up at once
+  rather than holding a user's turn that long.
+- At most `max_retries` retries, so `max_retries + 1` attempts.
+- Every attempt takes a permit from the provider's `CircuitBreaker` (see llm/breaker.py).
+  An open circuit fails the call at once with `CircuitOpen`; if it opens during our own
+  retries, the last real error is raised instead. Errors that are about the request and
+  not the provider (bad request, context too long, content filtered, unknown model,
+  permission for a model) do not count as provider failures: a user who asks for a
+  model that does not exist must not open the circuit for everyone.
+- Each call is metered into a `CallStats` and logged once (llm/usage.py).
+
+`sleep`, `rng` and `clock` are injectable, so tests never really wait.
+"""
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider, StreamEnd, StreamEvent, TextDelta
+from llm.breaker import BreakerSnapshot, CircuitBreaker, Permit
+from llm.errors import (
+    BadRequest,
+    CircuitOpen,
+    ContentFiltered,
+    ContextTooLong,
+    LLMError,
+    ModelNotFound,
+    NotConfigured,
+    PermissionDenied,
+    StreamIncomplete,
+)
+from llm.usage import CallMeter, CallStats, MeteredStream
+
+# The provider answered; the request was what it refused.
+REQUEST_ERRORS: tuple[type[LLMError], ...] = (
+    BadRequest,
+    ContextTooLong,
+    ContentFiltered,
+    ModelNotFound,
+    PermissionDenied,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 2
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 20.0
+
+    @classmethod
+    def from_settings(cls) -> "RetryPolicy":
+        return cls(
+            max_retries=max(0, settings.LLM_MAX_RETRIES),
+            base_delay=float(getattr(settings, "LLM_RETRY_BASE_SECONDS", 0.5)),
+            max_delay=float(getattr(settings, "LLM_RETRY_MAX_SECONDS", 8.0)),
+            max_retry_after=float(getattr(settings, "LLM_RETRY_AFTER_MAX_SECONDS", 20.0)),
+        )
+
+    def delay(self, *, attempt: int, error: LLMError, rng: random.Random) -> float | None:
+        """Seconds to wait after failed attempt number `attempt` (from 1), or None to give up."""
+        if not error.retryable or attempt > self.max_retries:
+            return None
+        backoff = rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+        if error.retry_after is None:
+            return backoff
+        if error.retry_after > self.max_retry_after:
+            return None
+        return max(error.retry_after, backoff)
+
+
+class ResilientProvider:
+    def __init__(
+        self,
+        inner: LLMProvider,
+        *,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.policy = policy or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker(name=inner.name, failure_threshold=5, reset_seconds=30.0)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, inner: LLMProvider) -> "ResilientProvider":
+        return cls(
+            inner,
+            policy=RetryPolicy.from_settings(),
+            breaker=CircuitBreaker(
+                name=inner.name,
+                failure_threshold=settings.LLM_BREAKER_FAILURES,
+                reset_seconds=settings.LLM_BREAKER_RESET_SECONDS,
+            ),
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self.inner.configured
+
+    @property
+    def default_model(self) -> str:
+        return self.inner.default_model
+
+    def health(self) -> BreakerSnapshot:
+        return self.breaker.snapshot()
+
+    # -- batch ----------------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        params: CompletionParams | None = None,
+        stats: CallStats | None = None,
+    ) -> Completion:
+        """One completion, retried as the policy allows; `stats` (if given) is filled even on failure."""
+        stats = stats if stats is not None else CallStats()
+        stats.provider, stats.model, stats.kind = self.name, self._model_requested(params), "complete"
+        meter = CallMeter(stats, clock=self._clock)
+        meter.start()
+        try:
+            completion = await self._complete_attempts(messages, params, stats)
+        except LLMError as exc:
+            meter.failed(exc)
+            raise
+        except asyncio.CancelledError:
+            meter.cancelled()
+            raise
+        except Exception as exc:
+            meter.crashed(exc)
+            raise
+        meter.ok(usage=completion.usage, finish_reason=completion.finish_reason, model=completion.model)
+        return completion
+
+    async def _complete_attempts(
+        self, messages: Sequence[ChatMessage], params: CompletionParams | None, stats: CallStats
+    ) -> Completion:
+        if not self.inner.configured:
+            raise NotConfigured("no API key and no base URL are configured")
+        last_error: LLMError | None = None
+        while True:
+            permit = self._permit(last_error)
+            stats.attempts += 1
+            try:
+                completion = await self.inner.complete(messages, params=params)
+            except LLMError as exc:
+                _permit_settle(permit, exc)
+                delay = self.policy.delay(attempt=stats.attempts, error=exc, rng=self._rng)
+                if delay is None:
+                    raise
+                last_error = exc
+            except BaseException:
+                permit.release()
+                raise
+            else:
+                permit.success()
+                return completion
+            await self._sleep(delay)
+
+    # -- streaming --------------------------------------------------------------------------------
+
+    def stream(self, messages: Sequence[ChatMessage], *, params: CompletionParams | None = None) -> MeteredStream:
+        """A `MeteredStream`: read its `.stats` (ttft, duration, attempts, usage) once it ended."""
+        messages = list(messages)
+        # The first attempt's stream is made now so the inner provider's eager checks (bad
+        # parameters) surface here, before anything is sent; making it sends nothing.
+        first = self.inner.stream(messages, params=params)
+        stats = CallStats(provider=self.name, model=self._model_requested(params), kind="stream")
+        return MeteredStream(self._stream_attempts(messages, params, stats, first), stats=stats, clock=self._clock)
+
+    async def _stream_attempts(
+        self,
+        messages: list[ChatMessage],
+        params: CompletionParams | None,
+        stats: CallStats,
+        pending: AsyncIterator[StreamEvent] | None,
+    ) -> AsyncIterator[StreamEvent]:
+        try:
+            if not self.inner.configured:
+                raise NotConfigured("no API key and no base URL are configured")
+            last_error: LLMError | None = None
+            while True:
+                permit = self._permit(last_error)
+                stats.attempts += 1
+                source = pending if pending is not None else self.inner.stream(messages, params=params)
+                pending = None
+                delivered = False
+                ended = False
+                try:
+                    async for event in source:
+                        if type(event) is TextDelta:
+                            delivered = True
+                        elif isinstance(event, StreamEnd):
+                            ended = True
+                            permit.success()
+                        yield event
+                    if not ended:
+                        raise StreamIncomplete("the provider's stream ended without a StreamEnd")
+                    return
+                except LLMError as exc:
+                    _permit_settle(permit, exc)
+                    delay = None if delivered else self.policy.delay(attempt=stats.attempts, error=exc, rng=self._rng)
+                    if delay is None:
+                        raise
+                    last_error = exc
+                except BaseException:
+                    permit.release()  # cancelled, or closed by the consumer: judges nothing
+                    raise
+                finally:
+                    await _aclose(source)
+                await self._sleep(delay)
+        finally:
+            if pending is not None:
+                await _aclose(pending)
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _permit(self, last_error: LLMError | None) -> Permit:
+        permit = self.breaker.acquire()
+        if permit is not None:
+            return permit
+        if last_error is not None:
+            raise last_error
+        retry_in = self.breaker.retry_in()
+        raise CircuitOpen(f"{self.name}: circuit open after repeated failures", retry_after=retry_in)
+
+    def _model_requested(self, params: CompletionParams | None) -> str:
+        return (params.model if params is not None and params.model else None) or self.inner.default_model
+
+
+def _permit_settle(permit: Permit, error: LLMError) -> None:
+    if isinstance(error, REQUEST_ERRORS):
+        permit.neutral()
+    else:
+        permit.failure()
+
+
+async def _aclose(stream: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
