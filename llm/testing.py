@@ -93,7 +93,7 @@ class LlmockServer:
 @contextmanager
 def llmock_server(*, latency_ms: int = 0, chunk_delay_ms: int = 0) -> Iterator[LlmockServer]:
     """Start `llmock serve` on a free port, yield a handle, stop it by its PID."""
-    from companion.testing import free_port
+    from companion.net import free_port
 
     port = free_port()
     command = [
