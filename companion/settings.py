@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "avatars",
     "conversations",
     "llm",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -213,8 +214,16 @@ CONTEXT_MAX_PAIRS: int = env.int("CONTEXT_MAX_PAIRS", default=10)
 CONTEXT_MAX_TOKENS: int = env.int("CONTEXT_MAX_TOKENS", default=4000)
 MESSAGE_RATE_PER_MINUTE: int = env.int("MESSAGE_RATE_PER_MINUTE", default=30)
 TURN_LOCK_SECONDS: int = env.int("TURN_LOCK_SECONDS", default=300)
+REPLIES_CONCURRENT_PER_USER: int = env.int("REPLIES_CONCURRENT_PER_USER", default=3)
 WS_IDLE_TIMEOUT_SECONDS: int = env.int("WS_IDLE_TIMEOUT_SECONDS", default=300)
 LLM_ALLOWED_MODELS: list[str] = env.list("LLM_ALLOWED_MODELS", default=[])
+# Mode router thresholds (0-100 scores); docs/intents.md explains each.
+ROUTER_POINT_THRESHOLD: float = env.float("ROUTER_POINT_THRESHOLD", default=70.0)
+ROUTER_NEUTRAL_MARGIN: float = env.float("ROUTER_NEUTRAL_MARGIN", default=5.0)
+ROUTER_SWITCH_THRESHOLD: float = env.float("ROUTER_SWITCH_THRESHOLD", default=80.0)
+ROUTER_SWITCH_MARGIN: float = env.float("ROUTER_SWITCH_MARGIN", default=10.0)
+ROUTER_MIN_CHARS: int = env.int("ROUTER_MIN_CHARS", default=4)
+ROUTER_COMMAND_THRESHOLD: float = env.float("ROUTER_COMMAND_THRESHOLD", default=90.0)
 # Memory: with KEEP_RECENT + TRIGGER <= 2 * CONTEXT_MAX_PAIRS, every message is either in the
 # prompt's history or in the summary: nothing falls in between.
 SUMMARY_KEEP_RECENT: int = env.int("SUMMARY_KEEP_RECENT", default=12)

@@ -11,6 +11,7 @@ neither the database nor the cache.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -297,15 +298,41 @@ def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -
             return _duplicate_prepared(conversation, existing)
 
     _message_rate_check(user_id)
+    lock_key = _turn_locks_acquire(user_id=user_id, conversation_id=conversation_id)
+    try:
+        return _turn_store_user_message(conversation, request, lock_key)
+    except BaseException:
+        _turn_locks_release(user_id=user_id, lock_key=lock_key)
+        raise
+
+
+def _turn_locks_acquire(*, user_id: int, conversation_id: int) -> str:
+    """One reply at a time per conversation, and at most REPLIES_CONCURRENT_PER_USER per user.
+
+    Both live in the cache (Redis across processes) with a TTL, so a crashed process cannot
+    hold them for longer than TURN_LOCK_SECONDS.
+    """
     lock_key = _turn_lock_key(conversation_id)
     lock_seconds: int = getattr(settings, "TURN_LOCK_SECONDS", 300)
     if not cache.add(lock_key, 1, timeout=lock_seconds):
         raise Busy("A reply is still being generated in this conversation; wait for it or stop it.")
-    try:
-        return _turn_store_user_message(conversation, request, lock_key)
-    except BaseException:
-        cache.delete(lock_key)
-        raise
+    replies_key = _user_replies_key(user_id)
+    cache.add(replies_key, 0, timeout=lock_seconds)
+    limit: int = getattr(settings, "REPLIES_CONCURRENT_PER_USER", 3)
+    if cache.incr(replies_key) > limit:
+        _turn_locks_release(user_id=user_id, lock_key=lock_key)
+        raise Throttled(f"At most {limit} replies can be generated at once; wait for one to finish.", retry_after=5)
+    return lock_key
+
+
+def _turn_locks_release(*, user_id: int, lock_key: str) -> None:
+    cache.delete(lock_key)
+    with contextlib.suppress(ValueError):  # the counter expired meanwhile: nothing to give back
+        cache.decr(_user_replies_key(user_id))
+
+
+def _user_replies_key(user_id: int) -> str:
+    return f"user-replies:{user_id}"
 
 
 def _duplicate_prepared(conversation: Conversation, existing: Message) -> PreparedTurn:
@@ -362,7 +389,7 @@ def _turn_store_user_message(conversation: Conversation, request: TurnRequest, l
         existing = Message.objects.filter(conversation_id=conversation.pk, client_id=request.client_id).first()
         if existing is None:
             raise Conflict("The message could not be stored; try again.") from exc
-        cache.delete(lock_key)
+        _turn_locks_release(user_id=conversation.user_id, lock_key=lock_key)
         return _duplicate_prepared(conversation, existing)
 
     summary = summary_get_for_prompt(conversation_id=conversation.pk)
@@ -432,7 +459,7 @@ def _turn_finish(prepared: PreparedTurn, outcome: _Outcome) -> dict[str, Any]:
         _memory_schedule(prepared)
         return message_dict(assistant)
     finally:
-        cache.delete(prepared.lock_key)
+        _turn_locks_release(user_id=prepared.user_id, lock_key=prepared.lock_key)
 
 
 def _memory_schedule(prepared: PreparedTurn) -> None:
