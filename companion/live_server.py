@@ -13,7 +13,6 @@ fan-out across processes is tested.
 """
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from companion.net import free_port, wait_for_port
+from companion.net import free_port, process_stop, wait_for_port
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 40.0
@@ -144,7 +143,7 @@ def live_server(
         url = f"127.0.0.1:{port}"
         yield LiveServer(port=port, pid=process.pid, url=f"http://{url}", ws_url=f"ws://{url}", log_path=log_path)
     finally:
-        _stop(process)
+        process_stop(process, timeout=STOP_TIMEOUT_SECONDS)
         log_file.close()
 
 
@@ -160,14 +159,3 @@ def _wait_started(process: "subprocess.Popen[bytes]", port: int, log: IO[bytes])
         except TimeoutError:
             continue
     raise TimeoutError(f"the server did not listen on {port} within {STARTUP_TIMEOUT_SECONDS}s")
-
-
-def _stop(process: "subprocess.Popen[bytes]") -> None:
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)

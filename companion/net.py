@@ -1,6 +1,9 @@
-"""Ports on 127.0.0.1 for the servers tests and benchmarks start (no Django needed)."""
+"""Ports and processes on 127.0.0.1 for the servers tests and benchmarks start (no Django needed)."""
 
+import os
+import signal
 import socket
+import subprocess
 import time
 
 
@@ -19,3 +22,15 @@ def wait_for_port(port: int, *, timeout: float = 20.0, host: str = "127.0.0.1") 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def process_stop(process: "subprocess.Popen[bytes]", *, timeout: float = 10.0) -> None:
+    """Stop a server we started, by its PID: SIGTERM, then SIGKILL if it does not exit in time."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)

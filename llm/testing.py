@@ -23,7 +23,6 @@ The server is stopped by its PID: terminate, then kill if it does not exit.
 """
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+
+from companion.net import free_port, process_stop
 
 STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 5.0
@@ -93,8 +94,6 @@ class LlmockServer:
 @contextmanager
 def llmock_server(*, latency_ms: int = 0, chunk_delay_ms: int = 0) -> Iterator[LlmockServer]:
     """Start `llmock serve` on a free port, yield a handle, stop it by its PID."""
-    from companion.net import free_port
-
     port = free_port()
     command = [
         _executable(),
@@ -123,7 +122,7 @@ def llmock_server(*, latency_ms: int = 0, chunk_delay_ms: int = 0) -> Iterator[L
             yield LlmockServer(port=port, pid=process.pid, url=url, base_url=f"{url}/v1", _http=http)
         finally:
             http.close()
-            _stop(process)
+            process_stop(process, timeout=STOP_TIMEOUT_SECONDS)
 
 
 def _executable() -> str:
@@ -142,19 +141,8 @@ def _wait_ready(process: "subprocess.Popen[bytes]", http: httpx.Client, log: IO[
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    _stop(process)
+    process_stop(process, timeout=STOP_TIMEOUT_SECONDS)
     raise LlmockError(f"llmock did not answer /health within {STARTUP_TIMEOUT_SECONDS:g}s:\n{_tail(log)}")
-
-
-def _stop(process: "subprocess.Popen[bytes]") -> None:
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
 
 def _tail(log: IO[bytes], size: int = 4000) -> str:
