@@ -46,6 +46,7 @@ test: lint typecheck pytest
 
 bench: install-dev
 	$(BIN)/python -m bench.intents
+	$(BIN)/python -m bench.memory
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

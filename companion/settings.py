@@ -145,6 +145,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task of a worker that died is redelivered after this long; it must stay above the longest
+# retry countdown (300 s) plus the hard time limit, or a waiting retry would run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 900}
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = BEAT_SCHEDULE
 

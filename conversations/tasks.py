@@ -14,7 +14,10 @@ Tasks are interfaces: they take ids, re-fetch, and call one service of
   retry countdown below, or a waiting retry is delivered twice).
 - Retries: only for LLM errors whose `.retryable` is true (rate limits, timeouts, an
   answer that failed our checks), with exponential backoff and full jitter, at most
-  `RETRY_MAX` times. A terminal error (no key, model not found) is logged and dropped.
+  `RETRY_MAX` times. A terminal error (no key, model not found), or a retryable one on the
+  last attempt, is an expected outcome, not a crash: the task ends normally (its message
+  is acknowledged) with one WARNING line, "memory task gave up", carrying the task, the
+  error code, the check's reason and the ids, never a traceback or any message text.
 - Time limits: each task's soft limit raises inside it, the hard limit kills it; both sit
   under the project-wide CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT.
 
@@ -22,24 +25,27 @@ Without `REDIS_URL` (CELERY_TASK_ALWAYS_EAGER) there is no worker: `task_enqueue
 same tasks on one in-process background thread, never in the caller's thread, so the
 websocket's event loop (and the single thread behind `database_sync_to_async`) never waits
 for a model. That thread also does the retries, after short pauses (Celery's own eager
-retries would run at once, nested); there is no beat either, and each later turn checks
-again whether a summary is due.
+retries would run at once, nested): the task raises `Retry`, which Celery's eager tracer
+records as a retry (INFO), not a failure (an ERROR with a traceback). There is no beat
+either; each later turn checks again whether a summary is due.
 """
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Task, shared_task, states
+from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import close_old_connections
 
 from llm.base import LLMProvider
 from llm.errors import LLMError
+from llm.prompts.memory import OutputRejected
 
 logger = logging.getLogger("companion.memory")
 
@@ -115,14 +121,32 @@ def api_token_delete_expired() -> int:
 
 
 def _retry_or_give_up(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
-    """Raise the task's retry for a retryable error; log and return for a terminal one."""
-    if not exc.retryable:
-        logger.warning("memory task gave up", extra={"data": {"task": task.name, "code": exc.code, **ids}})
+    """Raise the task's retry for a retryable error; log one WARNING and return for a terminal
+    one, or when the retries are spent."""
+    retries = task.request.retries or 0
+    if not exc.retryable or retries >= RETRY_MAX:
+        logger.warning(
+            "memory task gave up",
+            extra={
+                "data": {
+                    "task": task.name,
+                    "code": exc.code,
+                    "reason": exc.reason if isinstance(exc, OutputRejected) else None,
+                    "retryable": exc.retryable,
+                    "attempts": retries + 1,
+                    **ids,
+                }
+            },
+        )
         return
     if task.request.is_eager:
         # No broker to hold a delayed retry (Celery's eager retry runs at once, nested): the
-        # in-process runner tries again itself, after a pause (`_run_in_process`).
-        raise exc
+        # in-process runner sees the RETRY state and tries again itself after a pause.
+        logger.info(
+            "memory task will retry in process",
+            extra={"data": {"task": task.name, "code": exc.code, "retries": retries, **ids}},
+        )
+        raise Retry(exc=exc, when=datetime.now(UTC) + timedelta(seconds=IN_PROCESS_RETRY_DELAYS[retries]))
     countdown = get_exponential_backoff_interval(
         factor=RETRY_BACKOFF_SECONDS,
         retries=task.request.retries,
@@ -143,13 +167,13 @@ def _retry_or_give_up(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
             }
         },
     )
-    # After RETRY_MAX retries this re-raises `exc`: the task fails and its message is acknowledged.
     raise task.retry(exc=exc, countdown=countdown)
 
 
 # --- sending: to the broker, or to the in-process thread ---------------------------------------
 
 _in_process = ThreadPoolExecutor(max_workers=1, thread_name_prefix=IN_PROCESS_THREAD_NAME)
+_in_process_stopping = threading.Event()
 
 
 def task_enqueue(task: Task[Any, Any], **kwargs: int) -> None:
@@ -181,18 +205,14 @@ def _run_in_process(task: Task[Any, Any], kwargs: dict[str, int]) -> None:
     close_old_connections()
     try:
         for attempt in range(RETRY_MAX + 1):
-            result = task.apply(kwargs=kwargs, throw=False)
-            if not result.failed():
-                return
-            error = result.result
-            if not (isinstance(error, LLMError) and error.retryable) or attempt == RETRY_MAX:
-                logger.warning(
-                    "in-process task failed",
-                    extra={"data": {"task": task.name, "error": repr(error), "attempts": attempt + 1, **kwargs}},
-                )
+            if _in_process_stopping.is_set():
+                return  # the process is exiting: the beat sweep or the next turn picks this work up again
+            # Done, given up (the task logged it) or failed (Celery logged the error): nothing more to do.
+            result = task.apply(kwargs=kwargs, retries=attempt, throw=False)
+            if result.state != states.RETRY or attempt == RETRY_MAX:
                 return
             # A pause on this thread holds up only the memory work queued behind it, never a turn.
-            time.sleep(IN_PROCESS_RETRY_DELAYS[attempt])
+            _in_process_stopping.wait(IN_PROCESS_RETRY_DELAYS[attempt])
     except Exception:
         logger.exception("in-process task crashed", extra={"data": {"task": task.name, **kwargs}})
     finally:
@@ -211,3 +231,8 @@ def in_process_tasks_wait(*, timeout: float = 30.0) -> bool:
     except FutureTimeout:
         return False
     return True
+
+
+def in_process_tasks_stop() -> None:
+    """Drop queued in-process work and retries (a command that is exiting); a running attempt completes."""
+    _in_process_stopping.set()

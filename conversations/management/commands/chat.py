@@ -7,6 +7,7 @@ Ctrl-D at the prompt leaves.
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from typing import Any, TextIO
@@ -20,6 +21,7 @@ from companion.errors import DomainError
 from conversations.events import ErrorEvent, MessageCreated, ModeChanged, ReplyEnd, ReplyStart, Token, TurnEvent
 from conversations.models import Conversation, Message
 from conversations.services import TurnRequest, conversation_create, turn_run
+from conversations.tasks import in_process_tasks_stop, in_process_tasks_wait
 from llm.registry import provider_get
 
 HELP_LINE = "Type a message. /secretary, /intimate and /auto switch modes; Ctrl-C stops a reply; Ctrl-D quits."
@@ -32,6 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("avatar_slug")
         parser.add_argument("--user", default="demo", help="Username to chat as (default: demo, see seed_demo).")
         parser.add_argument("--new", action="store_true", help="Start a new conversation instead of continuing.")
+        parser.add_argument("--verbose", action="store_true", help="Show the server's JSON logs too.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -52,7 +55,14 @@ class Command(BaseCommand):
         if conversation is None:
             conversation = conversation_create(user=user, avatar_id=avatar.pk)
         self._print_recent(conversation)
+        if not options["verbose"]:
+            # The JSON logs are for servers; here they would tear through the conversation.
+            logging.getLogger("companion").setLevel(logging.WARNING)
         asyncio.run(_chat_loop(user, conversation, self.stdout, sys.stdin))
+        # Without Redis, memory work runs on a background thread of this process: give it a moment.
+        if not in_process_tasks_wait(timeout=10):
+            in_process_tasks_stop()
+            self.stderr.write("Some memory work was still pending at exit; it is picked up again later.")
 
     def _print_recent(self, conversation: Conversation) -> None:
         self.stdout.write(f"Conversation {conversation.pk} with {conversation.avatar.name} — mode {conversation.mode}")
