@@ -58,7 +58,7 @@ def test_an_unknown_avatar_or_user_is_a_clear_error(monkeypatch: pytest.MonkeyPa
     UserFactory(username="terminal")
     AvatarFactory(slug="ada")
 
-    with pytest.raises(CommandError, match="No avatar 'nobody'.*Catalogue: ada"):
+    with pytest.raises(CommandError, match=r"No avatar 'nobody'.*Catalogue: ada"):
         chat(monkeypatch, "", "nobody", "--user", "terminal")
     with pytest.raises(CommandError, match="No user 'ghost'"):
         chat(monkeypatch, "", "ada", "--user", "ghost")
