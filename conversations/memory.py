@@ -17,10 +17,12 @@ read before the call:
 - Facts of one user are written under a lock on the user's row, so two extractions (two
   conversations, two workers) cannot both create the same key.
 
-Settings (read on each call, with these defaults): `SUMMARY_TRIGGER_MESSAGES` (20),
-`SUMMARY_KEEP_RECENT` (20), `SUMMARY_MAX_TOKENS` (600), `SUMMARY_INPUT_MAX_TOKENS` (6000),
-`SUMMARY_SWEEP_LOOKBACK_HOURS` (48), `MEMORY_MAX_FACTS` (200), `MEMORY_DEDUP_SCORE` (90),
-`LLM_SUMMARY_MODEL`.
+Settings (read on each call; the defaults are those of companion/settings.py):
+`SUMMARY_TRIGGER_MESSAGES` (8), `SUMMARY_KEEP_RECENT` (12), `SUMMARY_MAX_TOKENS` (600),
+`SUMMARY_INPUT_MAX_TOKENS` (6000), `SUMMARY_SWEEP_LOOKBACK_HOURS` (48), `MEMORY_MAX_FACTS`
+(200), `MEMORY_DEDUP_SCORE` (90), `LLM_SUMMARY_MODEL`. With `SUMMARY_KEEP_RECENT +
+SUMMARY_TRIGGER_MESSAGES <= 2 * CONTEXT_MAX_PAIRS` every message is in the prompt's history
+or in the summary (docs/memory.md); `memory_settings_check` warns when it is not.
 """
 
 import logging
@@ -33,6 +35,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
+from django.core import checks
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet, Value
@@ -44,6 +47,7 @@ from accounts.models import Profile
 from avatars.selectors import avatar_get_visible
 from companion.errors import InvalidInput, NotFound
 from conversations import tasks
+from conversations.context import ContextBudget
 from conversations.models import Conversation, Memory, Message, Role, Status, Summary
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
 from llm.prompts.memory import (
@@ -55,6 +59,7 @@ from llm.prompts.memory import (
     TranscriptLine,
     facts_parse,
     facts_prompt,
+    facts_worth_extracting,
     summary_check,
     summary_prompt,
 )
@@ -67,7 +72,6 @@ MEMORY_TEXT_MAX = 500  # Memory.text max_length
 SUMMARY_BATCH_MAX_MESSAGES = 400  # rows read for one summary, whatever their size
 SUMMARY_ENQUEUE_GUARD_SECONDS = 240  # a queued run from one summary state; after this a lost one is queued again
 FACTS_MAX_TOKENS = 400
-FACT_MIN_WORDS = 2  # "ok", "lol", "thanks!" hold nothing to remember; "I'm Sam" does
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,8 @@ class MemorySettings:
     @classmethod
     def from_django_settings(cls) -> "MemorySettings":
         return cls(
-            trigger_messages=max(0, int(getattr(settings, "SUMMARY_TRIGGER_MESSAGES", 20))),
-            keep_recent=max(0, int(getattr(settings, "SUMMARY_KEEP_RECENT", 20))),
+            trigger_messages=max(0, int(getattr(settings, "SUMMARY_TRIGGER_MESSAGES", 8))),
+            keep_recent=max(0, int(getattr(settings, "SUMMARY_KEEP_RECENT", 12))),
             summary_max_tokens=max(50, int(getattr(settings, "SUMMARY_MAX_TOKENS", 600))),
             summary_input_max_tokens=max(200, int(getattr(settings, "SUMMARY_INPUT_MAX_TOKENS", 6000))),
             sweep_lookback=timedelta(hours=float(getattr(settings, "SUMMARY_SWEEP_LOOKBACK_HOURS", 48))),
@@ -93,6 +97,29 @@ class MemorySettings:
             dedup_score=float(getattr(settings, "MEMORY_DEDUP_SCORE", 90)),
             summary_model=getattr(settings, "LLM_SUMMARY_MODEL", "") or None,
         )
+
+
+def memory_settings_check(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
+    """A Django system check (for `checks.register` in an AppConfig's `ready`): the no-gap rule.
+
+    The prompt carries the messages after the summary, at most `CONTEXT_MAX_PAIRS` exchanges;
+    the summary leaves up to `SUMMARY_KEEP_RECENT + SUMMARY_TRIGGER_MESSAGES` messages
+    uncovered. When that is more than two messages per exchange, the oldest uncovered ones
+    are in neither, and the model never sees them.
+    """
+    config = MemorySettings.from_django_settings()
+    max_pairs = ContextBudget.from_django_settings().max_pairs
+    uncovered = config.keep_recent + config.trigger_messages
+    if uncovered <= 2 * max_pairs:
+        return []
+    return [
+        checks.Warning(
+            f"SUMMARY_KEEP_RECENT + SUMMARY_TRIGGER_MESSAGES = {uncovered} is more than "
+            f"2 * CONTEXT_MAX_PAIRS = {2 * max_pairs}: messages can fall between the summary and the prompt.",
+            hint="Lower SUMMARY_KEEP_RECENT or SUMMARY_TRIGGER_MESSAGES, or raise CONTEXT_MAX_PAIRS (docs/memory.md).",
+            id="conversations.W001",
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -108,8 +135,9 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
     """Queue the background memory work of a stored turn; returns at once.
 
     Call it after the turn is stored, in or out of a transaction, with the id of the turn's
-    user message. When the transaction commits: fact extraction for that message, and
-    summarisation when `summary_is_due`. With Redis the tasks go to the Celery worker;
+    user message. When the transaction commits: fact extraction for that message when
+    `memory_extraction_is_worthwhile` (most small talk is not), and summarisation when
+    `summary_is_due`. With Redis the tasks go to the Celery worker;
     without it they run on the in-process background thread (`tasks.task_enqueue`), never
     in the caller's thread, so a caller inside `database_sync_to_async` never holds up the
     event loop's database thread. A failure to enqueue is logged, never raised: the turn is
@@ -119,7 +147,8 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
 
 
 def _memory_enqueue(*, conversation_id: int, message_id: int) -> None:
-    tasks.task_enqueue(tasks.extract_memories, message_id=message_id)
+    if memory_extraction_is_worthwhile(message_id=message_id):
+        tasks.task_enqueue(tasks.extract_memories, message_id=message_id)
     if _summary_due_and_claimed(conversation_id):
         tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
 
@@ -228,7 +257,8 @@ def summary_update(*, conversation_id: int, provider: LLMProvider) -> Summary | 
             completion.text, finish_reason=completion.finish_reason, max_tokens=config.summary_max_tokens
         )
     except OutputRejected as exc:
-        logger.warning(
+        # INFO: the task retries; only its last failure is a WARNING (conversations.tasks).
+        logger.info(
             "summary rejected",
             extra={
                 "data": {"conversation_id": conversation_id, "reason": exc.reason, "covers_until": plan.covers_until}
@@ -374,12 +404,17 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
     updates that fact (text and source message) instead of adding one; a pinned fact is
     never rewritten. At `MEMORY_MAX_FACTS` for the user and avatar, the least recently
     updated unpinned fact makes room. Running it twice for a message changes nothing more.
-    Output that is not the JSON asked for raises `OutputRejected` and stores nothing.
+    Output that is not the JSON asked for raises `OutputRejected` and stores nothing. A
+    message that fails `memory_extraction_is_worthwhile` ("ok", a question to the companion)
+    calls no model.
     """
     if not provider.configured:
         return []
     message = Message.objects.select_related("conversation__avatar", "conversation__user").filter(pk=message_id).first()
-    if message is None or message.role != Role.USER or len(message.content.split()) < FACT_MIN_WORDS:
+    if message is None or message.role != Role.USER:
+        return []
+    previous_reply = _previous_reply(message)
+    if not facts_worth_extracting(message.content, previous_reply=previous_reply):
         return []
     config = MemorySettings.from_django_settings()
     conversation = message.conversation
@@ -390,14 +425,6 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
         .order_by("-pinned", "-updated_at", "-id")
         .values_list("key", "text", "pinned")[:KNOWN_FACTS_MAX]
     ]
-    previous_reply = (
-        Message.objects.filter(
-            conversation_id=conversation.pk, role=Role.ASSISTANT, id__lt=message.pk, status__in=COUNTED_STATUSES
-        )
-        .order_by("-id")
-        .values_list("content", flat=True)
-        .first()
-    )
     messages = facts_prompt(
         character_name=conversation.avatar.name,
         user_name=_user_name(conversation.user),
@@ -413,11 +440,35 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
     try:
         facts = facts_parse(completion.text)
     except OutputRejected as exc:
-        logger.warning("facts rejected", extra={"data": {"message_id": message_id, "reason": exc.reason}})
+        # INFO: the task retries; only its last failure is a WARNING (conversations.tasks).
+        logger.info("facts rejected", extra={"data": {"message_id": message_id, "reason": exc.reason}})
         raise
     if not facts:
         return []
     return _facts_store(user_id=user_id, avatar_id=avatar_id, message_id=message.pk, facts=facts, config=config)
+
+
+def memory_extraction_is_worthwhile(*, message_id: int) -> bool:
+    """Whether a stored message may disclose a durable fact, so that extracting it is worth a model call.
+
+    A user message that passes `llm.prompts.memory.facts_worth_extracting`, read with the
+    companion's reply before it (an answer to "when is her birthday?" passes whatever it says).
+    """
+    message = Message.objects.filter(pk=message_id).only("id", "conversation_id", "role", "content").first()
+    if message is None or message.role != Role.USER:
+        return False
+    return facts_worth_extracting(message.content, previous_reply=_previous_reply(message))
+
+
+def _previous_reply(message: Message) -> str | None:
+    return (
+        Message.objects.filter(
+            conversation_id=message.conversation_id, role=Role.ASSISTANT, id__lt=message.pk, status__in=COUNTED_STATUSES
+        )
+        .order_by("-id")
+        .values_list("content", flat=True)
+        .first()
+    )
 
 
 def _facts_store(

@@ -39,8 +39,10 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 WORKER_START_TIMEOUT = 60.0
 WAIT_TIMEOUT = 60.0
 SUMMARY_MODEL = "fake-summary-model"
-# With the default settings: the newest 20 counted messages stay out; more than 20 older ones trigger.
+# Fixed here, in the test process and the worker alike, whatever the project's defaults: the
+# newest 20 counted messages stay out of a summary; more than 20 older ones trigger one.
 KEEP_RECENT = 20
+TRIGGER_MESSAGES = 20
 
 
 @dataclass
@@ -106,6 +108,8 @@ def queue(services: None, settings: Any) -> Iterator[str]:
     """A queue of this test's own; what the test process sends goes there too."""
     name = f"memory-test-{uuid.uuid4().hex[:12]}"
     settings.MEMORY_TASK_QUEUE = name
+    settings.SUMMARY_KEEP_RECENT = KEEP_RECENT
+    settings.SUMMARY_TRIGGER_MESSAGES = TRIGGER_MESSAGES
     yield name
     redis.Redis.from_url(settings.REDIS_URL).delete(name)
 
@@ -174,6 +178,8 @@ def _worker_env(queue: str, extra: dict[str, str]) -> dict[str, str]:
         "REDIS_URL": settings.REDIS_URL,
         "LLM_PROVIDER": "conversations.tests.fake_summary_provider.FakeSummaryProvider",
         "LLM_SUMMARY_MODEL": SUMMARY_MODEL,
+        "SUMMARY_KEEP_RECENT": str(KEEP_RECENT),
+        "SUMMARY_TRIGGER_MESSAGES": str(TRIGGER_MESSAGES),
         "MEMORY_TEST_QUEUE": queue,
         "PYTHONPATH": str(settings.BASE_DIR),
         "DJANGO_SETTINGS_MODULE": "companion.settings",

@@ -2,6 +2,7 @@
 remembered facts, scheduling and the tasks (in-process, as without Redis)."""
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -10,11 +11,13 @@ from typing import Any
 import pytest
 from celery.exceptions import Retry
 from django.contrib.auth.models import User
+from django.core import checks
 from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
 from companion.errors import InvalidInput, NotFound
+from companion.logging import JsonFormatter
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
 from conversations import memory, tasks
 from conversations.models import Conversation, Memory, Message, Role, Status, Summary
@@ -29,6 +32,7 @@ from llm.prompts.memory import (
     fact_key_normalise,
     facts_parse,
     facts_prompt,
+    facts_worth_extracting,
     summary_check,
     summary_prompt,
 )
@@ -200,6 +204,83 @@ def test_fact_keys_are_normalised() -> None:
     assert fact_key_normalise(" Sister Ana's Birthday ") == "sister_ana_s_birthday"
     assert fact_key_normalise("work-schedule") == "work_schedule"
     assert fact_key_normalise("x" * 100) == "x" * 60
+
+
+# Messages that may disclose something durable: each is worth an extraction call.
+WORTH_EXTRACTING = [
+    "My name is Sam",
+    "call me Sam",
+    "I'm 34 and I live in Porto",
+    "i work night shifts",
+    "My sister Ana's birthday is 3 May.",
+    "Ana's birthday is in June",
+    "It's on the 3rd",
+    "I hate mornings",
+    "I\u2019m allergic to peanuts",
+    "we just moved to Lisbon",
+    "Just got promoted!",
+    "Been vegan for five years",
+    "night shifts again this week",
+    "my mum is visiting next week",
+    "she turns 30 tomorrow",
+    "I switched jobs, I teach now",
+    "ok. by the way I'm a nurse",
+    "Did I tell you about my sister?",
+    "Ich heiße Sam und arbeite nachts",
+    "Lisbon",
+]
+# Small talk and questions to the companion: no call.
+NOT_WORTH_EXTRACTING = [
+    "ok",
+    "ok thanks!",
+    "thank you so much",
+    "lol",
+    "haha yes",
+    "\U0001f44d",
+    "...",
+    "hi!",
+    "Good morning",
+    "I see",
+    "i\u2019m fine",
+    "me too",
+    "what's your favourite colour?",
+    "Where do you live?",
+    "how old are you",
+    "Can I ask you something?",
+    "do you like dogs?",
+    "Tell me a joke",
+    "tell me about yourself",
+    "You're sweet",
+    "That's so funny",
+    "What happened next?",
+]
+
+
+@pytest.mark.parametrize("message", WORTH_EXTRACTING)
+def test_messages_that_may_disclose_a_fact_are_worth_extracting(message: str) -> None:
+    assert facts_worth_extracting(message) is True
+
+
+@pytest.mark.parametrize("message", NOT_WORTH_EXTRACTING)
+def test_small_talk_and_questions_to_the_companion_are_not_worth_extracting(message: str) -> None:
+    assert facts_worth_extracting(message) is False
+
+
+@pytest.mark.parametrize(
+    ("previous_reply", "message", "worth"),
+    [
+        pytest.param("Do you have any brothers or sisters?", "yes", True, id="yes-to-family"),
+        pytest.param("Lovely! When is her birthday?", "next Tuesday", True, id="day-to-birthday"),
+        pytest.param("What do you do for work?", "same as always", True, id="answer-to-work"),
+        pytest.param("Would you like to hear a story?", "yes", False, id="yes-to-an-offer"),
+        pytest.param("How was your day?", "good", False, id="small-talk"),
+        pytest.param("Is your sister coming?", "\U0001f44d", False, id="no-words"),
+    ],
+)
+def test_an_answer_to_a_question_about_the_users_life_is_worth_extracting(
+    previous_reply: str, message: str, worth: bool
+) -> None:
+    assert facts_worth_extracting(message, previous_reply=previous_reply) is worth
 
 
 # --- the rolling summary -----------------------------------------------------------------------
@@ -475,6 +556,22 @@ def test_summary_get_for_prompt_gives_text_and_the_last_covered_id(small_window:
     )
 
 
+def test_the_default_settings_leave_no_gap_between_summary_and_prompt(settings: Any) -> None:
+    # 12 kept + 8 before a summary is due = 20 messages = 10 exchanges, the prompt's history
+    assert (settings.SUMMARY_KEEP_RECENT, settings.SUMMARY_TRIGGER_MESSAGES, settings.CONTEXT_MAX_PAIRS) == (12, 8, 10)
+    assert memory.memory_settings_check() == []
+
+
+def test_settings_that_leave_a_gap_are_warned_about(settings: Any) -> None:
+    settings.SUMMARY_KEEP_RECENT = 20
+    settings.SUMMARY_TRIGGER_MESSAGES = 20
+
+    problems = memory.memory_settings_check()
+
+    assert [(p.id, p.level) for p in problems] == [("conversations.W001", checks.WARNING)]
+    assert "40 is more than 2 * CONTEXT_MAX_PAIRS = 20" in problems[0].msg
+
+
 # --- remembered facts ----------------------------------------------------------------------------
 
 
@@ -605,8 +702,11 @@ def test_a_cut_off_fact_answer_is_rejected(chat: Conversation) -> None:
     assert not Memory.objects.exists()
 
 
-@pytest.mark.parametrize("role_and_content", [(Role.ASSISTANT, "My name is Luna"), (Role.USER, "ok")])
-def test_assistant_messages_and_one_word_messages_call_no_model(chat: Conversation, role_and_content: Any) -> None:
+@pytest.mark.parametrize(
+    "role_and_content",
+    [(Role.ASSISTANT, "My name is Luna"), (Role.USER, "ok"), (Role.USER, "what's your favourite colour?")],
+)
+def test_assistant_messages_and_small_talk_call_no_model(chat: Conversation, role_and_content: Any) -> None:
     role, content = role_and_content
     message = MessageFactory(conversation=chat, role=role, content=content)
     provider = FakeProvider(reply=facts_reply(("name", "Sam.")))
@@ -750,6 +850,32 @@ def test_schedule_skips_the_summary_when_not_due(
     assert enqueued == [("conversations.extract_memories", {"message_id": messages[-2].pk})]
 
 
+@pytest.mark.django_db
+def test_schedule_enqueues_extraction_only_for_messages_that_may_disclose_a_fact(
+    enqueued: list[tuple[str, dict[str, int]]], django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given small talk, a question to the companion, a fact, and a bare "yes" to a question about family
+    conversation = ConversationFactory()
+    small_talk = say(conversation, "ok thanks!")
+    question = say(conversation, "what's your favourite colour?")
+    fact = say(conversation, "My sister Ana's birthday is 3 May.")
+    MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="Lovely. Do you have any brothers?")
+    answer = say(conversation, "yes")
+    MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="Would you like to hear a story?")
+    declined = say(conversation, "yes")
+
+    # When each turn is stored
+    for message in (small_talk, question, fact, answer, declined):
+        with django_capture_on_commit_callbacks(execute=True):
+            memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=message.pk)
+
+    # Then only the fact and the answer about family are sent for extraction
+    assert enqueued == [
+        ("conversations.extract_memories", {"message_id": fact.pk}),
+        ("conversations.extract_memories", {"message_id": answer.pk}),
+    ]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_turn_schedules_nothing(small_window: Any, enqueued: list[tuple[str, dict[str, int]]]) -> None:
     conversation = ConversationFactory()
@@ -861,6 +987,144 @@ def test_in_process_a_rejected_summary_is_retried_and_the_retry_can_succeed(
     assert tasks.in_process_tasks_wait(timeout=30)
     assert len(configured_provider.calls) == 2
     assert list(Summary.objects.values_list("text", "covers_until_id")) == [(GOOD_SUMMARY, messages[5].pk)]
+
+
+@pytest.fixture
+def memory_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every record of "companion.memory" (its parent does not propagate to the root) and of the root (Celery)."""
+    logger = logging.getLogger("companion.memory")
+    caplog.set_level(logging.DEBUG, logger="companion.memory")
+    caplog.set_level(logging.INFO)
+    attach = caplog.handler not in _handlers_reached(logger)
+    if attach:
+        logger.addHandler(caplog.handler)
+    yield caplog
+    if attach:
+        logger.removeHandler(caplog.handler)
+
+
+def _handlers_reached(logger: logging.Logger) -> list[logging.Handler]:
+    reached: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        reached.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    return reached
+
+
+def warnings_and_worse(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, dict[str, Any]]]:
+    return [
+        (r.name, r.levelname, r.getMessage(), getattr(r, "data", {}))
+        for r in caplog.records
+        if r.levelno >= logging.WARNING
+    ]
+
+
+def rendered(caplog: pytest.LogCaptureFixture) -> str:
+    """Every record as the production JSON formatter writes it, tracebacks included."""
+    formatter = JsonFormatter()
+    return "\n".join(formatter.format(record) for record in caplog.records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_process_non_json_facts_end_with_one_warning_and_no_error(
+    configured_provider: FakeProvider, no_pauses: None, memory_logs: pytest.LogCaptureFixture
+) -> None:
+    # Given a model that answers the fact prompt in prose, every time
+    conversation = ConversationFactory()
+    message = say(conversation, "My name is Sam and I work nights")
+    configured_provider.reply = "Sam works nights, it seems."
+
+    # When the extraction runs in process, with its retries
+    tasks.task_enqueue(tasks.extract_memories, message_id=message.pk)
+    assert tasks.in_process_tasks_wait(timeout=30)
+
+    # Then it tried 1 + RETRY_MAX times and ended with exactly one structured WARNING, no ERROR
+    assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
+    assert warnings_and_worse(memory_logs) == [
+        (
+            "companion.memory",
+            "WARNING",
+            "memory task gave up",
+            {
+                "task": "conversations.extract_memories",
+                "code": "llm_output_rejected",
+                "reason": "not_json",
+                "retryable": True,
+                "attempts": tasks.RETRY_MAX + 1,
+                "message_id": message.pk,
+            },
+        )
+    ]
+    # And no record carries a traceback, the user's words or the model's answer
+    assert not [record for record in memory_logs.records if record.exc_info]
+    output = rendered(memory_logs)
+    assert "My name is Sam" not in output
+    assert "works nights" not in output
+    assert not Memory.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_process_a_summary_that_keeps_failing_the_guard_ends_with_one_warning(
+    small_window: Any, configured_provider: FakeProvider, no_pauses: None, memory_logs: pytest.LogCaptureFixture
+) -> None:
+    conversation = ConversationFactory()
+    history(conversation, 9)
+    configured_provider.reply = "I'm sorry, but I can't summarise line 3 for you."
+
+    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    assert tasks.in_process_tasks_wait(timeout=30)
+
+    assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
+    assert warnings_and_worse(memory_logs) == [
+        (
+            "companion.memory",
+            "WARNING",
+            "memory task gave up",
+            {
+                "task": "conversations.summarize_conversation",
+                "code": "llm_output_rejected",
+                "reason": "refusal",
+                "retryable": True,
+                "attempts": tasks.RETRY_MAX + 1,
+                "conversation_id": conversation.pk,
+            },
+        )
+    ]
+    assert not [record for record in memory_logs.records if record.exc_info]
+    output = rendered(memory_logs)
+    assert "line 3" not in output
+    assert "I can't summarise" not in output
+    assert not Summary.objects.exists()
+
+
+@pytest.mark.django_db
+def test_on_a_worker_the_last_attempt_gives_up_with_one_warning_and_no_retry(
+    small_window: Any,
+    configured_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    memory_logs: pytest.LogCaptureFixture,
+) -> None:
+    # Given a task on a worker on its last attempt, and a model that answers in prose
+    conversation = ConversationFactory()
+    message = say(conversation, "My name is Sam")
+    configured_provider.reply = "Sam."
+    retries: list[dict[str, Any]] = []
+    task = tasks.extract_memories
+    monkeypatch.setattr(task, "retry", lambda **kwargs: retries.append(kwargs))
+    task.push_request(id="task-1", retries=tasks.RETRY_MAX, is_eager=False, called_directly=False)
+    try:
+        # When it runs, it returns normally: its message is acknowledged, nothing is retried or raised
+        assert task.run(message_id=message.pk) == []
+    finally:
+        task.pop_request()
+
+    # Then one WARNING says it gave up
+    assert retries == []
+    logged = warnings_and_worse(memory_logs)
+    assert [(level, text, data["reason"], data["attempts"]) for _, level, text, data in logged] == [
+        ("WARNING", "memory task gave up", "not_json", tasks.RETRY_MAX + 1)
+    ]
 
 
 @pytest.mark.django_db

@@ -255,6 +255,171 @@ def fact_key_normalise(key: str) -> str:
     return _KEY_JUNK.sub("_", key.casefold()).strip("_")[:FACT_KEY_MAX_CHARS].rstrip("_")
 
 
+# --- which messages are worth an extraction call ------------------------------------------------
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*|\d+", re.UNICODE)
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+_NAMING = re.compile(r"\b(call me|my name|name is|name's|i'm called|im called|i go by|known as)\b")
+
+# Acknowledgements, greetings, laughter, yes and no: a message made only of these holds nothing to keep.
+_FILLER = _words(
+    "ok okay okey k kk oki okie thanks thank thx ty tysm tyvm you u too so much very lot a please pls plz "
+    "lol lmao lmfao rofl haha hahaha hah hehe heh xd hi hello hey heya hiya yo sup hru "
+    "yes yeah yea yep yup ya no nope nah sure cool nice great good fine awesome amazing wow omg oh ah aw aww "
+    "uh um umm hmm hm mm mhm right alright true indeed exactly same bye goodbye cya night morning evening "
+    "gn gm brb ttyl np welcome sorry oops hug hugs kiss kisses xo xoxo and"
+)
+_TRIVIAL_PHRASES = frozenset(
+    {
+        "i see",
+        "i know",
+        "i agree",
+        "i guess",
+        "i guess so",
+        "i think so",
+        "i don't know",
+        "i dont know",
+        "idk",
+        "i'm fine",
+        "i'm good",
+        "i'm ok",
+        "i'm okay",
+        "im fine",
+        "im good",
+        "im ok",
+        "i'm here",
+        "i'm back",
+        "me too",
+        "same here",
+        "not much",
+        "nothing much",
+        "and you",
+        "how are you",
+        "i'm sorry",
+    }
+)
+# Only first-person words; "me" and "us" are left out on purpose: "tell me a joke" is a request, not a disclosure.
+_FIRST_PERSON = _words("i i'm im i've ive i'd i'll my mine myself we we're we've we'd we'll our ours ourselves")
+_POSSESSIVE = _words("my mine myself our ours ourselves")
+_SECOND_PERSON = _words("you your you're youre yours yourself u ur you've you'd you'll")
+_QUESTION_OPENERS = _words(
+    "what what's whats who who's whos where where's when why how how's hows which whose do does did "
+    "can could would will are is was were should shall have has may might wanna"
+)
+# A user message that starts like this leaves out its subject, which is nearly always the user:
+# "just got promoted", "moving to Porto next month", "been vegan for years".
+_IMPLICIT_SUBJECT = _words(
+    "just got gotta going gonna heading started starting finished moved moving working studying been "
+    "had having love loving hate hating can't cant never always still used turned turning born raised "
+    "living grew"
+)
+# Words that point at something durable: who people are, work and study, home, health, tastes, dates.
+_LIFE_WORDS = _words(
+    # identity and home
+    "name named names called age old years year born birth birthday bday live lives lived living "
+    "moved move moving from hometown city town country home house apartment flat neighbourhood "
+    "neighborhood "
+    # people and pets
+    "family mom mum mother mommy mummy mama dad father daddy papa parents parent sister sisters sis "
+    "brother brothers bro sibling siblings wife husband spouse partner girlfriend boyfriend gf bf "
+    "fiance fiancee fiancé fiancée son sons daughter daughters kid kids child children baby grandma "
+    "grandmother grandpa grandfather granny nan grandparents aunt uncle cousin cousins niece nephew "
+    "friend friends bestie roommate roommates flatmate neighbour neighbor boss coworker coworkers "
+    "colleague colleagues dog dogs cat cats pet pets puppy kitten "
+    # work and study
+    "work works worked job jobs career shift shifts nights office company employer hired fired "
+    "promoted promotion retired unemployed salary business nurse teacher engineer doctor developer "
+    "programmer student study studies studying school college university uni class classes exam exams "
+    "degree major graduated graduate homework thesis "
+    # tastes
+    "love loves like likes hate hates dislike dislikes enjoy enjoys prefer prefers favourite favorite "
+    "fav fave allergic allergy vegan vegetarian hobby hobbies passion fan "
+    # health and life events
+    "married divorced single engaged pregnant wedding anniversary sick illness diagnosed disease "
+    "diabetes asthma anxiety depression adhd autism autistic therapy therapist medication surgery "
+    "injury disabled wheelchair sober "
+    # dates ("may" is left out: it is mostly the verb; "3 May" counts by its number)
+    "january february march april june july august september october november december jan feb "
+    "mar apr jun jul aug sep sept oct nov dec mondays tuesdays wednesdays thursdays fridays saturdays "
+    "sundays weekends"
+)
+# Life words too common in a companion's questions to mean much there: "would you like a story?".
+_CASUAL_IN_QUESTIONS = _words("like likes love hate home move fan")
+_THIRD_PERSON = _words("he she they his her their them")
+# Enough to tell that a message is English; the word lists above are, so other languages are let through.
+_ENGLISH = _words(
+    "the a an to is are am was were be been and or but it it's that this of in on at for with about "
+    "i me my you your we they he she his her them do does did not don't what how why who where when "
+    "so just can will have has had there here get got that's thats its really very"
+) | (_FIRST_PERSON | _SECOND_PERSON | _QUESTION_OPENERS)
+
+
+def facts_worth_extracting(message: str, *, previous_reply: str | None = None) -> bool:
+    """Whether a user message may disclose something durable about the user: a cheap gate before a model call.
+
+    Generous on purpose (a missed fact costs more than a wasted call). True for first-person
+    statements ("I work nights", "my sister Ana..."), naming ("call me Sam"), numbers and
+    dates, words about people, work, home, health and tastes, subject-less statements ("just
+    got promoted"), any answer to a question the companion asked about the user's life, and
+    any message that does not look like English (the word lists are English). False for
+    acknowledgements and small talk ("ok", "thanks!", "lol", "I see") and for questions to the
+    companion that say nothing about the user ("what's your favourite colour?").
+    """
+    text = message.casefold().translate(_APOSTROPHES)
+    words = _WORD.findall(text)
+    if not words:
+        return False
+    if previous_reply and _asks_about_the_user(previous_reply):
+        return True
+    if " ".join(words) in _TRIVIAL_PHRASES or all(word in _FILLER for word in words):
+        return False
+    if not any(word in _ENGLISH or word in _LIFE_WORDS or word in _FILLER for word in words):
+        return True
+    return any(_sentence_discloses(sentence) for sentence in _SENTENCE.findall(text))
+
+
+def _sentence_discloses(sentence: str) -> bool:
+    words = _WORD.findall(sentence)
+    if not words:
+        return False
+    naming = _NAMING.search(sentence) is not None
+    addressed = any(word in _SECOND_PERSON for word in words)
+    first_person = any(word in _FIRST_PERSON for word in words)
+    question = sentence.rstrip().endswith("?") or (words[0] in _QUESTION_OPENERS and addressed and not first_person)
+    if question:
+        # "did I tell you about my sister?" may; "can I ask you something?" and "where do you live?" do not.
+        return (
+            naming
+            or any(word in _POSSESSIVE for word in words)
+            or (first_person and any(word in _LIFE_WORDS for word in words))
+        )
+    return (
+        naming
+        or first_person
+        or words[0] in _IMPLICIT_SUBJECT
+        or any(word.isdigit() or word in _LIFE_WORDS for word in words)
+    )
+
+
+def _asks_about_the_user(reply: str) -> bool:
+    """The companion's message asked the user something about their life: "When is her birthday?"."""
+    text = reply.casefold().translate(_APOSTROPHES)
+    for sentence in _SENTENCE.findall(text):
+        if not sentence.rstrip().endswith("?"):
+            continue
+        words = _WORD.findall(sentence)
+        about_someone = any(word in _SECOND_PERSON or word in _THIRD_PERSON for word in words)
+        if about_someone and any(word in _LIFE_WORDS and word not in _CASUAL_IN_QUESTIONS for word in words):
+            return True
+    return False
+
+
 # --- data in prompts ---------------------------------------------------------------------------
 
 
