@@ -1,4 +1,5 @@
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
 
 from django import forms
 from django.conf import settings
@@ -9,12 +10,49 @@ from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from avatars.cards import card_read_upload
 from avatars.forms import AvatarAdminForm, CardImportForm
 from avatars.models import Avatar, AvatarPhrase
 from avatars.services import avatar_import_card
 from companion.errors import DomainError
+from conversations.modes import Mode
+from llm.prompts import PromptContext, persona_from_avatar, post_history_prompt, system_prompt_for_mode
+from llm.tokens import count_tokens
+
+# The sample user of the prompt preview: what a real turn adds about the person talking.
+PREVIEW_USER_NAME: Final = "Sam"
+PREVIEW_FACTS: Final = (
+    "Sam's sister Ana has her birthday on 3 May.",
+    "Sam works night shifts at the hospital on weekends.",
+)
+PREVIEW_SUMMARY: Final = (
+    "Sam is planning a move to Lisbon in the autumn and asked for help sorting the paperwork. "
+    "Last time they said the week had been long and they were sleeping badly."
+)
+# A fixed clock, so the preview reads the same on every visit (real turns use the time of the message).
+PREVIEW_NOW: Final = datetime(2025, 3, 4, 13, 5, tzinfo=UTC)
+PREVIEW_TIMEZONE: Final = "Europe/Paris"
+
+
+def avatar_prompt_preview_context(avatar: Avatar) -> PromptContext:
+    """The prompt context of the sample user Sam talking with `avatar`, as saved."""
+    return PromptContext(
+        persona=persona_from_avatar(avatar),
+        user_display_name=PREVIEW_USER_NAME,
+        summary=PREVIEW_SUMMARY,
+        facts=PREVIEW_FACTS,
+        now=PREVIEW_NOW,
+        timezone_name=PREVIEW_TIMEZONE,
+    )
+
+
+def avatar_prompt_previews(avatar: Avatar) -> dict[str, str]:
+    """The system prompt of each mode for the sample user, built by the same functions as a real turn."""
+    context = avatar_prompt_preview_context(avatar)
+    return {mode: system_prompt_for_mode(mode, context) for mode in (Mode.SECRETARY.value, Mode.INTIMATE.value)}
 
 
 class AvatarPhraseInline(admin.TabularInline):
@@ -35,7 +73,7 @@ class AvatarAdmin(admin.ModelAdmin):
     list_select_related = ("owner",)
     prepopulated_fields = {"slug": ("name",)}
     raw_id_fields = ("owner",)
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("created_at", "updated_at", "system_prompt_preview")
     inlines = (AvatarPhraseInline,)
     formfield_overrides = {
         models.TextField: {"widget": forms.Textarea(attrs={"rows": 8, "cols": 100})},
@@ -53,6 +91,18 @@ class AvatarAdmin(admin.ModelAdmin):
         ),
         ("Fallbacks", {"fields": ("fallback_lines",)}),
         (
+            "System prompt preview",
+            {
+                "classes": ("wide",),
+                "fields": ("system_prompt_preview",),
+                "description": (
+                    "What the model is told in each mode, for a sample user: Sam, with two remembered facts and a "
+                    "summary of earlier talk, on a fixed date (in a real turn the summary comes as a system message "
+                    "of its own, worded the same). Built from the saved avatar: save to see your edits."
+                ),
+            },
+        ),
+        (
             "Card / advanced",
             {
                 "classes": ("collapse",),
@@ -69,6 +119,40 @@ class AvatarAdmin(admin.ModelAdmin):
             },
         ),
     )
+
+    class Media:
+        css = {"all": ("web/admin-insight.css",)}
+
+    @admin.display(description="prompts")
+    def system_prompt_preview(self, avatar: Avatar | None) -> SafeString | str:
+        if avatar is None or avatar.pk is None:
+            return "Save the avatar to see the prompt of each mode."
+        previews = avatar_prompt_previews(avatar)
+        notes = {
+            Mode.INTIMATE.value: ""
+            if avatar.intimate_allowed
+            else " This avatar does not allow intimate mode: no conversation ever gets this prompt.",
+        }
+        blocks = format_html_join(
+            "",
+            '<section class="prompt-preview"><h3>{} mode</h3><p class="prompt-meta">about {} tokens.{}</p>'
+            '<pre data-mode="{}">{}</pre></section>',
+            (
+                (mode.capitalize(), count_tokens(prompt), notes.get(mode, ""), mode, prompt)
+                for mode, prompt in previews.items()
+            ),
+        )
+        after_history = post_history_prompt(avatar_prompt_preview_context(avatar))
+        tail = (
+            format_html(
+                '<section class="prompt-preview"><h3>After the history (both modes)</h3>'
+                '<pre data-mode="post_history">{}</pre></section>',
+                after_history,
+            )
+            if after_history
+            else ""
+        )
+        return format_html('<div class="prompt-previews">{}{}</div>', blocks, tail)
 
     def get_urls(self) -> list[URLPattern]:
         urls = [

@@ -1,0 +1,217 @@
+"""The usage report in the admin: tokens, replies, fallbacks and failures per avatar, user and day.
+
+Every figure comes from aggregate queries (GROUP BY in the database), so the page costs the
+same handful of queries whether the range holds ten messages or ten million. A *reply* is
+an assistant message answering a user message (greetings are not replies) that has
+finished; tokens are those the model reported for replies.
+
+The view is mounted by `ConversationAdmin.get_urls` at /admin/conversations/conversation/usage/.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, Final
+
+from django import forms
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db.models import Avg, Count, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from avatars.models import Avatar
+from conversations.models import Message, Role, Status
+
+DEFAULT_RANGE_DAYS: Final = 30
+USERS_SHOWN_MAX: Final = 100  # the heaviest users; the rest are in the totals
+
+_REPLY = Q(role=Role.ASSISTANT, reply_to__isnull=False) & ~Q(status=Status.STREAMING)
+# Annotation names must differ from the model's fields (prompt_tokens...): hence tokens_*.
+_FIGURES: Final = {
+    "user_messages": Count("id", filter=Q(role=Role.USER)),
+    "replies": Count("id", filter=_REPLY),
+    "cancelled": Count("id", filter=_REPLY & Q(status=Status.CANCELLED)),
+    "fallbacks": Count("id", filter=_REPLY & Q(status=Status.FALLBACK)),
+    "failures": Count("id", filter=_REPLY & Q(status=Status.FAILED)),
+    "tokens_prompt": Sum("prompt_tokens", filter=_REPLY, default=0),
+    "tokens_completion": Sum("completion_tokens", filter=_REPLY, default=0),
+    "ttft_avg": Avg("ttft_ms", filter=_REPLY),
+}
+
+
+@dataclass(frozen=True)
+class UsageFilters:
+    date_from: date  # inclusive, in the current time zone
+    date_to: date  # inclusive
+    avatar_id: int | None = None
+    user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    key: Any  # the avatar id, the user id or the day
+    label: str
+    user_messages: int
+    replies: int
+    cancelled: int
+    fallbacks: int
+    failures: int
+    prompt_tokens: int
+    completion_tokens: int
+    avg_ttft_ms: int | None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any], *, key: Any, label: str) -> "UsageRow":
+        ttft = values["ttft_avg"]
+        return cls(
+            key=key,
+            label=label,
+            user_messages=values["user_messages"],
+            replies=values["replies"],
+            cancelled=values["cancelled"],
+            fallbacks=values["fallbacks"],
+            failures=values["failures"],
+            prompt_tokens=values["tokens_prompt"],
+            completion_tokens=values["tokens_completion"],
+            avg_ttft_ms=round(ttft) if ttft is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    filters: UsageFilters
+    total: UsageRow
+    by_avatar: list[UsageRow]
+    by_user: list[UsageRow]
+    by_day: list[UsageRow]
+
+
+def message_usage_queryset(*, filters: UsageFilters) -> QuerySet[Message]:
+    """The messages the report counts: created in the range, of the avatar and user chosen."""
+    zone = timezone.get_current_timezone()
+    start = datetime.combine(filters.date_from, time.min, tzinfo=zone)
+    end = datetime.combine(filters.date_to + timedelta(days=1), time.min, tzinfo=zone)
+    messages = Message.objects.filter(created_at__gte=start, created_at__lt=end)
+    if filters.avatar_id is not None:
+        messages = messages.filter(conversation__avatar_id=filters.avatar_id)
+    if filters.user_id is not None:
+        messages = messages.filter(conversation__user_id=filters.user_id)
+    return messages
+
+
+def message_usage_report(*, filters: UsageFilters) -> UsageReport:
+    """Totals and the three breakdowns: four aggregate queries, whatever the number of messages."""
+    messages = message_usage_queryset(filters=filters)
+    total = UsageRow.of(messages.aggregate(**_FIGURES), key=None, label="All")
+
+    avatars = (
+        messages.values("conversation__avatar_id", "conversation__avatar__name")
+        .annotate(**_FIGURES)
+        .order_by("conversation__avatar__name", "conversation__avatar_id")
+    )
+    users = (
+        messages.values("conversation__user_id", "conversation__user__username")
+        .annotate(**_FIGURES)
+        .order_by((F("tokens_prompt") + F("tokens_completion")).desc(), "conversation__user__username")[
+            :USERS_SHOWN_MAX
+        ]
+    )
+    days = (
+        messages.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+        .values("day")
+        .annotate(**_FIGURES)
+        .order_by("-day")
+    )
+    return UsageReport(
+        filters=filters,
+        total=total,
+        by_avatar=[
+            UsageRow.of(row, key=row["conversation__avatar_id"], label=row["conversation__avatar__name"])
+            for row in avatars
+        ],
+        by_user=[
+            UsageRow.of(row, key=row["conversation__user_id"], label=row["conversation__user__username"])
+            for row in users
+        ],
+        by_day=[UsageRow.of(row, key=row["day"], label=row["day"].isoformat()) for row in days],
+    )
+
+
+# --- the admin page ---------------------------------------------------------------------------
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
+
+
+class UsageFilterForm(forms.Form):
+    date_from = forms.DateField(label="From", required=False, widget=DateInput)
+    date_to = forms.DateField(label="To", required=False, widget=DateInput)
+    avatar = forms.ModelChoiceField(
+        queryset=Avatar.objects.only("id", "name", "slug").order_by("name", "id"),
+        required=False,
+        empty_label="All avatars",
+    )
+    user = forms.CharField(label="Username", required=False, max_length=150)
+
+    def clean_user(self) -> User | None:
+        username = self.cleaned_data.get("user", "").strip()
+        if not username:
+            return None
+        user = User.objects.filter(username__iexact=username).only("id", "username").first()
+        if user is None:
+            raise forms.ValidationError(f"No user is called “{username}”.")
+        return user
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        today = timezone.localdate()
+        date_to = cleaned.get("date_to") or today
+        date_from = cleaned.get("date_from") or date_to - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        if date_from > date_to:
+            raise forms.ValidationError("The start of the range is after its end.")
+        cleaned["date_from"], cleaned["date_to"] = date_from, date_to
+        return cleaned
+
+    def filters(self) -> UsageFilters:
+        data = self.cleaned_data
+        avatar: Avatar | None = data.get("avatar")
+        user: User | None = data.get("user")
+        return UsageFilters(
+            date_from=data["date_from"],
+            date_to=data["date_to"],
+            avatar_id=avatar.pk if avatar is not None else None,
+            user_id=user.pk if user is not None else None,
+        )
+
+
+def usage_report_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
+    """The report page, for staff who may view messages (the site's `admin_view` checks staff)."""
+    if not request.user.has_perm("conversations.view_message"):
+        raise PermissionDenied
+    data = request.GET.copy()
+    if not data.get("date_from") and not data.get("date_to"):
+        # The default range, written into the form so the page shows what it counts.
+        today = timezone.localdate()
+        data["date_to"] = today.isoformat()
+        data["date_from"] = (today - timedelta(days=DEFAULT_RANGE_DAYS - 1)).isoformat()
+    form = UsageFilterForm(data)
+    report = message_usage_report(filters=form.filters()) if form.is_valid() else None
+    context: dict[str, Any] = {
+        **site.each_context(request),
+        "title": "Usage report",
+        "subtitle": None,
+        "opts": Message._meta,
+        "form": form,
+        "report": report,
+        "users_shown_max": USERS_SHOWN_MAX,
+    }
+    return TemplateResponse(request, "admin/conversations/usage_report.html", context)

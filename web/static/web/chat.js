@@ -1,0 +1,1268 @@
+/*
+ * The Companion web chat: a client of the REST API and the websocket, like the mobile app.
+ *
+ * - Tokens live in memory and in sessionStorage (this tab only); an expired access token is
+ *   refreshed with /api/auth/refresh. No token ever goes in a URL: the socket is opened
+ *   with a one-time ticket from POST /api/ws-ticket.
+ * - The socket reconnects with backoff and sends `resume` with the last finished message it
+ *   saw; streamed tokens are kept by `seq`, so a token that arrives twice is shown once.
+ * - Every text from the server is set with textContent, never parsed as HTML.
+ */
+(function () {
+  "use strict";
+
+  var root = document.getElementById("app");
+  if (!root) return;
+  var API = root.dataset.api || "/api";
+  var WS_PATH = root.dataset.wsPath || "/ws/conversations/";
+  var STORAGE_KEY = "companion.tokens";
+  var PAGE_SIZE = 50;
+  var MESSAGE_MAX_CHARS = 8000;
+  var REFRESH_MARGIN_MS = 30000;
+  var BACKOFF_BASE_MS = 500;
+  var BACKOFF_MAX_MS = 15000;
+  var CLOSE_IDLE = 4408;
+
+  var MODE_LABELS = { secretary: "Secretary", intimate: "Intimate" };
+  var STATUS_LABELS = {
+    streaming: "Writing\u2026",
+    cancelled: "Stopped",
+    failed: "Failed",
+    fallback: "Fallback reply (the model could not answer)",
+    pending: "Sending\u2026",
+  };
+  var BLOCK_REASONS = {
+    adult_required: "intimate mode is for adults, and you have not confirmed your age",
+    opt_in_required: "intimate mode is off in your profile",
+    avatar_disallows: "this avatar does not offer intimate mode",
+  };
+
+  function $(id) {
+    return document.getElementById(id);
+  }
+
+  var state = {
+    tokens: null, // {access, refresh, expiresAt}
+    me: null,
+    avatars: [],
+    conversations: [],
+    current: null, // the open conversation, as GET /api/conversations/{id}
+    openSeq: 0, // guards against a slow load overwriting a newer one
+    nextBefore: null,
+    lastSeenId: 0, // the newest finished message shown: what `resume` asks after
+    elements: new Map(), // message id -> element
+    streams: new Map(), // assistant message id -> {deltas, shown, el}
+    pending: new Map(), // client_id -> {frame, el}: sent, not yet stored
+    modeRequest: null, // the select value before a set_mode the server may refuse
+  };
+
+  // --- errors shown to people ---------------------------------------------------------------
+
+  function ApiError(status, body) {
+    this.name = "ApiError";
+    this.status = status;
+    this.body = body || {};
+    this.code = this.body.code || "";
+    this.message = describeError(this.body, status);
+  }
+  ApiError.prototype = Object.create(Error.prototype);
+
+  function describeError(body, status) {
+    var detail = body && body.detail;
+    if (Array.isArray(detail)) {
+      return detail
+        .map(function (item) {
+          var loc = (item.loc || []).filter(function (part) {
+            return part !== "body" && part !== "payload";
+          });
+          return (loc.length ? loc.join(".") + ": " : "") + (item.msg || "is not valid");
+        })
+        .join("\n");
+    }
+    if (typeof detail === "string" && detail) return detail;
+    if (status === 0) return "Cannot reach the server. Check your connection and try again.";
+    return "The server answered " + status + ". Try again in a moment.";
+  }
+
+  function showError(id, message) {
+    var el = $(id);
+    el.textContent = message;
+    el.hidden = !message;
+  }
+
+  function showBanner(message) {
+    showError("banner", message);
+  }
+
+  // --- tokens and the API ---------------------------------------------------------------------
+
+  function tokensSave(pair) {
+    state.tokens = {
+      access: pair.access,
+      refresh: pair.refresh,
+      expiresAt: Date.now() + (pair.expires_in || 0) * 1000,
+    };
+    try {
+      sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state.tokens));
+    } catch (e) {
+      /* private mode: the tokens stay in memory only */
+    }
+  }
+
+  function tokensLoad() {
+    try {
+      var saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null");
+      if (saved && saved.access && saved.refresh) state.tokens = saved;
+    } catch (e) {
+      state.tokens = null;
+    }
+  }
+
+  function tokensClear() {
+    state.tokens = null;
+    try {
+      sessionStorage.removeItem(STORAGE_KEY);
+    } catch (e) {
+      /* nothing stored */
+    }
+  }
+
+  function rawFetch(method, path, body, access) {
+    var headers = { Accept: "application/json" };
+    if (body !== undefined && body !== null) headers["Content-Type"] = "application/json";
+    if (access) headers.Authorization = "Bearer " + access;
+    return fetch(API + path, {
+      method: method,
+      headers: headers,
+      body: body !== undefined && body !== null ? JSON.stringify(body) : undefined,
+      credentials: "omit",
+      cache: "no-store",
+    }).then(
+      function (response) {
+        return response.text().then(function (text) {
+          var data = null;
+          if (text) {
+            try {
+              data = JSON.parse(text);
+            } catch (e) {
+              data = null;
+            }
+          }
+          if (!response.ok) throw new ApiError(response.status, data);
+          return data;
+        });
+      },
+      function () {
+        throw new ApiError(0, null);
+      }
+    );
+  }
+
+  var refreshing = null;
+
+  function tokensRefresh() {
+    if (!state.tokens) return Promise.reject(new ApiError(401, { detail: "Please sign in.", code: "unauthorized" }));
+    if (!refreshing) {
+      refreshing = rawFetch("POST", "/auth/refresh", { refresh: state.tokens.refresh }, null)
+        .then(tokensSave)
+        .catch(function (err) {
+          if (err.status === 401 || err.status === 422) signOutLocal("Your session has ended: please sign in again.");
+          throw err;
+        })
+        .finally(function () {
+          refreshing = null;
+        });
+    }
+    return refreshing;
+  }
+
+  function api(method, path, body) {
+    if (!state.tokens) return Promise.reject(new ApiError(401, { detail: "Please sign in.", code: "unauthorized" }));
+    var ready = Date.now() > state.tokens.expiresAt - REFRESH_MARGIN_MS ? tokensRefresh() : Promise.resolve();
+    return ready.then(function () {
+      if (!state.tokens) throw new ApiError(401, { detail: "Please sign in.", code: "unauthorized" });
+      return rawFetch(method, path, body, state.tokens.access).catch(function (err) {
+        if (err.status !== 401 || !state.tokens) throw err;
+        return tokensRefresh().then(function () {
+          return rawFetch(method, path, body, state.tokens.access);
+        });
+      });
+    });
+  }
+
+  // --- views ------------------------------------------------------------------------------------
+
+  function show(view) {
+    $("boot").hidden = true;
+    $("auth-view").hidden = view !== "auth";
+    $("chat-view").hidden = view !== "chat";
+    $("account").hidden = view !== "chat";
+    $("nav-toggle").hidden = view !== "chat";
+  }
+
+  function sidebarOpen(open) {
+    $("sidebar").classList.toggle("open", open);
+    $("nav-toggle").setAttribute("aria-expanded", open ? "true" : "false");
+  }
+
+  function authTab(which) {
+    var signin = which === "signin";
+    $("tab-signin").setAttribute("aria-selected", signin ? "true" : "false");
+    $("tab-register").setAttribute("aria-selected", signin ? "false" : "true");
+    $("signin-form").hidden = !signin;
+    $("register-form").hidden = signin;
+    $(signin ? "signin-username" : "register-username").focus();
+  }
+
+  function renderAccount() {
+    var me = state.me;
+    $("account-name").textContent = me.display_name || me.username;
+    $("optin-state").textContent = intimateAllowed() ? "on" : "off";
+  }
+
+  function intimateAllowed() {
+    return !!(state.me && state.me.adult_confirmed && state.me.intimate_opt_in);
+  }
+
+  function formatWhen(value) {
+    if (!value) return "";
+    var date = new Date(value);
+    if (isNaN(date.getTime())) return "";
+    return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  // --- signing in -------------------------------------------------------------------------------
+
+  function formValue(id) {
+    return $(id).value.trim();
+  }
+
+  function signIn(username, password) {
+    return rawFetch("POST", "/auth/token", { username: username, password: password }, null).then(function (pair) {
+      tokensSave(pair);
+      return enterApp();
+    });
+  }
+
+  function onSignIn(event) {
+    event.preventDefault();
+    var username = formValue("signin-username");
+    var password = $("signin-password").value;
+    if (!username || !password) {
+      showError("signin-error", "Enter your username and password.");
+      return;
+    }
+    showError("signin-error", "");
+    busy(event.target, true);
+    signIn(username, password)
+      .catch(function (err) {
+        showError("signin-error", err.message);
+      })
+      .finally(function () {
+        busy(event.target, false);
+      });
+  }
+
+  function onRegister(event) {
+    event.preventDefault();
+    var username = formValue("register-username");
+    var password = $("register-password").value;
+    var displayName = formValue("register-display-name");
+    if (!username || !password) {
+      showError("register-error", "Choose a username and a password.");
+      return;
+    }
+    showError("register-error", "");
+    busy(event.target, true);
+    var body = { username: username, password: password };
+    if (displayName) body.display_name = displayName;
+    rawFetch("POST", "/auth/register", body, null)
+      .then(function () {
+        return signIn(username, password);
+      })
+      .catch(function (err) {
+        showError("register-error", err.message);
+      })
+      .finally(function () {
+        busy(event.target, false);
+      });
+  }
+
+  function busy(form, on) {
+    Array.prototype.forEach.call(form.querySelectorAll("button[type=submit]"), function (button) {
+      button.disabled = on;
+    });
+  }
+
+  function signOutLocal(message) {
+    socketClose();
+    tokensClear();
+    state.me = null;
+    state.current = null;
+    state.conversations = [];
+    state.pending.clear();
+    if (location.hash) history.replaceState(null, "", location.pathname);
+    show("auth");
+    authTab("signin");
+    if (message) showError("signin-error", message);
+  }
+
+  function onSignOut() {
+    var refresh = state.tokens && state.tokens.refresh;
+    if (refresh) rawFetch("POST", "/auth/logout", { refresh: refresh }, null).catch(function () {});
+    signOutLocal("");
+  }
+
+  function enterApp() {
+    return api("GET", "/me").then(function (me) {
+      state.me = me;
+      renderAccount();
+      show("chat");
+      return Promise.all([avatarsLoad(), conversationsLoad()])
+        .then(route)
+        .catch(function (err) {
+          // Signed in, but the lists did not load: say so on the page rather than leave it empty.
+          if (state.tokens) showBanner(err.message + " Reload the page to try again.");
+        });
+    });
+  }
+
+  // --- avatars and conversations ----------------------------------------------------------------
+
+  function avatarsLoad() {
+    return api("GET", "/avatars").then(function (avatars) {
+      state.avatars = avatars;
+      var list = $("avatar-list");
+      list.textContent = "";
+      avatars.forEach(function (avatar) {
+        var item = document.createElement("li");
+        var card = document.createElement("article");
+        card.className = "card avatar-card";
+        var name = document.createElement("h3");
+        name.textContent = avatar.name + (avatar.is_own ? " (yours)" : "");
+        var about = document.createElement("p");
+        about.textContent = avatar.tagline || truncate(avatar.description || avatar.personality || "", 140);
+        var start = document.createElement("button");
+        start.type = "button";
+        start.className = "primary";
+        start.textContent = "Chat with " + avatar.name;
+        start.dataset.avatarId = String(avatar.id);
+        start.addEventListener("click", function () {
+          conversationStart(avatar.id, start);
+        });
+        card.append(name, about, start);
+        item.append(card);
+        list.append(item);
+      });
+    });
+  }
+
+  function truncate(text, max) {
+    return text.length > max ? text.slice(0, max - 1).trimEnd() + "\u2026" : text;
+  }
+
+  function conversationsLoad() {
+    return api("GET", "/conversations?limit=100").then(function (conversations) {
+      state.conversations = conversations;
+      conversationsRender();
+    });
+  }
+
+  function conversationsRender() {
+    var list = $("conversation-list");
+    list.textContent = "";
+    $("conversations-empty").hidden = state.conversations.length > 0;
+    state.conversations.forEach(function (conversation) {
+      var item = document.createElement("li");
+      var button = document.createElement("button");
+      button.type = "button";
+      button.dataset.conversationId = String(conversation.id);
+      if (state.current && state.current.id === conversation.id) button.setAttribute("aria-current", "true");
+      var name = document.createElement("span");
+      name.className = "name";
+      name.textContent = conversation.title || conversation.avatar.name;
+      var when = document.createElement("span");
+      when.className = "when";
+      when.textContent =
+        (MODE_LABELS[conversation.mode] || conversation.mode) +
+        " \u00b7 " +
+        formatWhen(conversation.last_message_at || conversation.created_at);
+      button.append(name, when);
+      button.addEventListener("click", function () {
+        location.hash = "#/c/" + conversation.id;
+        sidebarOpen(false);
+      });
+      item.append(button);
+      list.append(item);
+    });
+  }
+
+  var conversationsReloadTimer = null;
+
+  function conversationsReloadSoon() {
+    clearTimeout(conversationsReloadTimer);
+    conversationsReloadTimer = setTimeout(function () {
+      conversationsLoad().catch(function () {});
+    }, 400);
+  }
+
+  function conversationStart(avatarId, button) {
+    if (button) button.disabled = true;
+    return api("POST", "/conversations", { avatar_id: avatarId })
+      .then(function (conversation) {
+        state.conversations.unshift(conversation);
+        location.hash = "#/c/" + conversation.id;
+      })
+      .catch(function (err) {
+        showBanner(err.message);
+      })
+      .finally(function () {
+        if (button) button.disabled = false;
+      });
+  }
+
+  function onAvatarCreate(event) {
+    event.preventDefault();
+    var name = formValue("avatar-name");
+    if (!name) {
+      showError("avatar-error", "Give your avatar a name.");
+      return;
+    }
+    showError("avatar-error", "");
+    busy(event.target, true);
+    api("POST", "/avatars", {
+      name: name,
+      tagline: formValue("avatar-tagline"),
+      personality: $("avatar-personality").value.trim(),
+    })
+      .then(function (avatar) {
+        event.target.reset();
+        avatarsLoad().catch(function () {});
+        return conversationStart(avatar.id, null);
+      })
+      .catch(function (err) {
+        showError("avatar-error", err.message);
+      })
+      .finally(function () {
+        busy(event.target, false);
+      });
+  }
+
+  function pickerShow() {
+    state.openSeq += 1; // a conversation still loading must not replace the picker
+    socketClose();
+    state.current = null;
+    conversationsRender();
+    $("conversation").hidden = true;
+    $("picker").hidden = false;
+  }
+
+  function route() {
+    var match = /^#\/c\/(\d+)$/.exec(location.hash);
+    if (match) return conversationOpen(Number(match[1]));
+    pickerShow();
+    return null;
+  }
+
+  // --- the open conversation ------------------------------------------------------------------
+
+  function conversationOpen(id) {
+    var seq = ++state.openSeq;
+    socketClose();
+    return api("GET", "/conversations/" + id)
+      .then(function (conversation) {
+        if (seq !== state.openSeq) return null;
+        return api("GET", "/conversations/" + id + "/messages?limit=" + PAGE_SIZE).then(function (page) {
+          if (seq !== state.openSeq) return;
+          conversationShow(conversation, page);
+        });
+      })
+      .catch(function (err) {
+        if (seq !== state.openSeq) return;
+        if (err.status === 404) {
+          history.replaceState(null, "", location.pathname);
+          pickerShow();
+          showBanner("That conversation does not exist any more.");
+          return;
+        }
+        showBanner(err.message);
+      });
+  }
+
+  function conversationShow(conversation, page) {
+    state.current = conversation;
+    state.elements.clear();
+    state.streams.clear();
+    state.pending.clear();
+    state.lastSeenId = 0;
+    state.nextBefore = page.next;
+    var messages = $("messages");
+    Array.prototype.slice.call(messages.querySelectorAll(".msg")).forEach(function (el) {
+      el.remove();
+    });
+    $("load-older").hidden = !page.next;
+    $("picker").hidden = true;
+    $("conversation").hidden = false;
+    $("conversation-title").textContent = conversation.title || conversation.avatar.name;
+    var avatar = state.avatars.find(function (a) {
+      return a.id === conversation.avatar.id;
+    });
+    $("conversation-tagline").textContent = avatar ? avatar.tagline : "";
+    showError("composer-error", "");
+    blockedShow(null);
+    page.items.forEach(function (message) {
+      messageUpsert(message);
+    });
+    var lastUser = page.items
+      .slice()
+      .reverse()
+      .find(function (m) {
+        return m.role === "user";
+      });
+    var route = lastUser && lastUser.route;
+    modeShow(conversation.mode, conversation.mode_locked, route ? reasonFromRoute(route) : null, false);
+    if (route && route.blocked && !intimateAllowed()) blockedShow(route.blocked_reason, route);
+    $("composer-input").placeholder = "Message " + (conversation.avatar.name || "your avatar");
+    conversationsRender();
+    stopButtonUpdate();
+    scrollToBottom();
+    requestAnimationFrame(scrollToBottom); // again once the page has its final layout
+    socketOpen();
+    $("composer-input").focus();
+  }
+
+  function olderLoad() {
+    if (!state.current || !state.nextBefore) return;
+    var id = state.current.id;
+    var button = $("load-older");
+    button.disabled = true;
+    api("GET", "/conversations/" + id + "/messages?limit=" + PAGE_SIZE + "&before=" + state.nextBefore)
+      .then(function (page) {
+        if (!state.current || state.current.id !== id) return;
+        var messages = $("messages");
+        var fromBottom = messages.scrollHeight - messages.scrollTop;
+        page.items.forEach(function (message) {
+          messageUpsert(message);
+        });
+        state.nextBefore = page.next;
+        button.hidden = !page.next;
+        messages.scrollTop = messages.scrollHeight - fromBottom;
+      })
+      .catch(function (err) {
+        showError("composer-error", err.message);
+      })
+      .finally(function () {
+        button.disabled = false;
+      });
+  }
+
+  // --- messages -------------------------------------------------------------------------------
+
+  function messageElement(role) {
+    var el = document.createElement("div");
+    el.className = "msg " + (role === "user" ? "user" : "assistant");
+    var bubble = document.createElement("div");
+    bubble.className = "bubble";
+    var meta = document.createElement("div");
+    meta.className = "meta";
+    el.append(bubble, meta);
+    return el;
+  }
+
+  function messageInsert(el, id) {
+    var messages = $("messages");
+    if (id) {
+      var after = null;
+      state.elements.forEach(function (other, otherId) {
+        if (otherId > id && (!after || otherId < Number(after.dataset.id))) after = other;
+      });
+      if (after) {
+        messages.insertBefore(el, after);
+        return;
+      }
+    }
+    messages.append(el);
+  }
+
+  function metaRender(el) {
+    var meta = el.querySelector(".meta");
+    meta.textContent = "";
+    var status = el.dataset.status;
+    var parts = [];
+    if (el.classList.contains("assistant") && el.dataset.mode) parts.push(MODE_LABELS[el.dataset.mode] || el.dataset.mode);
+    if (parts.length) meta.append(document.createTextNode(parts.join(" \u00b7 ")));
+    if (status && status !== "complete" && STATUS_LABELS[status]) {
+      if (parts.length) meta.append(document.createTextNode(" \u00b7 "));
+      var label = document.createElement("span");
+      label.className = "status-label";
+      label.textContent = STATUS_LABELS[status];
+      meta.append(label);
+    }
+    if (el.dataset.note) meta.append(document.createTextNode(" \u2014 " + el.dataset.note));
+  }
+
+  // Shows a message as the API or an event describes it; the same id is one element.
+  function messageUpsert(message) {
+    var el = state.elements.get(message.id);
+    if (!el && message.client_id && state.pending.has(message.client_id)) {
+      el = state.pending.get(message.client_id).el;
+      state.pending.delete(message.client_id);
+      el.classList.remove("pending");
+      el.remove();
+    }
+    var fresh = !el;
+    if (!el) el = messageElement(message.role);
+    el.dataset.id = String(message.id);
+    el.dataset.role = message.role;
+    el.dataset.mode = message.mode || "";
+    var stream = state.streams.get(message.id);
+    if (message.status === "streaming") {
+      el.dataset.status = "streaming";
+      el.setAttribute("aria-busy", "true");
+      if (!stream) el.querySelector(".bubble").textContent = message.content || "";
+    } else {
+      if (stream) state.streams.delete(message.id);
+      el.dataset.status = message.status || "complete";
+      el.removeAttribute("aria-busy");
+      el.querySelector(".bubble").textContent = message.content || "";
+      if (message.id > state.lastSeenId) state.lastSeenId = message.id;
+    }
+    if (message.error_code && (message.status === "failed" || message.status === "fallback")) {
+      el.dataset.note = message.error_code;
+    }
+    metaRender(el);
+    if (fresh || !el.isConnected) {
+      state.elements.set(message.id, el);
+      messageInsert(el, message.id);
+    }
+    stopButtonUpdate();
+    return el;
+  }
+
+  function streamOf(messageId, mode) {
+    var stream = state.streams.get(messageId);
+    if (stream) return stream;
+    var el = state.elements.get(messageId);
+    if (!el) {
+      el = messageElement("assistant");
+      el.dataset.id = String(messageId);
+      el.dataset.role = "assistant";
+      state.elements.set(messageId, el);
+      messageInsert(el, messageId);
+    }
+    // A reply's text is stored when it ends: until then it is exactly the tokens received.
+    el.querySelector(".bubble").textContent = "";
+    el.dataset.status = "streaming";
+    if (mode) el.dataset.mode = mode;
+    el.setAttribute("aria-busy", "true");
+    metaRender(el);
+    // `deltas[seq]` keeps each token once; `shown` counts the unbroken prefix on screen, so
+    // the text is always a prefix of the reply, whatever order a resume delivers tokens in.
+    stream = { deltas: [], shown: 0, el: el };
+    state.streams.set(messageId, stream);
+    stopButtonUpdate();
+    return stream;
+  }
+
+  function onToken(frame) {
+    var stream = streamOf(frame.message_id, null);
+    if (stream.deltas[frame.seq] !== undefined) return; // already shown: a resume sends what we have again
+    stream.deltas[frame.seq] = frame.delta;
+    var bubble = stream.el.querySelector(".bubble");
+    var follow = nearBottom();
+    while (stream.deltas[stream.shown] !== undefined) {
+      bubble.append(document.createTextNode(stream.deltas[stream.shown]));
+      stream.shown += 1;
+    }
+    if (follow) scrollToBottom();
+  }
+
+  function onReplyStart(frame) {
+    var follow = nearBottom();
+    streamOf(frame.message_id, frame.mode);
+    $("stream-status").textContent = (state.current ? state.current.avatar.name : "The avatar") + " is replying.";
+    if (follow) scrollToBottom();
+  }
+
+  function onReplyEnd(frame) {
+    if (frame.status === "streaming") return; // a repeated message's reply that is still being written
+    var follow = nearBottom();
+    var message = frame.message && frame.message.id ? frame.message : null;
+    if (message) {
+      messageUpsert(message);
+    } else {
+      messageUpsert({
+        id: frame.message_id,
+        role: "assistant",
+        content: frame.content,
+        status: frame.status,
+        mode: (state.elements.get(frame.message_id) || { dataset: {} }).dataset.mode,
+      });
+    }
+    var el = state.elements.get(frame.message_id);
+    if (el && frame.error && frame.error.message) {
+      el.dataset.note = frame.error.message;
+      metaRender(el);
+    }
+    $("stream-status").textContent =
+      frame.status === "cancelled" ? "Reply stopped." : frame.status === "complete" ? "Reply finished." : "Reply ended.";
+    $("stop").disabled = false;
+    $("stop").textContent = "Stop";
+    stopButtonUpdate();
+    conversationsReloadSoon();
+    if (follow) scrollToBottom();
+  }
+
+  function onMessageCreated(frame) {
+    var follow = nearBottom();
+    messageUpsert(frame.message);
+    if (follow || frame.message.role === "user") scrollToBottom();
+  }
+
+  function stopButtonUpdate() {
+    var streaming = state.streams.size > 0;
+    $("stop").hidden = !streaming;
+    $("send").hidden = streaming;
+  }
+
+  function nearBottom() {
+    var messages = $("messages");
+    return messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
+  }
+
+  function scrollToBottom() {
+    var messages = $("messages");
+    messages.scrollTop = messages.scrollHeight;
+  }
+
+  // --- the mode badge ---------------------------------------------------------------------------
+
+  function reasonFromRoute(route) {
+    return {
+      source: route.source,
+      matched: route.matched,
+      score: route.score,
+      switched: !!route.switch,
+      pointed: route.pointed,
+      code: route.blocked ? route.blocked_reason : null,
+      blocked: route.blocked || null,
+    };
+  }
+
+  function scoreText(score) {
+    return typeof score === "number" ? String(Math.round(score * 10) / 10) : "\u2013";
+  }
+
+  function modeExplain(mode, locked, reason) {
+    var label = MODE_LABELS[mode] || mode;
+    var lockNote = locked ? " It stays until you pick Auto." : "";
+    if (!reason || !reason.source) {
+      return label + " mode" + (locked ? ", chosen by you." + lockNote : ": the avatar switches when your messages point elsewhere.");
+    }
+    var matched = reason.matched ? "\u201c" + reason.matched + "\u201d" : "no phrase";
+    if (reason.blocked) {
+      return (
+        "Your message pointed to intimate mode (matched " + matched + ", score " + scoreText(reason.score) +
+        "), but it was blocked: " + (BLOCK_REASONS[reason.code] || reason.code) + ". Staying in " + label + "."
+      );
+    }
+    switch (reason.source) {
+      case "intent":
+        if (reason.switched === false) {
+          if (!reason.pointed) {
+            return label + " mode: your last message pointed to no mode (best match " + matched +
+              ", score " + scoreText(reason.score) + "), so the avatar stayed.";
+          }
+          return label + " mode: your last message matched " + matched + " (score " + scoreText(reason.score) + ").";
+        }
+        return "Switched to " + label + " by the router: your message matched " + matched +
+          " (score " + scoreText(reason.score) + ").";
+      case "command":
+        return label + " mode, because you asked for it (" + matched + ")." + lockNote;
+      case "user":
+        return label + " mode, chosen by you." + lockNote;
+      case "lock":
+        return label + " mode is locked: the router did not switch." + lockNote;
+      case "gate":
+        return "Left intimate mode: it is no longer allowed (" + (BLOCK_REASONS[reason.code] || reason.code) + ").";
+      default:
+        return label + " mode (" + reason.source + ").";
+    }
+  }
+
+  function modeTitle(mode, locked, reason) {
+    var lines = [modeExplain(mode, locked, reason)];
+    if (reason && reason.source) {
+      var facts = ["source: " + reason.source];
+      facts.push("matched: " + (reason.matched ? "\u201c" + reason.matched + "\u201d" : "none"));
+      facts.push("score: " + scoreText(reason.score));
+      if (reason.blocked) facts.push("blocked: " + reason.blocked + " (" + reason.code + ")");
+      lines.push(facts.join(" \u00b7 "));
+    }
+    if (locked) lines.push("locked");
+    return lines.join("\n");
+  }
+
+  function modeShow(mode, locked, reason, changed) {
+    var badge = $("mode-badge");
+    badge.dataset.mode = mode;
+    badge.dataset.locked = locked ? "true" : "false";
+    $("mode-badge-text").textContent = (MODE_LABELS[mode] || mode) + (locked ? " \uD83D\uDD12" : "");
+    var title = modeTitle(mode, locked, reason);
+    badge.title = title;
+    badge.setAttribute("aria-label", "Mode: " + (MODE_LABELS[mode] || mode) + (locked ? ", locked" : "") + ". Why?");
+    $("mode-why").textContent = modeExplain(mode, locked, reason);
+    $("mode-select").value = locked ? mode : "auto";
+    if (changed) {
+      badge.classList.remove("changed");
+      void badge.offsetWidth; // restart the animation
+      badge.classList.add("changed");
+    }
+    if (state.current) {
+      state.current.mode = mode;
+      state.current.mode_locked = locked;
+    }
+  }
+
+  function onMode(frame) {
+    var reason = frame.reason || {};
+    var detail = {
+      source: reason.source,
+      matched: reason.matched,
+      score: reason.score,
+      switched: frame.mode !== frame.previous,
+      pointed: null,
+      blocked: frame.blocked || null,
+      code: reason.code || null,
+    };
+    if (frame.blocked) {
+      blockedShow(reason.code || "opt_in_required", reason);
+    } else {
+      blockedShow(null);
+    }
+    state.modeRequest = null;
+    modeShow(frame.mode, !!frame.locked, detail, frame.mode !== frame.previous);
+  }
+
+  function blockedShow(code, reason) {
+    var box = $("blocked");
+    if (!code) {
+      box.hidden = true;
+      return;
+    }
+    var matched = reason && reason.matched ? " (matched \u201c" + reason.matched + "\u201d)" : "";
+    $("blocked-text").textContent =
+      "Intimate mode was blocked" + matched + ": " + (BLOCK_REASONS[code] || code) + " [" + code + "].";
+    $("blocked-optin").hidden = code === "avatar_disallows";
+    box.dataset.code = code;
+    box.hidden = false;
+  }
+
+  function onModeSelect() {
+    var select = $("mode-select");
+    var wanted = select.value;
+    var previous = state.current && state.current.mode_locked ? state.current.mode : "auto";
+    if (wanted === "intimate" && !intimateAllowed()) {
+      select.value = previous;
+      optinOpen(function () {
+        select.value = "intimate";
+        modeRequest("intimate", previous);
+      });
+      return;
+    }
+    modeRequest(wanted, previous);
+  }
+
+  function modeRequest(mode, previous) {
+    state.modeRequest = previous;
+    frameSend({ type: "set_mode", mode: mode });
+  }
+
+  // --- intimate mode opt-in -------------------------------------------------------------------
+
+  var optinAfter = null;
+
+  function optinOpen(after) {
+    optinAfter = after || null;
+    var on = intimateAllowed();
+    $("optin-adult").checked = false;
+    $("optin-confirm").disabled = true;
+    $("optin-confirm").hidden = on;
+    $("optin-adult").parentElement.hidden = on;
+    $("optin-off").hidden = !on;
+    showError("optin-error", "");
+    var dialog = $("optin-dialog");
+    if (typeof dialog.showModal === "function") dialog.showModal();
+    else dialog.setAttribute("open", "");
+  }
+
+  function optinClose() {
+    var dialog = $("optin-dialog");
+    if (typeof dialog.close === "function") dialog.close();
+    else dialog.removeAttribute("open");
+  }
+
+  function optinSave(body, after) {
+    api("PATCH", "/me", body)
+      .then(function (me) {
+        state.me = me;
+        renderAccount();
+        optinClose();
+        if (intimateAllowed()) {
+          blockedShow(null);
+          showError("composer-error", "");
+        }
+        if (after) after();
+      })
+      .catch(function (err) {
+        showError("optin-error", err.message);
+      });
+  }
+
+  // --- the websocket ----------------------------------------------------------------------------
+
+  var sock = { ws: null, conversationId: null, wanted: false, attempt: 0, timer: null };
+
+  function connectionShow(stateName, text) {
+    var el = $("connection");
+    el.dataset.state = stateName;
+    el.textContent =
+      text ||
+      {
+        open: "Connected",
+        connecting: "Connecting\u2026",
+        reconnecting: "Reconnecting\u2026",
+        closed: "Offline",
+        idle: "Paused",
+      }[stateName] ||
+      "";
+  }
+
+  function socketOpen() {
+    if (!state.current) return;
+    var id = state.current.id;
+    sock.wanted = true;
+    sock.conversationId = id;
+    clearTimeout(sock.timer);
+    if (sock.ws && sock.ws.readyState <= 1) return;
+    connectionShow(sock.attempt ? "reconnecting" : "connecting");
+    api("POST", "/ws-ticket", { conversation_id: id })
+      .then(function (answer) {
+        if (!sock.wanted || sock.conversationId !== id || (sock.ws && sock.ws.readyState <= 1)) return;
+        var scheme = location.protocol === "https:" ? "wss:" : "ws:";
+        var url = scheme + "//" + location.host + WS_PATH + id + "/?ticket=" + encodeURIComponent(answer.ticket);
+        var ws = new WebSocket(url);
+        sock.ws = ws;
+        ws.onopen = function () {
+          if (sock.ws !== ws) return;
+          sock.attempt = 0;
+          connectionShow("open");
+          // What was missed while away (and any reply in flight), then anything not yet stored.
+          ws.send(JSON.stringify({ type: "resume", after: state.lastSeenId }));
+          state.pending.forEach(function (entry) {
+            ws.send(JSON.stringify(entry.frame));
+          });
+        };
+        ws.onmessage = function (event) {
+          if (sock.ws !== ws) return;
+          var frame;
+          try {
+            frame = JSON.parse(event.data);
+          } catch (e) {
+            return;
+          }
+          frameHandle(frame);
+        };
+        ws.onclose = function (event) {
+          if (sock.ws !== ws) return;
+          sock.ws = null;
+          if (!sock.wanted) {
+            connectionShow("closed");
+          } else if (event.code === CLOSE_IDLE) {
+            connectionShow("idle", "Paused while idle");
+          } else {
+            socketRetry();
+          }
+        };
+      })
+      .catch(function (err) {
+        if (sock.conversationId !== id || !sock.wanted) return;
+        if (err.status === 404) {
+          sock.wanted = false;
+          connectionShow("closed");
+          showError("composer-error", err.message);
+          return;
+        }
+        if (err.status === 401) return; // signed out: the sign-in form says so
+        socketRetry();
+      });
+  }
+
+  function socketRetry() {
+    var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, sock.attempt));
+    delay = Math.round(delay * (0.75 + Math.random() * 0.5));
+    sock.attempt += 1;
+    connectionShow("reconnecting", "Reconnecting in " + Math.max(1, Math.round(delay / 1000)) + " s\u2026");
+    clearTimeout(sock.timer);
+    sock.timer = setTimeout(socketOpen, delay);
+  }
+
+  function socketClose() {
+    sock.wanted = false;
+    sock.attempt = 0;
+    clearTimeout(sock.timer);
+    var ws = sock.ws;
+    sock.ws = null;
+    if (ws) ws.close(1000);
+    connectionShow("closed");
+  }
+
+  function frameSend(frame) {
+    if (sock.ws && sock.ws.readyState === 1) {
+      sock.ws.send(JSON.stringify(frame));
+      return true;
+    }
+    if (frame.type === "message") {
+      socketOpen(); // pending messages are sent once the socket opens
+      return true;
+    }
+    showError("composer-error", "Not connected yet: try again in a moment.");
+    if (frame.type === "set_mode") modeRevert();
+    socketOpen();
+    return false;
+  }
+
+  function frameHandle(frame) {
+    switch (frame.type) {
+      case "message.created":
+        onMessageCreated(frame);
+        break;
+      case "mode":
+        onMode(frame);
+        break;
+      case "reply.start":
+        onReplyStart(frame);
+        break;
+      case "token":
+        onToken(frame);
+        break;
+      case "reply.end":
+        onReplyEnd(frame);
+        break;
+      case "error":
+        onErrorFrame(frame);
+        break;
+      default:
+        break; // pong, and frames a newer server may add
+    }
+  }
+
+  function onErrorFrame(frame) {
+    var message = frame.message || "Something went wrong.";
+    if (frame.code === "intimate_blocked") {
+      modeRevert();
+      showError("composer-error", message + " [" + frame.code + "]");
+      return;
+    }
+    if (frame.code && frame.code.indexOf("llm_") === 0) {
+      showError("composer-error", message);
+      return;
+    }
+    // A refused message (invalid, busy, throttled...): nothing was stored, give the text back.
+    var last = null;
+    state.pending.forEach(function (entry, clientId) {
+      last = { entry: entry, clientId: clientId };
+    });
+    if (last && frame.code !== "unknown_type" && frame.code !== "invalid_frame") {
+      state.pending.delete(last.clientId);
+      last.entry.el.remove();
+      var input = $("composer-input");
+      if (!input.value) input.value = last.entry.frame.content;
+    }
+    if (frame.field === "mode") modeRevert();
+    showError("composer-error", message + (frame.retryable ? " You can try again." : ""));
+  }
+
+  function modeRevert() {
+    if (state.modeRequest !== null && state.modeRequest !== undefined) {
+      $("mode-select").value = state.modeRequest;
+      state.modeRequest = null;
+    }
+  }
+
+  // --- writing --------------------------------------------------------------------------------
+
+  function clientId() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
+    return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 12);
+  }
+
+  function onSend(event) {
+    if (event) event.preventDefault();
+    var input = $("composer-input");
+    var text = input.value.trim();
+    if (!state.current) return;
+    if (!text) {
+      showError("composer-error", "Write a message first.");
+      input.focus();
+      return;
+    }
+    if (text.length > MESSAGE_MAX_CHARS) {
+      showError("composer-error", "A message can be at most 8,000 characters; this one has " + text.length + ".");
+      return;
+    }
+    if (state.streams.size > 0) {
+      showError("composer-error", "Wait for the reply to finish, or stop it.");
+      return;
+    }
+    showError("composer-error", "");
+    var id = clientId();
+    var frame = { type: "message", content: text, client_id: id };
+    var el = messageElement("user");
+    el.classList.add("pending");
+    el.dataset.clientId = id;
+    el.dataset.status = "pending";
+    el.querySelector(".bubble").textContent = text;
+    metaRender(el);
+    $("messages").append(el);
+    state.pending.set(id, { frame: frame, el: el });
+    input.value = "";
+    inputResize();
+    scrollToBottom();
+    frameSend(frame);
+  }
+
+  function onStop() {
+    var stop = $("stop");
+    stop.disabled = true;
+    stop.textContent = "Stopping\u2026";
+    var reset = function () {
+      stop.disabled = false;
+      stop.textContent = "Stop";
+    };
+    if (!frameSend({ type: "stop" })) reset();
+    else setTimeout(reset, 8000); // the reply.end of the stop normally comes first
+  }
+
+  function onComposerKey(event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      onSend(null);
+    }
+  }
+
+  function inputResize() {
+    var input = $("composer-input");
+    input.style.height = "auto";
+    input.style.height = Math.min(input.scrollHeight + 2, 192) + "px";
+  }
+
+  // --- start ------------------------------------------------------------------------------------
+
+  function bind() {
+    $("tab-signin").addEventListener("click", function () {
+      authTab("signin");
+    });
+    $("tab-register").addEventListener("click", function () {
+      authTab("register");
+    });
+    $("signin-form").addEventListener("submit", onSignIn);
+    $("register-form").addEventListener("submit", onRegister);
+    $("sign-out").addEventListener("click", onSignOut);
+    $("nav-toggle").addEventListener("click", function () {
+      sidebarOpen(!$("sidebar").classList.contains("open"));
+    });
+    $("new-conversation").addEventListener("click", function () {
+      sidebarOpen(false);
+      if (location.hash) location.hash = "";
+      else pickerShow();
+    });
+    $("avatar-form").addEventListener("submit", onAvatarCreate);
+    $("load-older").addEventListener("click", olderLoad);
+    $("composer").addEventListener("submit", onSend);
+    $("composer-input").addEventListener("keydown", onComposerKey);
+    $("composer-input").addEventListener("input", inputResize);
+    $("stop").addEventListener("click", onStop);
+    $("mode-select").addEventListener("change", onModeSelect);
+    $("mode-badge").addEventListener("click", function () {
+      var why = $("mode-why");
+      var follow = nearBottom();
+      why.hidden = !why.hidden;
+      if (follow) scrollToBottom();
+      $("mode-badge").setAttribute("aria-expanded", why.hidden ? "false" : "true");
+    });
+    $("optin-open").addEventListener("click", function () {
+      optinOpen(null);
+    });
+    $("blocked-optin").addEventListener("click", function () {
+      optinOpen(function () {
+        showError("composer-error", "");
+        $("stream-status").textContent = "Intimate mode is on.";
+      });
+    });
+    $("optin-adult").addEventListener("change", function () {
+      $("optin-confirm").disabled = !$("optin-adult").checked;
+    });
+    $("optin-confirm").addEventListener("click", function () {
+      if (!$("optin-adult").checked) {
+        showError("optin-error", "Confirm that you are 18 or older first.");
+        return;
+      }
+      optinSave({ adult_confirmed: true, intimate_opt_in: true }, optinAfter);
+    });
+    $("optin-off").addEventListener("click", function () {
+      optinSave({ intimate_opt_in: false }, null);
+    });
+    $("optin-cancel").addEventListener("click", optinClose);
+    window.addEventListener("hashchange", function () {
+      if (state.me) route();
+    });
+    window.addEventListener("online", function () {
+      if (sock.wanted && !sock.ws) socketOpen();
+    });
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "visible" && state.current && !sock.ws) {
+        sock.wanted = true;
+        socketOpen();
+      }
+    });
+    $("composer-input").addEventListener("focus", function () {
+      // An idle socket was closed by the server; writing again brings it back.
+      if (state.current && !sock.ws) {
+        sock.wanted = true;
+        socketOpen();
+      }
+    });
+    window.addEventListener("error", function (event) {
+      showBanner("Something went wrong in the page (" + (event.message || "error") + "). Reload to continue.");
+    });
+    window.addEventListener("unhandledrejection", function (event) {
+      var reason = event.reason;
+      showBanner(reason && reason.message ? reason.message : "Something went wrong. Reload to continue.");
+    });
+  }
+
+  function start() {
+    bind();
+    tokensLoad();
+    if (!state.tokens) {
+      show("auth");
+      authTab("signin");
+      return;
+    }
+    enterApp().catch(function (err) {
+      if (!state.tokens) return; // the refresh failed: already back at the sign-in form
+      show("auth");
+      showError("signin-error", err.message);
+    });
+  }
+
+  // Diagnostics for the console and the browser tests: drop the socket as a network would.
+  window.Companion = {
+    dropConnection: function () {
+      if (sock.ws) sock.ws.close(4000, "dropped");
+    },
+  };
+
+  start();
+})();

@@ -1,0 +1,373 @@
+"""The chat page in a real browser: Debian's Chromium, a live server, llmock as the model.
+
+Each test opens a fresh tab and, unless it needs the demo user's adult opt-in, registers a
+user of its own through the page. Replies are scripted in llmock and streamed slowly enough
+(30 ms a word) to watch them arrive and to stop them.
+"""
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from avatars.demo import DEMO_PASSWORD, DEMO_USERNAME
+from web.browser import (
+    PHONE_VIEWPORT,
+    WAIT_MS,
+    chat_register,
+    chat_send,
+    chat_sign_in,
+    chat_start_with,
+    chat_wait_connected,
+)
+from web.tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.llmock]
+
+SHORT_REPLY = "Noted. Anything else?"
+LONG_REPLY = " ".join(f"Step {n} of the plan is written down." for n in range(1, 41))  # 280 words, about 8 s
+SECRETARY_MESSAGE = "What's on my calendar tomorrow? Please prioritise my tasks."
+INTIMATE_MESSAGE = "I feel so lonely tonight, I need a hug"
+
+STREAMING_TEXT = """() => {
+    const bubble = document.querySelector('#messages .msg.assistant[data-status="streaming"] .bubble');
+    return bubble && bubble.textContent.length > 0 ? bubble.textContent : null;
+}"""
+
+
+def expect(*args, **kwargs):
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(*args, **kwargs)
+
+
+def partial_reply(page) -> str:
+    return page.wait_for_function(STREAMING_TEXT, timeout=WAIT_MS).json_value()
+
+
+def score_text(score: float) -> str:
+    # As the page writes it: one decimal, no trailing ".0".
+    return f"{round(score, 1):g}"
+
+
+def test_register_chat_with_a_streamed_reply_and_find_it_after_a_reload(page, live, username):
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.on("websocket", lambda socket: urls.append(socket.url))
+
+    # Given a new account made through the page
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD, display_name="Robin")
+    expect(page.locator("#account-name")).to_have_text("Robin")
+    conversation_id = chat_start_with(page, avatar_name="Ada")
+
+    # When a message is sent with Enter
+    live.reply(LONG_REPLY)
+    chat_send(page, "Please draft a memo about Friday's meeting.", wait=False)
+
+    # then the reply streams in: part of it first, with a stop button
+    partial = partial_reply(page)
+    assert LONG_REPLY.startswith(partial)
+    assert partial != LONG_REPLY
+    expect(page.locator("#stop")).to_be_visible()
+    reply = page.locator("#messages .msg.assistant").last
+    expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT_MS)
+    expect(reply.locator(".bubble")).to_have_text(LONG_REPLY)
+    expect(page.locator("#stop")).to_be_hidden()
+    expect(page.locator("#send")).to_be_visible()
+
+    # and the API has stored exactly what the page shows
+    api = live.api(username)
+    items = api.get(f"/conversations/{conversation_id}/messages").json()["items"]
+    assert [(m["role"], m["status"]) for m in items] == [
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert items[1]["content"] == "Please draft a memo about Friday's meeting."
+    assert items[2]["content"] == LONG_REPLY
+
+    # When the page is reloaded, the history comes back (and the tab is still signed in)
+    page.reload()
+    chat_wait_connected(page)
+    expect(page.locator("#messages .msg .bubble")).to_have_text([m["content"] for m in items])
+    expect(page.locator(f'#conversation-list [data-conversation-id="{conversation_id}"]')).to_have_attribute(
+        "aria-current", "true"
+    )
+    expect(page.locator("#conversation-list button")).to_have_count(1)
+
+    # No token ever travelled in a URL; the socket used a one-time ticket.
+    tokens = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")
+    assert len(tokens["access"]) > 20
+    assert len(tokens["refresh"]) > 20
+    assert not [url for url in urls if tokens["access"] in url or tokens["refresh"] in url]
+    sockets = [url for url in urls if url.startswith("ws://")]
+    assert len(sockets) == 2  # one per page load
+    assert all(f"/ws/conversations/{conversation_id}/?ticket=" in url for url in sockets)
+
+
+def test_an_expired_access_token_is_refreshed_and_a_dead_session_signs_out(page, live, username):
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD)
+    before = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")
+
+    # Given an access token the server no longer accepts, the page refreshes the pair and carries on
+    page.evaluate(
+        """() => {
+            const tokens = JSON.parse(sessionStorage.getItem('companion.tokens'));
+            tokens.access = 'expired-' + tokens.access;
+            sessionStorage.setItem('companion.tokens', JSON.stringify(tokens));
+        }"""
+    )
+    page.reload()
+    expect(page.locator("#picker")).to_be_visible()
+    after = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")
+    assert after["access"] != before["access"]
+    assert after["refresh"] != before["refresh"]  # rotated
+
+    # When the refresh token is dead too, the page asks to sign in again instead of breaking
+    page.evaluate(
+        """() => sessionStorage.setItem('companion.tokens',
+            JSON.stringify({access: 'expired', refresh: 'revoked', expiresAt: 0}))"""
+    )
+    page.reload()
+    expect(page.locator("#auth-view")).to_be_visible()
+    expect(page.locator("#signin-error")).to_have_text("Your session has ended: please sign in again.")
+    assert page.evaluate("sessionStorage.getItem('companion.tokens')") is None
+
+
+def test_the_mode_badge_switches_live_and_explains_why(page, live):
+    chat_sign_in(page, base_url=live.url, username=DEMO_USERNAME, password=DEMO_PASSWORD)
+    conversation_id = chat_start_with(page, avatar_name="Ada")
+    badge = page.locator("#mode-badge")
+    expect(badge).to_have_attribute("data-mode", "secretary")
+
+    # A clearly secretary message keeps Ada in secretary mode
+    live.reply(SHORT_REPLY)
+    chat_send(page, SECRETARY_MESSAGE)
+    expect(badge).to_have_attribute("data-mode", "secretary")
+    expect(page.locator("#messages .msg.assistant").last).to_have_attribute("data-mode", "secretary")
+
+    # and an intimate one switches her, with the router's reason on hover
+    live.reply("Come here. I'm listening.")
+    chat_send(page, INTIMATE_MESSAGE)
+    expect(badge).to_have_attribute("data-mode", "intimate")
+    expect(page.locator("#messages .msg.assistant").last).to_have_attribute("data-mode", "intimate")
+    api = live.api(DEMO_USERNAME, DEMO_PASSWORD)
+    route = api.get(f"/conversations/{conversation_id}/messages").json()["items"][-2]["route"]
+    assert (route["source"], route["mode"], route["switch"]) == ("intent", "intimate", True)
+    title = badge.get_attribute("title")
+    assert f"source: intent · matched: “{route['matched']}” · score: {score_text(route['score'])}" in title
+    assert title.startswith("Switched to Intimate by the router")
+    # The explanation is there for touch screens and keyboards too
+    badge.click()
+    expect(page.locator("#mode-why")).to_be_visible()
+    expect(page.locator("#mode-why")).to_contain_text(f"matched “{route['matched']}”")
+
+    # The manual switch locks a mode, and Auto hands it back to the router
+    page.get_by_label("Mode", exact=True).select_option("secretary")
+    expect(badge).to_have_attribute("data-mode", "secretary")
+    expect(badge).to_have_attribute("data-locked", "true")
+    assert "source: user" in badge.get_attribute("title")
+    assert api.get(f"/conversations/{conversation_id}").json()["mode_locked"] is True
+    page.get_by_label("Mode", exact=True).select_option("auto")
+    expect(badge).to_have_attribute("data-locked", "false")
+    assert api.get(f"/conversations/{conversation_id}").json()["mode_locked"] is False
+
+
+def test_intimate_mode_is_blocked_until_the_user_confirms_age_and_opts_in(page, live, username):
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD)
+    expect(page.locator("#optin-state")).to_have_text("off")
+    chat_start_with(page, avatar_name="Ada")
+    badge = page.locator("#mode-badge")
+
+    # An intimate message from a user who has not opted in is blocked, and the page says why
+    live.reply(SHORT_REPLY)
+    chat_send(page, INTIMATE_MESSAGE)
+    expect(page.locator("#blocked")).to_be_visible()
+    expect(page.locator("#blocked")).to_contain_text("[adult_required]")
+    expect(badge).to_have_attribute("data-mode", "secretary")
+    assert "blocked: intimate (adult_required)" in badge.get_attribute("title")
+
+    # Cancelling the offer changes nothing
+    page.get_by_role("button", name="Turn on intimate mode").first.click()
+    dialog = page.locator("#optin-dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    api = live.api(username)
+    me = api.get("/me").json()
+    assert (me["adult_confirmed"], me["intimate_opt_in"]) == (False, False)
+
+    # Opting in needs the explicit adult confirmation
+    page.locator("#blocked-optin").click()
+    confirm = dialog.get_by_role("button", name="Turn on intimate mode")
+    expect(confirm).to_be_disabled()
+    dialog.get_by_label("I confirm that I am 18 or older.").check()
+    confirm.click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#optin-state")).to_have_text("on")
+    expect(page.locator("#blocked")).to_be_hidden()
+    me = api.get("/me").json()
+    assert (me["adult_confirmed"], me["intimate_opt_in"]) == (True, True)
+
+    # and then the same message switches the mode
+    live.reply("I'm here.")
+    chat_send(page, INTIMATE_MESSAGE)
+    expect(badge).to_have_attribute("data-mode", "intimate")
+
+
+def test_stop_ends_the_reply_and_it_is_stored_as_cancelled(page, live):
+    chat_sign_in(page, base_url=live.url, username=DEMO_USERNAME, password=DEMO_PASSWORD)
+    conversation_id = chat_start_with(page, avatar_name="Ada")
+
+    live.reply(LONG_REPLY)
+    chat_send(page, "Write out the whole plan, step by step.", wait=False)
+    partial_reply(page)
+    page.get_by_role("button", name="Stop").click()
+
+    reply = page.locator("#messages .msg.assistant").last
+    expect(reply).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
+    expect(reply.locator(".status-label")).to_have_text("Stopped")
+    expect(page.locator("#stop")).to_be_hidden()
+    shown = reply.locator(".bubble").text_content()
+    api = live.api(DEMO_USERNAME, DEMO_PASSWORD)
+    stored = api.get(f"/conversations/{conversation_id}/messages").json()["items"][-1]
+    assert (stored["role"], stored["status"]) == ("assistant", "cancelled")
+    assert stored["content"] == shown
+    assert LONG_REPLY.startswith(stored["content"])
+    assert len(stored["content"]) < len(LONG_REPLY)
+
+
+def test_a_dropped_connection_reconnects_and_resumes_the_reply_without_duplicates(page, live):
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    chat_sign_in(page, base_url=live.url, username=DEMO_USERNAME, password=DEMO_PASSWORD)
+    conversation_id = chat_start_with(page, avatar_name="Milo")
+
+    live.reply(LONG_REPLY)
+    chat_send(page, "Tell me the whole plan again.", wait=False)
+    partial_reply(page)
+    # Record every text the reply shows and every connection state, from now on.
+    page.evaluate(
+        """() => {
+            window.seen = {texts: [], states: []};
+            const record = () => {
+                const bubble = document.querySelector('#messages .msg.assistant:last-child .bubble');
+                if (bubble) window.seen.texts.push(bubble.textContent);
+                window.seen.states.push(document.getElementById('connection').dataset.state);
+            };
+            new MutationObserver(record).observe(document.getElementById('app'),
+                {subtree: true, childList: true, characterData: true, attributes: true});
+        }"""
+    )
+
+    page.evaluate("window.Companion.dropConnection()")
+
+    reply = page.locator("#messages .msg.assistant").last
+    expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT_MS)
+    expect(reply.locator(".bubble")).to_have_text(LONG_REPLY)
+    seen = page.evaluate("window.seen")
+    assert "reconnecting" in seen["states"]
+    assert seen["states"][-1] == "open"
+    assert all(LONG_REPLY.startswith(text) for text in seen["texts"])  # never a repeated token
+    assert len(sockets) == 2
+    expect(page.locator("#messages .msg.assistant")).to_have_count(2)  # the greeting and this reply
+    api = live.api(DEMO_USERNAME, DEMO_PASSWORD)
+    assert api.get(f"/conversations/{conversation_id}/messages").json()["items"][-1]["content"] == LONG_REPLY
+
+
+def test_older_messages_load_page_by_page(page, live):
+    chat_sign_in(page, base_url=live.url, username=DEMO_USERNAME, password=DEMO_PASSWORD)
+    conversation_id = chat_start_with(page, avatar_name="Milo")
+    # Given 70 more messages than the greeting, stored directly
+    live.shell(
+        "from conversations.models import Message\n"
+        f"Message.objects.bulk_create([Message(conversation_id={conversation_id}, role='user', mode='intimate',"
+        " content=f'note {n}') for n in range(1, 71)])"
+    )
+
+    page.reload()
+    chat_wait_connected(page)
+    bubbles = page.locator("#messages .msg .bubble")
+    expect(bubbles).to_have_count(50)  # the newest page
+    expect(bubbles.first).to_have_text("note 21")
+    expect(bubbles.last).to_have_text("note 70")
+
+    page.get_by_role("button", name="Load older messages").click()
+    expect(bubbles).to_have_count(71)
+    expect(page.locator("#messages .msg").first).to_have_attribute("data-role", "assistant")  # the greeting
+    expect(bubbles.nth(1)).to_have_text("note 1")
+    expect(page.get_by_role("button", name="Load older messages")).to_be_hidden()
+
+
+def test_bad_input_gets_a_clear_message_and_never_a_blank_page(page, live, username):
+    # Wrong password: the API's own explanation, inline
+    page.goto(live.url + "/")
+    page.locator("#signin-username").fill(DEMO_USERNAME)
+    page.locator("#signin-password").fill("not-the-password")
+    page.locator("#signin-form").get_by_role("button", name="Sign in").click()
+    expect(page.locator("#signin-error")).to_have_text("Invalid username or password.")
+
+    # A password the server refuses: the field and the reason
+    page.get_by_role("tab", name="Create account").click()
+    page.locator("#register-username").fill(username)
+    page.locator("#register-password").fill("12345678")
+    page.locator("#register-form").get_by_role("button", name="Create account").click()
+    expect(page.locator("#register-error")).to_be_visible()
+    expect(page.locator("#register-error")).to_contain_text("password")
+    expect(page.locator("#auth-view")).to_be_visible()
+
+    # An empty message, a missing conversation, an avatar without a name
+    chat_sign_in(page, base_url=live.url, username=DEMO_USERNAME, password=DEMO_PASSWORD)
+    chat_start_with(page, avatar_name="Ada")
+    page.get_by_label("Message", exact=True).press("Enter")
+    expect(page.locator("#composer-error")).to_have_text("Write a message first.")
+    page.goto(live.url + "/#/c/999999")
+    expect(page.locator("#banner")).to_have_text("That conversation does not exist any more.")
+    expect(page.locator("#picker")).to_be_visible()
+    page.get_by_text("Create your own avatar").click()
+    page.get_by_role("button", name="Create and start chatting").click()
+    expect(page.locator("#avatar-error")).to_have_text("Give your avatar a name.")
+
+    # and a simple avatar of one's own opens straight into a conversation
+    page.get_by_label("Name", exact=True).fill("Pip")
+    page.get_by_label("Personality").fill("Cheerful and curious; loves bad puns.")
+    page.get_by_role("button", name="Create and start chatting").click()
+    chat_wait_connected(page)
+    expect(page.locator("#conversation-title")).to_have_text("Pip")
+
+
+def test_the_page_fits_a_phone_screen(browser, live, username):
+    context = browser.new_context(viewport=PHONE_VIEWPORT, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        chat_register(page, base_url=live.url, username=username, password=PASSWORD)
+        chat_start_with(page, avatar_name="Milo")
+        live.reply(SHORT_REPLY)
+        chat_send(page, "Make me a to-do list for Saturday.")
+        expect(page.locator("#messages .msg.assistant").last.locator(".bubble")).to_have_text(SHORT_REPLY)
+
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
+        for element in ("#composer-input", "#send", "#mode-badge", "#nav-toggle"):
+            expect(page.locator(element)).to_be_in_viewport()
+        # The conversation list slides in from the menu button
+        expect(page.locator("#sidebar")).not_to_be_in_viewport()
+        page.get_by_role("button", name="Conversations").click()
+        expect(page.locator("#sidebar")).to_be_in_viewport()
+    finally:
+        context.close()
+
+
+def test_the_screenshots_are_a_desktop_and_a_phone_picture(browser, live, tmp_path):
+    from web.screenshots import screenshots_take
+
+    paths = screenshots_take(browser=browser, base_url=live.url, llm=live.llm, out_dir=tmp_path)
+
+    assert [path.name for path in paths] == ["screenshot-chat.png", "screenshot-chat-mobile.png"]
+    assert [png_size(path) for path in paths] == [(1280, 800), (780, 1688)]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", header[16:24])
+    return width, height
