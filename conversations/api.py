@@ -8,7 +8,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 
 from conversations import selectors, services
 from conversations.events import TurnEvent
@@ -48,9 +48,9 @@ def conversation_out(conversation: Conversation) -> dict[str, Any]:
 
 
 @router.post("/conversations", response={201: ConversationOut})
-def conversation_create(request: HttpRequest, payload: ConversationIn) -> tuple[int, dict[str, Any]]:
+def conversation_create(request: HttpRequest, payload: ConversationIn) -> Status[dict[str, Any]]:
     conversation = services.conversation_create(user=request.auth, avatar_id=payload.avatar_id)  # type: ignore[attr-defined]
-    return 201, conversation_out(conversation)
+    return Status(201, conversation_out(conversation))
 
 
 class ConversationListQuery(Schema):
@@ -89,10 +89,10 @@ def conversation_patch(request: HttpRequest, conversation_id: int, payload: Conv
 
 
 @router.delete("/conversations/{conversation_id}", response={204: None})
-def conversation_delete(request: HttpRequest, conversation_id: int) -> tuple[int, None]:
+def conversation_delete(request: HttpRequest, conversation_id: int) -> Status[None]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     services.conversation_delete(conversation=conversation)
-    return 204, None
+    return Status(204, None)
 
 
 class MessagePageQuery(Schema):
@@ -129,7 +129,8 @@ async def message_post(request: HttpRequest, conversation_id: int, payload: Mess
     prepared = await services.turn_prepare(user_id=user_id, conversation_id=conversation_id, request=turn)
 
     if "text/event-stream" in request.headers.get("Accept", ""):
-        response = StreamingHttpResponse(_sse_stream(prepared, provider), content_type="text/event-stream", status=201)
+        events = await _sse_stream(prepared, provider)
+        response = StreamingHttpResponse(events, content_type="text/event-stream", status=201)
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
@@ -140,13 +141,16 @@ async def message_post(request: HttpRequest, conversation_id: int, payload: Mess
     assert running.task is not None
     # Shielded: a client that hangs up does not cancel the turn; it completes and is stored.
     result = await asyncio.shield(running.task)
-    return 201, {
-        "user_message": result.user_message,
-        "assistant_message": result.assistant_message,
-        "mode": result.mode,
-        "mode_event": result.mode_event,
-        "duplicate": result.duplicate,
-    }
+    return Status(
+        201,
+        {
+            "user_message": result.user_message,
+            "assistant_message": result.assistant_message,
+            "mode": result.mode,
+            "mode_event": result.mode_event,
+            "duplicate": result.duplicate,
+        },
+    )
 
 
 def sse_format(frame: dict[str, Any]) -> str:
@@ -162,9 +166,14 @@ async def _sse_stream(prepared: services.PreparedTurn, provider: Any) -> AsyncIt
     async def emit(event: TurnEvent) -> None:
         queue.put_nowait(event)
 
+    # Started before the first read, so a client that leaves before reading still gets its turn stored.
     running = turn_start_background(prepared, provider=provider, also_emit=emit)
     assert running.task is not None
     running.task.add_done_callback(lambda _: queue.put_nowait(None))
+    return _sse_events(queue, running)
+
+
+async def _sse_events(queue: "asyncio.Queue[TurnEvent | None]", running: Any) -> AsyncIterator[str]:
     try:
         while (event := await queue.get()) is not None:
             yield sse_format(event.frame())

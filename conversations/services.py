@@ -538,14 +538,6 @@ async def turn_execute(
     )
 
 
-async def turn_abandon(prepared: PreparedTurn) -> None:
-    """A prepared turn that will never stream (its client left first): store the reply as cancelled."""
-    if not prepared.lock_key or prepared.assistant_id is None:
-        return
-    outcome = _Outcome("", Status.CANCELLED, "cancelled", "", prepared.prompt_tokens, 0, None, 0)
-    await database_sync_to_async(_turn_finish)(prepared, outcome)
-
-
 async def turn_run(
     *,
     user_id: int,
@@ -697,7 +689,6 @@ __all__ = [
     "conversation_create",
     "conversation_delete",
     "conversation_mode_set",
-    "turn_abandon",
     "turn_execute",
     "turn_prepare",
     "turn_run",
