@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.http import StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
 
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
@@ -260,7 +261,8 @@ async def test_sse_streams_the_turn_events_in_contract_order(bearer_for: Headers
         content_type="application/json",
         headers={**headers, "Accept": "text/event-stream"},
     )
-    chunks = [chunk.decode() async for chunk in response.streaming_content]
+    assert isinstance(response, StreamingHttpResponse)
+    chunks = [bytes(chunk).decode() async for chunk in response.streaming_content]
 
     assert response.status_code == 201
     assert response["Content-Type"].startswith("text/event-stream")
