@@ -3,8 +3,8 @@
 Frames and their order are fixed by CONTRACT.md. Every socket of a conversation joins its
 group; turn events go to the group, so a phone and a tablet see the same stream. A turn
 runs in a task of its own: if the socket that asked drops, the reply still completes and
-is stored. `stop` travels through the group too, so it reaches the process running the
-turn whichever server the stopping socket is on.
+is stored. `stop` and `resume` go to the conversation's control group, where the turn in
+flight listens, so they reach the process running it whichever server the socket is on.
 """
 
 import asyncio
@@ -14,6 +14,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -76,6 +77,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             except Exception:
                 logger.warning("channel layer unavailable at disconnect", exc_info=True)
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' own dispatch first closes stale database connections, in the one thread all
+        # database work shares, before every message: for every token of every socket, which then
+        # waits behind any turn's database work. Ours touch the database only through
+        # database_sync_to_async, which closes stale connections itself on the way in and out.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def _idle_watch(self) -> None:
         idle_seconds: float = getattr(settings, "WS_IDLE_TIMEOUT_SECONDS", 300)
         while True:
@@ -128,11 +139,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         prepared = await services.turn_prepare(
             user_id=self.user_id, conversation_id=self.conversation_id, request=request
         )
-        provider = await database_sync_to_async(provider_get)()
-        realtime.turn_start_background(prepared, provider=provider)
+        # No thread hop: the provider is built from settings once and touches no database.
+        realtime.turn_start_background(prepared, provider=provider_get())
 
     async def _on_stop(self, frame: dict[str, Any]) -> None:
-        await self.channel_layer.group_send(self.group, {"type": "turn.stop"})
+        # One turn per conversation at a time: if it runs here, stop it without a trip through the layer.
+        if realtime.turn_cancel_local(self.conversation_id):
+            return
+        control = realtime.conversation_control_group_name(self.conversation_id)
+        await self.channel_layer.group_send(control, {"type": realtime.STOP_TYPE})
 
     async def _on_set_mode(self, frame: dict[str, Any]) -> None:
         mode = frame.get("mode")
@@ -150,22 +165,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         for message in missed:
             await self._send_frame({"type": "message.created", "message": message_dict(message), "resumed": True})
         # The process running a reply (maybe another server) answers with what it has streamed so far.
+        control = realtime.conversation_control_group_name(self.conversation_id)
         await self.channel_layer.group_send(
-            self.group, {"type": "turn.snapshot_request", "reply_channel": self.channel_name}
+            control, {"type": realtime.SNAPSHOT_REQUEST_TYPE, "reply_channel": self.channel_name}
         )
 
     # --- group messages -----------------------------------------------------------------
 
     async def turn_event(self, message: dict[str, Any]) -> None:
         await self._send_frame(message["frame"])
-
-    async def turn_stop(self, message: dict[str, Any]) -> None:
-        realtime.turn_cancel_local(self.conversation_id)
-
-    async def turn_snapshot_request(self, message: dict[str, Any]) -> None:
-        snapshot = realtime.turn_snapshot_local(self.conversation_id)
-        if snapshot is not None and realtime.snapshot_claim(self.conversation_id, message["reply_channel"]):
-            await self.channel_layer.send(message["reply_channel"], {"type": "turn.snapshot", **snapshot})
 
     async def turn_snapshot(self, message: dict[str, Any]) -> None:
         message_id, mode = message["message_id"], message["mode"]

@@ -3,10 +3,18 @@
 One group per conversation (conversations belong to one user, so the group is exactly
 "every socket of the same user on the same conversation"). With REDIS_URL the group spans
 server processes.
+
+A second, "control" group per conversation holds only the turn in flight: stop and resume
+requests go there, so they reach the process running the turn even when none of the
+conversation's sockets is on that process (the phone that asked dropped, or the turn came
+in over SSE).
 """
 
 import asyncio
-import time
+import contextvars
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +25,23 @@ from conversations.events import ReplyStart, Token, TurnEvent
 from conversations.services import EventSink, PreparedTurn, TurnResult, turn_execute
 from llm.base import LLMProvider
 
+logger = logging.getLogger("companion.ws")
+
 GROUP_EVENT_TYPE = "turn.event"
+STOP_TYPE = "turn.stop"
+SNAPSHOT_REQUEST_TYPE = "turn.snapshot_request"
+SNAPSHOT_TYPE = "turn.snapshot"
+LISTEN_END_TYPE = "turn.listen_end"
 
 
 def conversation_group_name(conversation_id: int) -> str:
     # Group names allow only ASCII letters, digits, '-', '_' and '.': build them from ids only.
     return f"conversation.{int(conversation_id)}"
+
+
+def conversation_control_group_name(conversation_id: int) -> str:
+    """The group of the turn in flight, wherever it runs: send stop and resume requests here."""
+    return f"conversation.{int(conversation_id)}.control"
 
 
 def conversation_event_sink(conversation_id: int) -> EventSink:
@@ -46,8 +65,8 @@ def conversation_event_broadcast(*, conversation_id: int, event: TurnEvent) -> N
 
 
 # --- Turns running in this process ----------------------------------------------------------
-# A turn belongs to the process that started it. Stop and resume requests reach every
-# process through the conversation's group; only the one that holds the turn acts on them.
+# A turn belongs to the process that started it. While it runs, it listens on the
+# conversation's control group, so stop and resume requests from any process reach it.
 
 
 @dataclass(slots=True)
@@ -59,9 +78,14 @@ class RunningTurn:
     deltas: list[str] = field(default_factory=list)
     task: "asyncio.Future[TurnResult] | None" = None
 
+    def snapshot(self) -> dict[str, Any] | None:
+        """The reply so far, for a socket that resumes: None before the reply exists."""
+        if self.message_id is None:
+            return None
+        return {"message_id": self.message_id, "mode": self.mode, "deltas": list(self.deltas)}
+
 
 _running: dict[int, RunningTurn] = {}
-_snapshot_claims: dict[tuple[int, str], float] = {}
 
 
 def turn_start_background(
@@ -84,8 +108,16 @@ def turn_start_background(
             await also_emit(event)
         await fan_out(event)
 
+    async def run() -> TurnResult:
+        # Listening before the first event: a client can only ask to stop or resume once it saw one.
+        async with _control_listening(running):
+            return await turn_execute(prepared, provider=provider, emit=emit, cancel=running.cancel)
+
     _running[prepared.conversation_id] = running
-    running.task = asyncio.ensure_future(turn_execute(prepared, provider=provider, emit=emit, cancel=running.cancel))
+    # A context of its own, not the caller's: a view runs inside Django's middleware
+    # async_to_sync, whose thread executor quits when the view returns, and a task that
+    # inherited it could not store its reply once the request is over.
+    running.task = asyncio.get_running_loop().create_task(run(), context=contextvars.Context())
 
     def forget(_: object) -> None:
         if _running.get(prepared.conversation_id) is running:
@@ -100,6 +132,7 @@ def turn_running(conversation_id: int) -> bool:
 
 
 def turn_cancel_local(conversation_id: int) -> bool:
+    """Stop the conversation's turn if this process runs it; False if it runs elsewhere (or nowhere)."""
     running = _running.get(conversation_id)
     if running is None:
         return False
@@ -107,21 +140,58 @@ def turn_cancel_local(conversation_id: int) -> bool:
     return True
 
 
-def turn_snapshot_local(conversation_id: int) -> dict[str, Any] | None:
-    running = _running.get(conversation_id)
-    if running is None or running.message_id is None:
-        return None
-    return {"message_id": running.message_id, "mode": running.mode, "deltas": list(running.deltas)}
+@asynccontextmanager
+async def _control_listening(running: RunningTurn) -> AsyncIterator[None]:
+    layer = get_channel_layer()
+    group = conversation_control_group_name(running.conversation_id)
+    channel: str | None = None
+    if layer is not None:
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add(group, channel)
+        except Exception:
+            # The turn still runs and is stored; only stop and resume from other sockets are lost.
+            logger.warning("channel layer unavailable: this turn cannot be stopped or resumed", exc_info=True)
+            channel = None
+    if layer is None or channel is None:
+        yield
+        return
+    ended = asyncio.Event()
+    listener = asyncio.ensure_future(_control_receive(layer, channel, running, ended))
+    try:
+        yield
+    finally:
+        ended.set()
+        try:
+            await layer.group_discard(group, channel)
+            # Ended by a message, not cancelled: with channels_redis, cancelling a receive that
+            # holds the process's read can drop a message meant for another socket (the reply.end).
+            await layer.send(channel, {"type": LISTEN_END_TYPE})
+        except Exception:
+            logger.warning("channel layer unavailable when the turn ended", exc_info=True)
+            listener.cancel()
 
 
-def snapshot_claim(conversation_id: int, reply_channel: str) -> bool:
-    """True for the first socket of this process to answer a resume request (all of them receive it)."""
-    now = time.monotonic()
-    for key, at in list(_snapshot_claims.items()):
-        if now - at > 60:
-            del _snapshot_claims[key]
-    key = (conversation_id, reply_channel)
-    if key in _snapshot_claims:
-        return False
-    _snapshot_claims[key] = now
-    return True
+async def _control_receive(layer: Any, channel: str, running: RunningTurn, ended: asyncio.Event) -> None:
+    while True:
+        try:
+            message = await layer.receive(channel)
+        except Exception:
+            if ended.is_set():
+                return
+            logger.warning("channel layer receive failed; listening again", exc_info=True)
+            await asyncio.sleep(0.5)
+            continue
+        kind = message.get("type")
+        if kind == LISTEN_END_TYPE:
+            return
+        if kind == STOP_TYPE:
+            running.cancel.set()
+        elif kind == SNAPSHOT_REQUEST_TYPE:
+            snapshot = running.snapshot()
+            if snapshot is None:
+                continue  # the resuming socket gets reply.start live
+            try:
+                await layer.send(message["reply_channel"], {"type": SNAPSHOT_TYPE, **snapshot})
+            except Exception:
+                logger.warning("could not send the reply so far to a resuming socket", exc_info=True)
