@@ -10,13 +10,29 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "companion.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Browsers always send Origin: theirs must be an allowed host (no cross-site sockets).
+
+    Native apps send none; they are let through, since a socket still needs a one-time
+    ticket that only a bearer token can buy. Otherwise as Channels' AllowedHostsOriginValidator.
+    """
+
+    def valid_origin(self, parsed_origin: object) -> bool:
+        return parsed_origin is None or bool(super().valid_origin(parsed_origin))
+
+
+allowed_hosts = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns), allowed_hosts),
     }
 )

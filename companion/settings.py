@@ -122,10 +122,16 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 REDIS_URL: str = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
+    # The pub/sub layer: the core layer shares a 100-message queue per process and drops the
+    # overflow silently under load, and its 5 s blocking reads trip redis-py's socket timeout
+    # on a quiet process (docs/performance.md measures both).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNEL_LAYER_PREFIX", default="companion")},
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL}],
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="companion"),
+            },
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -29,7 +29,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -143,7 +142,11 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
     event loop's database thread. A failure to enqueue is logged, never raised: the turn is
     already stored, and the beat sweep (or the next turn) catches a summary that was lost.
     """
-    transaction.on_commit(partial(_memory_enqueue, conversation_id=conversation_id, message_id=message_id), robust=True)
+
+    def memory_enqueue() -> None:  # a named function: Django logs a robust callback's __qualname__ on failure
+        _memory_enqueue(conversation_id=conversation_id, message_id=message_id)
+
+    transaction.on_commit(memory_enqueue, robust=True)
 
 
 def _memory_enqueue(*, conversation_id: int, message_id: int) -> None:

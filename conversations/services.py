@@ -62,6 +62,12 @@ FACTS_IN_PROMPT = 30
 MODE_CHOICES = {Mode.SECRETARY.value, Mode.INTIMATE.value}
 
 
+class StoreFailed(LLMError):
+    code = "store_failed"
+    retryable = True
+    user_message = "The reply could not be saved; please send your message again."
+
+
 class Busy(DomainError):
     code = "busy"
     status_code = 409
@@ -509,7 +515,13 @@ async def turn_execute(
 
     outcome = await _turn_stream(prepared, provider, emit, cancel or asyncio.Event(), broken)
     # The reply is stored even if this task is being cancelled (client gone): shield the write.
-    assistant = await asyncio.shield(database_sync_to_async(_turn_finish)(prepared, outcome))
+    try:
+        assistant = await asyncio.shield(database_sync_to_async(_turn_finish)(prepared, outcome))
+    except Exception:
+        # The database failed us: the client still gets its reply.end, saying it was not kept.
+        logger.exception("storing the reply failed", extra={"data": {"message_id": prepared.assistant_id}})
+        outcome.status, outcome.error = Status.FAILED, StoreFailed("the reply could not be stored")
+        assistant = {}
     await _emit_safely(
         emit,
         ReplyEnd(

@@ -35,7 +35,7 @@ def test_the_channel_layer_and_cache_go_through_redis_when_configured() -> None:
         skip_or_fail("REDIS_URL is not set")
     layer = get_channel_layer()
     assert layer is not None
-    assert type(layer).__name__ == "RedisChannelLayer"
+    assert type(layer).__name__ == "RedisPubSubChannelLayer"
     key = f"probe-{uuid.uuid4().hex}"
 
     channel = async_to_sync(layer.new_channel)()

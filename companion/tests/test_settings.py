@@ -52,7 +52,7 @@ def test_database_and_redis_urls_switch_to_postgresql_and_redis() -> None:
 
     assert settings["db"] == "django.db.backends.postgresql"
     assert settings["db_name"] == "companion"
-    assert settings["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert settings["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert settings["cache"] == "django.core.cache.backends.redis.RedisCache"
     assert settings["eager"] is False
     assert settings["broker"] == "redis://127.0.0.1:6379/3"

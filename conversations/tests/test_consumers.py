@@ -246,3 +246,22 @@ async def test_a_reply_completes_and_is_stored_when_the_asking_socket_drops(conv
     assert reply.status == Status.COMPLETE
     assert len(reply.content.split()) == 40
     await watcher.disconnect()
+
+
+async def test_browsers_from_other_sites_are_refused_and_native_apps_without_origin_are_let_in(
+    conversation: Conversation,
+) -> None:
+    from companion.asgi import application as asgi_application
+
+    async def attempt(headers: list[tuple[bytes, bytes]]) -> bool:
+        ticket = await database_sync_to_async(ws_ticket_issue)(user=conversation.user, conversation_id=conversation.pk)
+        path = f"/ws/conversations/{conversation.pk}/?ticket={ticket.ticket}"
+        communicator = WebsocketCommunicator(asgi_application, path, headers=headers)
+        connected, _ = await communicator.connect()
+        if connected:
+            await communicator.disconnect()
+        return bool(connected)
+
+    assert await attempt([(b"origin", b"https://evil.example")]) is False
+    assert await attempt([(b"origin", b"http://localhost")]) is True
+    assert await attempt([]) is True

@@ -343,3 +343,19 @@ def test_a_finished_turn_gives_its_reply_slot_and_lock_back() -> None:
 
     assert cache.get(f"user-replies:{conversation.user_id}") == 0
     assert cache.get(f"turn-lock:{conversation.pk}") is None
+
+
+def test_a_reply_that_cannot_be_stored_still_ends_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    conversation = ConversationFactory()
+
+    def broken_finish(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr("conversations.services._turn_finish", broken_finish)
+
+    frames = run_turn(conversation, "hello", FakeProvider(reply="Hi there."))
+
+    end = next(f for f in frames if f["type"] == "reply.end")
+    assert (end["status"], end["content"], end["error"]["code"]) == ("failed", "Hi there.", "store_failed")
+    assert frames[-1]["type"] == "error"
+    assert frames[-1]["code"] == "store_failed"
