@@ -38,10 +38,15 @@ def test_the_channel_layer_and_cache_go_through_redis_when_configured() -> None:
     assert type(layer).__name__ == "RedisPubSubChannelLayer"
     key = f"probe-{uuid.uuid4().hex}"
 
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(key, channel)
-    async_to_sync(layer.group_send)(key, {"type": "probe.message", "value": key})
-    received = async_to_sync(layer.receive)(channel)
+    async def round_trip() -> dict[str, str]:
+        channel = await layer.new_channel()
+        await layer.group_add(key, channel)
+        await layer.group_send(key, {"type": "probe.message", "value": key})
+        received: dict[str, str] = await layer.receive(channel)
+        await layer.group_discard(key, channel)
+        return received
+
+    received = async_to_sync(round_trip)()
     cache.set(key, "stored", timeout=30)
 
     assert received == {"type": "probe.message", "value": key}
