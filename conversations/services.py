@@ -462,7 +462,6 @@ def _turn_finish(prepared: PreparedTurn, outcome: _Outcome) -> dict[str, Any]:
             error_code=outcome.error.code if outcome.error else "",
         )
         assistant = Message.objects.get(pk=prepared.assistant_id)
-        _memory_schedule(prepared)
         return message_dict(assistant)
     finally:
         _turn_locks_release(user_id=prepared.user_id, lock_key=prepared.lock_key)
@@ -542,6 +541,12 @@ async def turn_execute(
             ErrorEvent(code=outcome.error.code, message=outcome.error.user_message, retryable=outcome.error.retryable),
             broken,
         )
+    if assistant:
+        # After reply.end, not before: the client's stop or reply must not wait on memory bookkeeping.
+        try:
+            await database_sync_to_async(_memory_schedule)(prepared)
+        except Exception:
+            logger.exception("scheduling memory work failed; the beat sweep catches up")
     return TurnResult(
         prepared.user_message,
         assistant,
