@@ -3,7 +3,10 @@
 Kept in one place (STYLE.md: factories in one place, fixtures in conftest.py).
 """
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import factory
@@ -25,6 +28,34 @@ def skip_or_fail(reason: str) -> None:
     if in_ci():
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)
+
+
+@contextmanager
+def logger_captured(caplog: pytest.LogCaptureFixture, name: str) -> Iterator[pytest.LogCaptureFixture]:
+    """Every record of one `companion.*` logger in `caplog`, at every level.
+
+    The "companion" loggers do not propagate to the root, where caplog listens: its handler
+    is attached to the logger for the duration, unless pytest already reaches it.
+    """
+    logger = logging.getLogger(name)
+    caplog.set_level(logging.DEBUG, logger=name)
+    attach = caplog.handler not in _handlers_reached(logger)
+    if attach:
+        logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        if attach:
+            logger.removeHandler(caplog.handler)
+
+
+def _handlers_reached(logger: logging.Logger) -> list[logging.Handler]:
+    reached: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        reached.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    return reached
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -196,6 +196,7 @@ class PreparedTurn:
     user_message: dict[str, Any]
     mode_event: ModeChanged | None
     assistant_id: int | None = None
+    assistant: Message | None = None  # the "streaming" row, finished in place when the reply ends
     duplicate_reply: dict[str, Any] | None = None
     messages: list[ChatMessage] = field(default_factory=list)
     prompt_tokens: int = 0
@@ -425,6 +426,7 @@ def _turn_store_user_message(conversation: Conversation, request: TurnRequest, l
         user_message=message_dict(user_message),
         mode_event=mode_event,
         assistant_id=assistant.pk,
+        assistant=assistant,
         messages=built.messages,
         prompt_tokens=built.prompt_tokens,
         params=CompletionParams(model=request.model, temperature=request.temperature, max_tokens=request.max_tokens),
@@ -448,23 +450,36 @@ def _history_load(conversation_id: int, *, before_id: int, after_id: int) -> lis
 
 
 def _turn_finish(prepared: PreparedTurn, outcome: _Outcome) -> dict[str, Any]:
-    assert prepared.assistant_id is not None
+    """Store the reply's outcome on its row (one UPDATE) and release the turn's locks."""
+    assistant = prepared.assistant
+    assert assistant is not None
     try:
-        Message.objects.filter(pk=prepared.assistant_id).update(
-            content=outcome.text,
-            status=outcome.status,
-            finish_reason=outcome.finish_reason[:32],
-            model=outcome.model[:200],
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            ttft_ms=outcome.ttft_ms,
-            duration_ms=outcome.duration_ms,
-            error_code=outcome.error.code if outcome.error else "",
-        )
-        assistant = Message.objects.get(pk=prepared.assistant_id)
+        assistant.content = outcome.text
+        assistant.status = outcome.status
+        assistant.finish_reason = outcome.finish_reason[:32]
+        assistant.model = outcome.model[:200]
+        assistant.prompt_tokens = outcome.prompt_tokens
+        assistant.completion_tokens = outcome.completion_tokens
+        assistant.ttft_ms = outcome.ttft_ms
+        assistant.duration_ms = outcome.duration_ms
+        assistant.error_code = outcome.error.code if outcome.error else ""
+        assistant.save(update_fields=FINISHED_FIELDS)
         return message_dict(assistant)
     finally:
         _turn_locks_release(user_id=prepared.user_id, lock_key=prepared.lock_key)
+
+
+FINISHED_FIELDS = [
+    "content",
+    "status",
+    "finish_reason",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_ms",
+    "duration_ms",
+    "error_code",
+]
 
 
 def _memory_schedule(prepared: PreparedTurn) -> None:

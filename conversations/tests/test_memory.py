@@ -18,7 +18,14 @@ from django.utils import timezone
 
 from companion.errors import InvalidInput, NotFound
 from companion.logging import JsonFormatter
-from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
+from companion.testing import (
+    AvatarFactory,
+    ConversationFactory,
+    MessageFactory,
+    UserFactory,
+    logger_captured,
+    skip_or_fail,
+)
 from conversations import memory, tasks
 from conversations.models import Conversation, Memory, Message, Role, Status, Summary
 from llm.base import ChatMessage, Completion, CompletionParams
@@ -992,24 +999,9 @@ def test_in_process_a_rejected_summary_is_retried_and_the_retry_can_succeed(
 @pytest.fixture
 def memory_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """Every record of "companion.memory" (its parent does not propagate to the root) and of the root (Celery)."""
-    logger = logging.getLogger("companion.memory")
-    caplog.set_level(logging.DEBUG, logger="companion.memory")
     caplog.set_level(logging.INFO)
-    attach = caplog.handler not in _handlers_reached(logger)
-    if attach:
-        logger.addHandler(caplog.handler)
-    yield caplog
-    if attach:
-        logger.removeHandler(caplog.handler)
-
-
-def _handlers_reached(logger: logging.Logger) -> list[logging.Handler]:
-    reached: list[logging.Handler] = []
-    current: logging.Logger | None = logger
-    while current is not None:
-        reached.extend(current.handlers)
-        current = current.parent if current.propagate else None
-    return reached
+    with logger_captured(caplog, "companion.memory") as captured:
+        yield captured
 
 
 def warnings_and_worse(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, dict[str, Any]]]:

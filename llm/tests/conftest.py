@@ -1,10 +1,10 @@
 """Fixtures of the LLM layer's tests: llmock processes, captured `companion.llm` records."""
 
-import logging
 from collections.abc import Iterator
 
 import pytest
 
+from companion.testing import logger_captured
 from llm.registry import provider_reset
 from llm.testing import LlmockServer, llmock_server
 
@@ -46,23 +46,8 @@ def llm_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixt
     That logger's parent does not propagate to the root, where caplog usually listens; the
     handler is attached directly unless pytest already reaches it.
     """
-    logger = logging.getLogger("companion.llm")
-    caplog.set_level(logging.DEBUG, logger="companion.llm")
-    attach = caplog.handler not in _handlers_reached(logger)
-    if attach:
-        logger.addHandler(caplog.handler)
-    yield caplog
-    if attach:
-        logger.removeHandler(caplog.handler)
-
-
-def _handlers_reached(logger: logging.Logger) -> list[logging.Handler]:
-    reached: list[logging.Handler] = []
-    current: logging.Logger | None = logger
-    while current is not None:
-        reached.extend(current.handlers)
-        current = current.parent if current.propagate else None
-    return reached
+    with logger_captured(caplog, "companion.llm") as captured:
+        yield captured
 
 
 @pytest.fixture(autouse=True)
