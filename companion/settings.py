@@ -211,6 +211,9 @@ LLM_MAX_TOKENS_PARAM: str = env.str("LLM_MAX_TOKENS_PARAM", default="max_tokens"
 LLM_RETRY_BASE_SECONDS: float = env.float("LLM_RETRY_BASE_SECONDS", default=0.5)
 LLM_RETRY_MAX_SECONDS: float = env.float("LLM_RETRY_MAX_SECONDS", default=8.0)
 LLM_RETRY_AFTER_MAX_SECONDS: float = env.float("LLM_RETRY_AFTER_MAX_SECONDS", default=20.0)
+# After a stream broke mid-reply, resend it (same seed) and carry on past the text shown when
+# the replay repeats it. Off for a server that rejects the `seed` parameter.
+LLM_RESUME_STREAMS: bool = env.bool("LLM_RESUME_STREAMS", default=True)
 
 # --- Logging: structured JSON lines; never message text or keys at INFO ---------------------
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")

@@ -27,6 +27,10 @@ class CompletionParams:
     model: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    # Asks the server to sample reproducibly (OpenAI, vLLM, Ollama, LiteLLM honour it): the
+    # resilience layer sets one per streamed reply so a replay after a break repeats the text
+    # already shown (llm/resilience.py). Not a per-request option of the public API.
+    seed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Per-request model, temperature and max_tokens: checked and merged with the configured defaults.
+"""Per-request model, temperature, max_tokens and seed: checked and merged with the configured defaults.
 
 Interfaces may call `completion_params_validate` before storing anything, so a bad value is a
 422 and never a half-written turn; providers call `completion_params_resolve` again anyway.
@@ -16,6 +16,7 @@ from llm.errors import InvalidParams
 TEMPERATURE_MIN = 0.0
 TEMPERATURE_MAX = 2.0
 MODEL_MAX_CHARS = 200
+SEED_MAX = 2**31 - 1  # servers that parse the seed as a 32-bit integer accept all of these
 # Model ids seen in the wild: "gpt-4o-mini", "llama3.1:8b", "meta-llama/Llama-3.1-8B-Instruct",
 # "openrouter/auto", "qwen2.5:7b-instruct-q4_K_M". No spaces, quotes or control characters.
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+\-]*")
@@ -26,10 +27,11 @@ class ResolvedParams:
     model: str
     temperature: float
     max_tokens: int
+    seed: int | None = None
 
 
 def completion_params_validate(*, params: CompletionParams | None, max_tokens_limit: int | None = None) -> None:
-    """Raise `InvalidParams` (field = model, temperature or max_tokens) for any value out of bounds."""
+    """Raise `InvalidParams` (field = model, temperature, max_tokens or seed) for any value out of bounds."""
     if params is None:
         return
     limit = settings.LLM_MAX_TOKENS_LIMIT if max_tokens_limit is None else max_tokens_limit
@@ -55,6 +57,10 @@ def completion_params_validate(*, params: CompletionParams | None, max_tokens_li
         max_tokens = params.max_tokens
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limit:
             raise InvalidParams(f"max_tokens must be a whole number from 1 to {limit}", field="max_tokens")
+    if params.seed is not None:
+        seed = params.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+            raise InvalidParams(f"seed must be a whole number from 0 to {SEED_MAX}", field="seed")
 
 
 def completion_params_resolve(
@@ -72,4 +78,5 @@ def completion_params_resolve(
         model=given.model or default_model,
         temperature=float(given.temperature) if given.temperature is not None else default_temperature,
         max_tokens=given.max_tokens if given.max_tokens is not None else min(default_max_tokens, max_tokens_limit),
+        seed=given.seed,
     )

@@ -2,9 +2,15 @@
 
 `ResilientProvider(inner)` is itself an `LLMProvider`:
 
-- A failed attempt is retried only if its error is `retryable` and, for a stream, only
-  while no `TextDelta` has reached the caller: once a token was shown, a retry would
-  repeat or contradict it, so the error propagates as it is.
+- A failed attempt is retried only if its error is `retryable`.
+- A stream that breaks after text reached the caller (dropped, truncated, stalled) is
+  *resumed*: the same request is sent again and its text is matched against what was
+  shown; the caller gets only what comes after, so the reply reads as one. Each streamed
+  reply carries a random `seed`, so servers that sample reproducibly (OpenAI, vLLM,
+  Ollama, LiteLLM) repeat the shown text. A replay that says something else is dropped
+  and the original error propagates: the caller keeps the text shown, never a second,
+  different reply glued to it. `RetryPolicy(resume=False)` (`LLM_RESUME_STREAMS=false`)
+  turns this off, and the seed with it, for a server that rejects `seed`.
 - The wait before retry n (n = 1, 2, ...) is "full jitter": uniform(0, min(max_delay,
   base_delay * 2 ** (n - 1))). A `retry_after` from the server (Retry-After /
   retry-after-ms) is a floor; one longer than `max_retry_after` means giving up at once
@@ -22,6 +28,8 @@
 """
 
 import asyncio
+import dataclasses
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -42,7 +50,10 @@ from llm.errors import (
     PermissionDenied,
     StreamIncomplete,
 )
+from llm.params import SEED_MAX
 from llm.usage import CallMeter, CallStats, MeteredStream
+
+logger = logging.getLogger("companion.llm")
 
 # The provider answered; the request was what it refused.
 REQUEST_ERRORS: tuple[type[LLMError], ...] = (
@@ -60,6 +71,7 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 8.0
     max_retry_after: float = 20.0
+    resume: bool = True
 
     @classmethod
     def from_settings(cls) -> "RetryPolicy":
@@ -68,6 +80,7 @@ class RetryPolicy:
             base_delay=float(getattr(settings, "LLM_RETRY_BASE_SECONDS", 0.5)),
             max_delay=float(getattr(settings, "LLM_RETRY_MAX_SECONDS", 8.0)),
             max_retry_after=float(getattr(settings, "LLM_RETRY_AFTER_MAX_SECONDS", 20.0)),
+            resume=bool(getattr(settings, "LLM_RESUME_STREAMS", True)),
         )
 
     def delay(self, *, attempt: int, error: LLMError, rng: random.Random) -> float | None:
@@ -182,6 +195,8 @@ class ResilientProvider:
     def stream(self, messages: Sequence[ChatMessage], *, params: CompletionParams | None = None) -> MeteredStream:
         """A `MeteredStream`: read its `.stats` (ttft, duration, attempts, usage) once it ended."""
         messages = list(messages)
+        if self.policy.resume and (params is None or params.seed is None):
+            params = dataclasses.replace(params or CompletionParams(), seed=self._rng.randint(0, SEED_MAX))
         # The first attempt's stream is made now so the inner provider's eager checks (bad
         # parameters) surface here, before anything is sent; making it sends nothing.
         first = self.inner.stream(messages, params=params)
@@ -195,6 +210,7 @@ class ResilientProvider:
         stats: CallStats,
         pending: AsyncIterator[StreamEvent] | None,
     ) -> AsyncIterator[StreamEvent]:
+        shown: list[str] = []  # every piece of text the caller got, whichever attempt it came from
         try:
             if not self.inner.configured:
                 raise NotConfigured("no API key and no base URL are configured")
@@ -204,22 +220,37 @@ class ResilientProvider:
                 stats.attempts += 1
                 source = pending if pending is not None else self.inner.stream(messages, params=params)
                 pending = None
-                delivered = False
+                replay = _Replay("".join(shown)) if shown else None
                 ended = False
                 try:
                     async for event in source:
                         if type(event) is TextDelta:
-                            delivered = True
+                            if replay is not None:
+                                event = replay.feed(event)
+                                if not event.text:
+                                    continue
+                            shown.append(event.text)
                         elif isinstance(event, StreamEnd):
+                            if replay is not None:
+                                replay.end()
+                                stats.resumed = True
                             ended = True
                             permit.success()
                         yield event
                     if not ended:
                         raise StreamIncomplete("the provider's stream ended without a StreamEnd")
                     return
+                except _ReplayDiverged as diverged:
+                    permit.release()  # the provider answered; it just sampled differently
+                    assert last_error is not None  # a replay follows a break
+                    data = {"provider": self.name, "shown_chars": diverged.shown_chars, "error": last_error.code}
+                    logger.info("llm.resume_diverged", extra={"data": data})
+                    raise last_error from None
                 except LLMError as exc:
                     _permit_settle(permit, exc)
-                    delay = None if delivered else self.policy.delay(attempt=stats.attempts, error=exc, rng=self._rng)
+                    delay = None
+                    if self.policy.resume or not shown:
+                        delay = self.policy.delay(attempt=stats.attempts, error=exc, rng=self._rng)
                     if delay is None:
                         raise
                     last_error = exc
@@ -246,6 +277,35 @@ class ResilientProvider:
 
     def _model_requested(self, params: CompletionParams | None) -> str:
         return (params.model if params is not None and params.model else None) or self.inner.default_model
+
+
+class _ReplayDiverged(Exception):
+    def __init__(self, shown_chars: int) -> None:
+        super().__init__(f"the replay differs from the {shown_chars} characters already shown")
+        self.shown_chars = shown_chars
+
+
+class _Replay:
+    """A resent stream, matched against the text already shown: only what comes after it passes."""
+
+    def __init__(self, shown: str) -> None:
+        self._shown = shown
+        self._matched = 0
+
+    def feed(self, delta: TextDelta) -> TextDelta:
+        """The part of `delta` past the shown text (empty while still replaying it)."""
+        if self._matched == len(self._shown):
+            return delta
+        overlap = self._shown[self._matched : self._matched + len(delta.text)]
+        if not delta.text.startswith(overlap):
+            raise _ReplayDiverged(len(self._shown))
+        self._matched += len(overlap)
+        return TextDelta(delta.text[len(overlap) :])
+
+    def end(self) -> None:
+        """The replay finished: it must have repeated all of the shown text."""
+        if self._matched < len(self._shown):
+            raise _ReplayDiverged(len(self._shown))
 
 
 def _permit_settle(permit: Permit, error: LLMError) -> None:

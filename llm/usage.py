@@ -5,6 +5,8 @@
     provider, model        who answered (the server's model id once known)
     kind                   "stream" or "complete"
     attempts               upstream attempts made (retries included); 0 if it never started
+    resumed                True when a stream broke after text was shown and a replay carried
+                           it on to the end (llm/resilience.py)
     ttft_ms                time to first token: from the first `anext` to the first TextDelta
                            (None for `complete()` and for a reply with no text)
     duration_ms            from the first `anext` (or the `complete()` call) to the end
@@ -59,6 +61,7 @@ class CallStats:
     model: str = ""
     kind: CallKind = "stream"
     attempts: int = 0
+    resumed: bool = False
     ttft_ms: int | None = None
     duration_ms: int | None = None
     prompt_tokens: int | None = None
@@ -83,6 +86,7 @@ class CallStats:
             "kind": self.kind,
             "outcome": self.outcome,
             "attempts": self.attempts,
+            "resumed": self.resumed,
             "ttft_ms": self.ttft_ms,
             "duration_ms": self.duration_ms,
             "prompt_tokens": self.prompt_tokens,

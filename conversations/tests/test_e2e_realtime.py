@@ -269,6 +269,56 @@ async def test_stop_ends_the_reply_as_cancelled_stores_its_text_and_closes_the_u
     assert upstream["chunks_sent"] < REPLY_WORDS
 
 
+async def test_a_model_connection_dropped_mid_reply_is_resumed_and_the_user_sees_every_word_once(
+    server: LiveServer, http: httpx.AsyncClient, alice: Account, model: LlmockServer
+) -> None:
+    model.reset()
+    model.scenario(
+        {"type": "reply", "text": REPLY, "times": 2, "match": {"stream": True}},
+        {"type": "stream_fault", "kind": "disconnect", "after_chunks": 10},
+    )
+    conversation_id = await conversation_create(http, alice)
+    async with await socket_open(server, http, alice, conversation_id) as ws:
+        await send(ws, {"type": "message", "content": "tell me everything"})
+        frames = await frames_until(ws, "reply.end")
+
+    assert turn_shape(frames) == ["message.created", "reply.start", "token*", "reply.end"]  # no error frame
+    tokens = [f for f in frames if f["type"] == "token"]
+    assert [t["seq"] for t in tokens] == list(range(len(tokens)))
+    assert "".join(t["delta"] for t in tokens) == REPLY  # each word once, none missing
+    end = frames[-1]
+    assert (end["status"], end["content"]) == ("complete", REPLY)
+    assert (await messages_get(http, alice, conversation_id))[-1]["content"] == REPLY
+    dropped, replayed = stream_requests(model)
+    assert (dropped["fault"], dropped["completed"], replayed["completed"]) == ("stream:disconnect@10", False, True)
+    assert replayed["body"] == dropped["body"]
+    model.verdict_assert_clean()
+
+
+async def test_a_replay_that_differs_keeps_the_text_shown_and_ends_the_reply_as_failed(
+    server: LiveServer, http: httpx.AsyncClient, alice: Account, model: LlmockServer
+) -> None:
+    model.reset()
+    model.scenario(
+        {"type": "reply", "text": REPLY, "match": {"stream": True}},
+        {"type": "stream_fault", "kind": "disconnect", "after_chunks": 10},
+        {"type": "reply", "text": "Something else entirely.", "match": {"stream": True}},
+    )
+    conversation_id = await conversation_create(http, alice)
+    async with await socket_open(server, http, alice, conversation_id) as ws:
+        await send(ws, {"type": "message", "content": "tell me everything"})
+        frames = await frames_until(ws, "reply.end")
+
+    shown = "".join(f["delta"] for f in frames if f["type"] == "token")
+    assert shown == REPLY[: len(shown)]
+    assert 0 < len(shown) < len(REPLY)
+    assert "Something" not in shown
+    end = frames[-1]
+    assert (end["status"], end["content"], end["error"]["code"]) == ("failed", shown, "llm_connection_dropped")
+    stored = (await messages_get(http, alice, conversation_id))[-1]
+    assert (stored["status"], stored["content"]) == ("failed", shown)
+
+
 async def test_a_message_while_a_reply_streams_is_refused_as_busy_and_not_stored(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, model: LlmockServer
 ) -> None:

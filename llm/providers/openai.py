@@ -237,6 +237,7 @@ class OpenAICompatibleProvider:
                     max_completion_tokens=(
                         resolved.max_tokens if self._max_tokens_param == "max_completion_tokens" else omit
                     ),
+                    seed=resolved.seed if resolved.seed is not None else omit,
                     stream=False,
                 )
         except TimeoutError:
@@ -284,6 +285,7 @@ class OpenAICompatibleProvider:
                     max_completion_tokens=(
                         resolved.max_tokens if self._max_tokens_param == "max_completion_tokens" else omit
                     ),
+                    seed=resolved.seed if resolved.seed is not None else omit,
                     stream=True,
                     stream_options={"include_usage": True} if self._stream_usage else omit,
                 )

@@ -1,8 +1,9 @@
 """The real client over real HTTP against llmock, which injects faults and grades how we coped.
 
-Every test but the last two ends with llmock's verdict: no FAIL and no WARN finding. Faults
-are injected before any text reached us (the role chunk is chunk 0), where our policy is to
-retry; the last two tests show what happens once a token was shown, where we must not.
+Every test but the last ends with llmock's verdict: no FAIL and no WARN finding. Faults are
+injected before any text reached us (the role chunk is chunk 0), where a retry is a plain
+resend, and after it, where the resend is matched against the text shown and only the rest
+reaches the caller; the last test shows llmock's verdict when that resume is turned off.
 """
 
 import asyncio
@@ -21,8 +22,6 @@ from llm.breaker import CircuitBreaker
 from llm.errors import (
     AuthenticationFailed,
     ConnectionDropped,
-    StreamIncomplete,
-    Timeout,
     Unavailable,
 )
 from llm.providers.openai import OpenAICompatibleProvider
@@ -44,7 +43,12 @@ async def make_provider() -> AsyncIterator[ProviderFactory]:
     made: list[OpenAICompatibleProvider] = []
 
     def make(
-        server: LlmockServer, *, max_retries: int = 2, first_token_timeout: float = 5.0, read_timeout: float = 5.0
+        server: LlmockServer,
+        *,
+        max_retries: int = 2,
+        first_token_timeout: float = 5.0,
+        read_timeout: float = 5.0,
+        resume: bool = True,
     ) -> ResilientProvider:
         inner = OpenAICompatibleProvider(
             base_url=server.base_url,
@@ -57,7 +61,9 @@ async def make_provider() -> AsyncIterator[ProviderFactory]:
         made.append(inner)
         return ResilientProvider(
             inner,
-            policy=RetryPolicy(max_retries=max_retries, base_delay=0.05, max_delay=1.0, max_retry_after=5.0),
+            policy=RetryPolicy(
+                max_retries=max_retries, base_delay=0.05, max_delay=1.0, max_retry_after=5.0, resume=resume
+            ),
             breaker=CircuitBreaker(name="openai", failure_threshold=10, reset_seconds=30.0),
             # Full jitter may draw a shorter second wait than the first, which llmock's
             # backoff heuristic reads as "constant interval"; the upper bound keeps it exponential.
@@ -69,8 +75,8 @@ async def make_provider() -> AsyncIterator[ProviderFactory]:
         await inner.aclose()
 
 
-def reply(text: str = REPLY) -> dict[str, Any]:
-    return {"type": "reply", "text": text}
+def reply(text: str = REPLY, *, times: int = 1) -> dict[str, Any]:
+    return {"type": "reply", "text": text, "times": times}
 
 
 def stream_fault(kind: str, after_chunks: int, **extra: Any) -> dict[str, Any]:
@@ -172,18 +178,19 @@ async def test_a_slow_first_token_times_out_and_is_retried(
     llmock.verdict_assert_clean()
 
 
-async def test_a_stall_mid_reply_is_a_read_timeout(llmock: LlmockServer, make_provider: ProviderFactory) -> None:
-    llmock.scenario(reply(), stream_fault("stall", 2, stall_seconds=10.0))
-    received: list[StreamEvent] = []
+async def test_a_stall_mid_reply_is_a_read_timeout_and_the_reply_resumes(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    llmock.scenario(reply(times=2), stream_fault("stall", 2, stall_seconds=10.0))
 
-    with pytest.raises(Timeout) as caught:
-        await consume(make_provider(llmock, read_timeout=0.3).stream(PROMPT), received)
+    stream = make_provider(llmock, read_timeout=0.3).stream(PROMPT)
+    events = await drain(stream)
 
-    assert caught.value.detail == "the stream stalled for more than 0.3s"
-    assert received == [TextDelta("Hello ")]  # a token was shown: no retry
-    (stalled,) = llmock.requests()
-    assert stalled["completed"] is False
+    assert events == [TextDelta("Hello "), TextDelta("there, "), TextDelta("friend."), REPLY_END]
+    stalled, replayed = llmock.requests()
+    assert (stalled["completed"], stalled["fault"], replayed["completed"]) == (False, "stream:stall@2", True)
     assert stalled["stall_waited"] < 5.0  # we left long before the stall ended
+    assert (stream.stats.attempts, stream.stats.resumed, stream.stats.outcome) == (2, True, "ok")
     llmock.verdict_assert_clean()
 
 
@@ -334,39 +341,84 @@ def test_llm_check_helps_with_a_mistyped_key(llmock: LlmockServer, llmock_settin
     llmock.verdict_assert_clean()
 
 
-# -- after a token reached the user: no retry, whatever llmock's wire-level verdict says ------------------
+# -- after text reached the user: the same request again, and only what the user has not seen -----------
 
 
-async def test_a_disconnect_after_text_is_raised_not_retried(
+@pytest.mark.parametrize("kind", ["disconnect", "truncate"])
+async def test_a_stream_broken_after_text_resumes_where_the_user_is(
+    llmock: LlmockServer, make_provider: ProviderFactory, kind: str
+) -> None:
+    # Both attempts say the same, as a server honouring the seed does.
+    llmock.scenario(reply(times=2), stream_fault(kind, 3))
+
+    stream = make_provider(llmock).stream(PROMPT)
+    events = await drain(stream)
+
+    assert events == [TextDelta("Hello "), TextDelta("there, "), TextDelta("friend."), REPLY_END]  # no word twice
+    broken, replayed = llmock.requests()
+    assert (broken["fault"], broken["chunks_sent"], replayed["fault"]) == (f"stream:{kind}@3", 3, None)
+    assert replayed["body"] == broken["body"]  # a true retry: same request, same seed
+    assert isinstance(broken["body"]["seed"], int)
+    assert (stream.stats.attempts, stream.stats.resumed, stream.stats.outcome) == (2, True, "ok")
+    llmock.verdict_assert_clean()
+
+
+async def test_each_reply_gets_its_own_seed(llmock: LlmockServer, make_provider: ProviderFactory) -> None:
+    provider = make_provider(llmock)
+
+    await drain(provider.stream(PROMPT))
+    await drain(provider.stream(PROMPT))
+
+    first, second = (r["body"]["seed"] for r in llmock.requests())
+    assert first != second  # two replies to one prompt may still differ; only a replay repeats
+    llmock.verdict_assert_clean()
+
+
+async def test_a_replay_that_says_something_else_is_dropped(
     llmock: LlmockServer, make_provider: ProviderFactory
 ) -> None:
-    llmock.scenario(reply(), stream_fault("disconnect", 3))
+    llmock.scenario(reply(), stream_fault("disconnect", 3), reply("Good morning! How did you sleep?"))
+    received: list[StreamEvent] = []
+
+    stream = make_provider(llmock).stream(PROMPT)
+    with pytest.raises(ConnectionDropped):
+        await consume(stream, received)
+
+    # The user keeps the half reply they saw, never a second reply glued to it.
+    assert received == [TextDelta("Hello "), TextDelta("there, ")]
+    assert len(llmock.requests()) == 2
+    assert (stream.stats.attempts, stream.stats.resumed, stream.stats.outcome) == (2, False, "llm_connection_dropped")
+    llmock.verdict_assert_clean()
+
+
+async def test_a_stream_that_keeps_breaking_gives_up_after_the_retries(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    llmock.scenario(reply(times=3), stream_fault("disconnect", 3, times=3))
+    received: list[StreamEvent] = []
+
+    stream = make_provider(llmock).stream(PROMPT)
+    with pytest.raises(ConnectionDropped):
+        await consume(stream, received)
+
+    assert received == [TextDelta("Hello "), TextDelta("there, ")]  # shown once, not once per attempt
+    assert [r["fault"] for r in llmock.requests()] == ["stream:disconnect@3"] * 3  # 1 + max_retries
+    assert stream.stats.attempts == 3
+    llmock.verdict_assert_clean()
+
+
+async def test_without_resume_a_break_after_text_is_raised_at_once(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    llmock.scenario(reply(times=2), stream_fault("disconnect", 3))
     received: list[StreamEvent] = []
 
     with pytest.raises(ConnectionDropped):
-        await consume(make_provider(llmock).stream(PROMPT), received)
+        await consume(make_provider(llmock, resume=False).stream(PROMPT), received)
 
     assert received == [TextDelta("Hello "), TextDelta("there, ")]
-    assert len(llmock.requests()) == 1
-    # llmock only sees the wire: a dropped stream that was not retried reads as "gave up".
-    # Retrying would show the user a second, different reply after the half one; the
-    # orchestrator keeps what was shown and marks the message failed instead.
+    (request,) = llmock.requests()
+    assert "seed" not in request["body"]
+    # What llmock grades this as is why resume is on by default: it sees a dropped call never retried.
     verdict = llmock.verdict()
     assert [(f["severity"], f["code"]) for f in verdict["findings"]] == [("warning", "gave_up")]
-
-
-async def test_a_truncated_stream_after_text_is_raised_not_accepted(
-    llmock: LlmockServer, make_provider: ProviderFactory
-) -> None:
-    llmock.scenario(reply(), stream_fault("truncate", 3))
-    received: list[StreamEvent] = []
-
-    with pytest.raises(StreamIncomplete):
-        await consume(make_provider(llmock).stream(PROMPT), received)
-
-    assert received == [TextDelta("Hello "), TextDelta("there, ")]  # and no StreamEnd: never a complete reply
-    assert len(llmock.requests()) == 1
-    # llmock cannot see that we raised StreamIncomplete rather than used the half reply, so it
-    # files the unretried truncation as accepted. Nothing was accepted: see the assertions above.
-    verdict = llmock.verdict()
-    assert [(f["severity"], f["code"]) for f in verdict["findings"]] == [("error", "truncated_stream_accepted")]

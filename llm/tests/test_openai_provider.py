@@ -130,6 +130,18 @@ async def test_max_completion_tokens_can_replace_max_tokens(chat: respx.Route) -
     assert "max_tokens" not in body
 
 
+async def test_a_seed_is_sent_only_when_given(chat: respx.Route) -> None:
+    chat.mock(side_effect=lambda request: sse_response(hello_stream()))
+    provider = make_provider()
+
+    await drain(provider.stream(HELLO, params=CompletionParams(seed=42)))
+    await drain(provider.stream(HELLO))
+
+    with_seed, without = (request_json(call) for call in chat.calls)
+    assert with_seed["seed"] == 42
+    assert "seed" not in without
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -141,6 +153,8 @@ async def test_max_completion_tokens_can_replace_max_tokens(chat: respx.Route) -
         (CompletionParams(model=""), "model"),
         (CompletionParams(model="gpt 4"), "model"),
         (CompletionParams(model="x" * 201), "model"),
+        (CompletionParams(seed=-1), "seed"),
+        (CompletionParams(seed=2**31), "seed"),
     ],
 )
 async def test_bad_params_raise_before_anything_is_sent(

@@ -131,6 +131,7 @@ def rig(
     reset_seconds: float = 30.0,
     rng: random.Random | None = None,
     max_retry_after: float = 20.0,
+    resume: bool = True,
 ) -> Rig:
     inner = ScriptedProvider(scripts=list(scripts))
     clock = FakeClock()
@@ -140,7 +141,9 @@ def rig(
     sleep = FakeSleep()
     provider = ResilientProvider(
         inner,
-        policy=RetryPolicy(max_retries=max_retries, base_delay=0.5, max_delay=8.0, max_retry_after=max_retry_after),
+        policy=RetryPolicy(
+            max_retries=max_retries, base_delay=0.5, max_delay=8.0, max_retry_after=max_retry_after, resume=resume
+        ),
         breaker=breaker,
         sleep=sleep,
         rng=rng or UpperJitter(),
@@ -175,16 +178,78 @@ async def test_a_retryable_error_before_any_token_is_retried() -> None:
     assert stream.stats.outcome == "ok"
 
 
-async def test_no_retry_once_a_token_reached_the_caller() -> None:
-    r = rig(["Hi", ConnectionDropped("gone")], ["never"])
+async def test_a_break_after_text_resumes_past_what_the_caller_saw() -> None:
+    # The replay is cut into other pieces than the first attempt: matching is by text, not by delta.
+    r = rig(["Hel", "lo wor", ConnectionDropped("gone")], ["Hello", " world", "!"])
     received: list[StreamEvent] = []
 
+    stream = r.provider.stream(HELLO)
+    await consume(stream, received)
+
+    assert received == [TextDelta("Hel"), TextDelta("lo wor"), TextDelta("ld"), TextDelta("!"), END]
+    assert r.inner.calls == 2
+    assert r.sleep.delays == [0.5]
+    assert (stream.stats.attempts, stream.stats.resumed, stream.stats.outcome) == (2, True, "ok")
+
+
+async def test_a_replay_is_the_same_request_with_one_seed_per_reply() -> None:
+    r = rig(["Hi", ConnectionDropped("gone")], ["Hi", "!"], ["Bye"])
+
+    await drain(r.provider.stream(HELLO, params=CompletionParams(temperature=1.2)))
+    await drain(r.provider.stream(HELLO, params=CompletionParams(temperature=1.2)))
+
+    first, replay, other = r.inner.params
+    assert first == replay
+    assert first is not None
+    assert other is not None
+    assert first.temperature == 1.2
+    assert first.seed is not None
+    assert other.seed != first.seed
+
+
+async def test_a_callers_own_seed_is_kept() -> None:
+    r = rig(["Hi"])
+
+    await drain(r.provider.stream(HELLO, params=CompletionParams(seed=7)))
+
+    assert r.inner.params == [CompletionParams(seed=7)]
+
+
+@pytest.mark.parametrize(
+    "replay",
+    [
+        pytest.param(["Hello, ", "friend"], id="says-something-else"),
+        pytest.param(["Hi"], id="ends-before-the-shown-text"),
+    ],
+)
+async def test_a_replay_that_differs_from_the_shown_text_raises_the_original_error(replay: list[Step]) -> None:
+    r = rig(["Hi", " there", ConnectionDropped("gone")], replay, ["never"])
+    received: list[StreamEvent] = []
+
+    stream = r.provider.stream(HELLO)
+    with pytest.raises(ConnectionDropped) as caught:
+        await consume(stream, received)
+
+    assert caught.value.detail == "gone"
+    assert received == [TextDelta("Hi"), TextDelta(" there")]  # nothing of the replay leaked
+    assert r.inner.calls == 2  # no third try: a model that sampled differently will again
+    assert r.inner.closed == 2
+    assert (stream.stats.resumed, stream.stats.outcome) == (False, "llm_connection_dropped")
+    assert r.breaker.snapshot()["failures"] == 1  # the replay answered: it is not a provider failure
+
+
+async def test_without_resume_no_retry_once_a_token_reached_the_caller() -> None:
+    r = rig(["Hi", ConnectionDropped("gone")], ["never"], resume=False)
+    received: list[StreamEvent] = []
+
+    stream = r.provider.stream(HELLO)
     with pytest.raises(ConnectionDropped):
-        await consume(r.provider.stream(HELLO), received)
+        await consume(stream, received)
 
     assert received == [TextDelta("Hi")]
     assert r.inner.calls == 1
     assert r.sleep.delays == []
+    assert r.inner.params == [None]  # and no seed is sent
 
 
 @pytest.mark.parametrize(
@@ -265,13 +330,15 @@ async def test_a_stream_that_ends_without_stream_end_is_incomplete_and_retried()
     assert r.inner.calls == 2
 
 
-async def test_a_stream_cut_after_tokens_without_stream_end_raises() -> None:
-    r = rig(["Hi", None], ["never"])
+async def test_a_stream_cut_after_tokens_without_stream_end_is_resumed_then_given_up() -> None:
+    r = rig(["Hi", None], ["Hi", None], ["Hi", None], ["never"])
+    received: list[StreamEvent] = []
 
     with pytest.raises(StreamIncomplete):
-        await drain(r.provider.stream(HELLO))
+        await consume(r.provider.stream(HELLO), received)
 
-    assert r.inner.calls == 1
+    assert received == [TextDelta("Hi")]  # never a complete reply, and never "Hi" twice
+    assert r.inner.calls == 3
 
 
 async def test_complete_retries_and_fills_stats() -> None:
