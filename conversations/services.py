@@ -42,11 +42,11 @@ from conversations.events import (
     Token,
     TurnEvent,
 )
-from conversations.intents import RouteDecision, RouterSettings, phrase_bank_for_avatar, route_message
+from conversations.intents import RouteDecision, RouterSettings, route_message
 from conversations.memory import SummaryForPrompt, conversation_memory_schedule, memory_list_for_prompt
 from conversations.models import Conversation, Message, Role, Status, Summary
 from conversations.modes import Mode
-from conversations.selectors import message_dict
+from conversations.selectors import avatar_phrase_bank, message_dict
 from llm.base import ChatMessage, CompletionParams, LLMProvider, StreamEnd, StreamEvent, TextDelta
 from llm.errors import LLMError
 from llm.fallbacks import fallback_line_pick
@@ -262,7 +262,7 @@ def _message_rate_check(user_id: int) -> None:
 def _route(conversation: Conversation, profile: Profile, content: str) -> tuple[RouteDecision, ModeChanged | None]:
     avatar = conversation.avatar
     block = intimate_block_reason(profile=profile, avatar_allows=avatar.intimate_allowed)
-    bank = phrase_bank_for_avatar(tuple((p.mode, p.text) for p in avatar.phrases.all()))
+    bank = avatar_phrase_bank(avatar)
     current = conversation.mode
     gate_event: ModeChanged | None = None
     if current == Mode.INTIMATE and block:
@@ -299,7 +299,6 @@ def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -
     """Check the turn may run, route it and build its prompt. Writes nothing: `_turn_store` does."""
     conversation = (
         Conversation.objects.select_related("avatar", "user__profile", "summary")
-        .prefetch_related("avatar__phrases")
         .filter(pk=conversation_id, user_id=user_id)
         .first()
     )
