@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -517,6 +518,11 @@ FINISHED_FIELDS = [
 ]
 
 
+# A reply's store gets a thread of its own: reply.end (and so a stop) waits for it, and in the
+# one thread all other database work shares it queued behind other turns' prepares and stores.
+_FINISH_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-finish")
+
+
 def _memory_schedule(prepared: PreparedTurn) -> None:
     conversation_memory_schedule(conversation_id=prepared.conversation_id, message_id=prepared.user_message["id"])
 
@@ -629,7 +635,8 @@ async def turn_execute(
     outcome = await _turn_stream(prepared, provider, emit, cancel or asyncio.Event(), broken)
     # The reply is stored even if this task is being cancelled (client gone): shield the write.
     try:
-        assistant = await asyncio.shield(database_sync_to_async(_turn_finish)(prepared, outcome))
+        finish = database_sync_to_async(_turn_finish, thread_sensitive=False, executor=_FINISH_EXECUTOR)
+        assistant = await asyncio.shield(finish(prepared, outcome))
     except Exception:
         # The database failed us: the client still gets its reply.end, saying it was not kept.
         logger.exception("storing the reply failed", extra={"data": {"message_id": prepared.assistant_id}})
@@ -657,8 +664,10 @@ async def turn_execute(
         )
     if assistant:
         # After reply.end, not before: the client's stop or reply must not wait on memory bookkeeping.
+        # And off the one thread every turn's database work shares (thread_sensitive=False): its
+        # reads would otherwise hold up the next turn's prepare and other turns' stores.
         try:
-            await database_sync_to_async(_memory_schedule)(prepared)
+            await database_sync_to_async(_memory_schedule, thread_sensitive=False)(prepared)
         except Exception:
             logger.exception("scheduling memory work failed; the beat sweep catches up")
     return TurnResult(
