@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -210,7 +211,7 @@ class PreparedTurn:
     request: TurnRequest | None = None
     decision: RouteDecision | None = None
     mode_locked: bool = False
-    created_at: Any = None
+    created_at: datetime | None = None
     # The model call, sent as soon as the prompt was built, before the turn's writes.
     stream: "StreamStarted | None" = None
 
