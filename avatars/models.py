@@ -1,6 +1,9 @@
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from conversations.modes import Mode
 
@@ -117,3 +120,17 @@ class AvatarPhrase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mode}: {self.text}"
+
+    # A phrase is part of its avatar: saving or deleting one makes a new version of the avatar,
+    # which is what the turn's cached phrase bank is keyed by (`conversations.selectors`).
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        self._avatar_touch()
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        deleted = super().delete(*args, **kwargs)
+        self._avatar_touch()
+        return deleted
+
+    def _avatar_touch(self) -> None:
+        Avatar.objects.filter(pk=self.avatar_id).update(updated_at=timezone.now())

@@ -126,7 +126,9 @@ async def message_post(request: HttpRequest, conversation_id: int, payload: Mess
         max_tokens=payload.max_tokens,
     )
     provider = await sync_to_async(provider_get)()
-    prepared = await services.turn_prepare(user_id=user_id, conversation_id=conversation_id, request=turn)
+    prepared = await services.turn_prepare(
+        user_id=user_id, conversation_id=conversation_id, request=turn, provider=provider
+    )
 
     if "text/event-stream" in request.headers.get("Accept", ""):
         events = await _sse_stream(prepared, provider)

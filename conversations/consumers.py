@@ -136,11 +136,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _on_message(self, frame: dict[str, Any]) -> None:
         request = _turn_request_from_frame(frame)
-        prepared = await services.turn_prepare(
-            user_id=self.user_id, conversation_id=self.conversation_id, request=request
-        )
         # No thread hop: the provider is built from settings once and touches no database.
-        realtime.turn_start_background(prepared, provider=provider_get())
+        provider = provider_get()
+        prepared = await services.turn_prepare(
+            user_id=self.user_id, conversation_id=self.conversation_id, request=request, provider=provider
+        )
+        realtime.turn_start_background(prepared, provider=provider)
 
     async def _on_stop(self, frame: dict[str, Any]) -> None:
         # One turn per conversation at a time: if it runs here, stop it without a trip through the layer.

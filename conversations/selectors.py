@@ -1,11 +1,15 @@
 """Reads of conversations and messages. Every read a user triggers is scoped to its owner."""
 
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
+from avatars.models import Avatar, AvatarPhrase
 from companion.errors import NotFound
+from conversations.intents import PhraseBank, phrase_bank_for_avatar
 from conversations.models import Conversation, Message, Status, Summary
 
 MESSAGE_PAGE_DEFAULT = 50
@@ -18,6 +22,23 @@ def conversation_get_owned(*, user: User, conversation_id: int) -> Conversation:
     if conversation is None:
         raise NotFound("Conversation not found.")
     return conversation
+
+
+def avatar_phrase_bank(avatar: Avatar) -> PhraseBank:
+    """The router's phrase bank for `avatar`: the default bank plus the avatar's own phrases.
+
+    Read once per version of the avatar, not once per turn: the cache is keyed by
+    `updated_at`, which every change of the avatar or of one of its phrases moves on
+    (`AvatarPhrase.save`, `.delete`). Each process keeps its own, so no invalidation has to
+    travel between processes.
+    """
+    return _phrase_bank_at(avatar.pk, avatar.updated_at)
+
+
+@lru_cache(maxsize=1024)
+def _phrase_bank_at(avatar_id: int, version: datetime) -> PhraseBank:
+    phrases = AvatarPhrase.objects.filter(avatar_id=avatar_id).order_by("id").values_list("mode", "text")
+    return phrase_bank_for_avatar(tuple(phrases))
 
 
 def conversation_list(*, user: User, avatar_id: int | None = None) -> QuerySet[Conversation]:

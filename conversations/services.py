@@ -5,9 +5,10 @@ store the decision, build the context, stream from the provider, store the assis
 message with its outcome, schedule memory work. The websocket, SSE, batch REST and the
 terminal chat all call `turn_run`; they differ only in the `emit` they pass.
 
-Database work runs in three short sync units (`_turn_prepare`, `_turn_finish`,
-`_turn_release`) behind `database_sync_to_async`; the token stream in between touches
-neither the database nor the cache.
+Database work runs in short sync units behind `database_sync_to_async`: `_turn_prepare`
+(checks, routing, the prompt), `_turn_store` (the writes, while the model call is already
+under way) and `_turn_finish`; the token stream in between touches neither the database nor
+the cache.
 """
 
 import asyncio
@@ -15,8 +16,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -41,12 +44,12 @@ from conversations.events import (
     Token,
     TurnEvent,
 )
-from conversations.intents import RouteDecision, RouterSettings, phrase_bank_for_avatar, route_message
-from conversations.memory import conversation_memory_schedule, memory_list_for_prompt, summary_get_for_prompt
-from conversations.models import Conversation, Message, Role, Status
+from conversations.intents import RouteDecision, RouterSettings, route_message
+from conversations.memory import SummaryForPrompt, conversation_memory_schedule, memory_list_for_prompt
+from conversations.models import Conversation, Message, Role, Status, Summary
 from conversations.modes import Mode
-from conversations.selectors import message_dict
-from llm.base import ChatMessage, CompletionParams, LLMProvider, StreamEnd, TextDelta
+from conversations.selectors import avatar_phrase_bank, message_dict
+from llm.base import ChatMessage, CompletionParams, LLMProvider, StreamEnd, StreamEvent, TextDelta
 from llm.errors import LLMError
 from llm.fallbacks import fallback_line_pick
 from llm.prompts import PromptContext, persona_from_avatar, post_history_prompt, system_prompt_for_mode
@@ -204,6 +207,13 @@ class PreparedTurn:
     fallback_lines: list[str] = field(default_factory=list)
     last_fallback: str | None = None
     lock_key: str = ""
+    # What `_turn_store` writes once the prompt is built (None for a repeated client_id).
+    request: TurnRequest | None = None
+    decision: RouteDecision | None = None
+    mode_locked: bool = False
+    created_at: datetime | None = None
+    # The model call, sent as soon as the prompt was built, before the turn's writes.
+    stream: "StreamStarted | None" = None
 
 
 @dataclass(slots=True)
@@ -254,7 +264,7 @@ def _message_rate_check(user_id: int) -> None:
 def _route(conversation: Conversation, profile: Profile, content: str) -> tuple[RouteDecision, ModeChanged | None]:
     avatar = conversation.avatar
     block = intimate_block_reason(profile=profile, avatar_allows=avatar.intimate_allowed)
-    bank = phrase_bank_for_avatar(tuple((p.mode, p.text) for p in avatar.phrases.all()))
+    bank = avatar_phrase_bank(avatar)
     current = conversation.mode
     gate_event: ModeChanged | None = None
     if current == Mode.INTIMATE and block:
@@ -288,9 +298,9 @@ def _route(conversation: Conversation, profile: Profile, content: str) -> tuple[
 
 
 def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -> PreparedTurn:
+    """Check the turn may run, route it and build its prompt. Writes nothing: `_turn_store` does."""
     conversation = (
-        Conversation.objects.select_related("avatar", "user__profile")
-        .prefetch_related("avatar__phrases")
+        Conversation.objects.select_related("avatar", "user__profile", "summary")
         .filter(pk=conversation_id, user_id=user_id)
         .first()
     )
@@ -307,7 +317,7 @@ def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -
     _message_rate_check(user_id)
     lock_key = _turn_locks_acquire(user_id=user_id, conversation_id=conversation_id)
     try:
-        return _turn_store_user_message(conversation, request, lock_key)
+        return _turn_prompt_build(conversation, request, lock_key)
     except BaseException:
         _turn_locks_release(user_id=user_id, lock_key=lock_key)
         raise
@@ -356,51 +366,14 @@ def _duplicate_prepared(conversation: Conversation, existing: Message) -> Prepar
     )
 
 
-def _turn_store_user_message(conversation: Conversation, request: TurnRequest, lock_key: str) -> PreparedTurn:
+def _turn_prompt_build(conversation: Conversation, request: TurnRequest, lock_key: str) -> PreparedTurn:
     user = conversation.user
     profile = _profile_of(user)
     decision, mode_event = _route(conversation, profile, request.content)
-    locked = conversation.mode_locked if decision.lock is None else decision.lock
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            # A turn that died mid-stream leaves its reply "streaming"; we hold the lock, so any such row is stale.
-            Message.objects.filter(conversation_id=conversation.pk, status=Status.STREAMING).update(
-                status=Status.FAILED, error_code="interrupted", finish_reason="error"
-            )
-            user_message = Message.objects.create(
-                conversation=conversation,
-                role=Role.USER,
-                content=request.content,
-                mode=decision.mode,
-                client_id=request.client_id,
-                route=decision.as_dict(),
-            )
-            assistant = Message.objects.create(
-                conversation=conversation,
-                role=Role.ASSISTANT,
-                content="",
-                mode=decision.mode,
-                status=Status.STREAMING,
-                reply_to=user_message,
-            )
-            Conversation.objects.filter(pk=conversation.pk).update(
-                mode=decision.mode,
-                mode_locked=locked,
-                message_count=F("message_count") + 2,
-                last_message_at=now,
-                updated_at=now,
-            )
-    except IntegrityError as exc:
-        # The same client_id raced in from another socket: the first one stored wins.
-        existing = Message.objects.filter(conversation_id=conversation.pk, client_id=request.client_id).first()
-        if existing is None:
-            raise Conflict("The message could not be stored; try again.") from exc
-        _turn_locks_release(user_id=conversation.user_id, lock_key=lock_key)
-        return _duplicate_prepared(conversation, existing)
-
-    summary = summary_get_for_prompt(conversation_id=conversation.pk)
-    history = _history_load(conversation.pk, before_id=user_message.pk, after_id=summary.covers_until if summary else 0)
+    summary = _summary_of(conversation)
+    # We hold the conversation's lock: no message can be stored in it until this turn's are.
+    history = _history_load(conversation.pk, after_id=summary.covers_until if summary else 0)
     facts = memory_list_for_prompt(user_id=user.pk, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT)
     avatar = conversation.avatar
     prompt_context = PromptContext(
@@ -423,24 +396,88 @@ def _turn_store_user_message(conversation: Conversation, request: TurnRequest, l
         user_id=user.pk,
         avatar_id=avatar.pk,
         mode=decision.mode,
-        user_message=message_dict(user_message),
+        user_message={},
         mode_event=mode_event,
-        assistant_id=assistant.pk,
-        assistant=assistant,
         messages=built.messages,
         prompt_tokens=built.prompt_tokens,
         params=CompletionParams(model=request.model, temperature=request.temperature, max_tokens=request.max_tokens),
         fallback_lines=[line for line in avatar.fallback_lines if isinstance(line, str) and line.strip()],
         last_fallback=last_fallback,
         lock_key=lock_key,
+        request=request,
+        decision=decision,
+        mode_locked=conversation.mode_locked if decision.lock is None else decision.lock,
+        created_at=now,
     )
 
 
-def _history_load(conversation_id: int, *, before_id: int, after_id: int) -> list[Message]:
+def _summary_of(conversation: Conversation) -> SummaryForPrompt | None:
+    """The summary read with the conversation (`select_related("summary")`), as the prompt uses it."""
+    try:
+        summary = conversation.summary
+    except Summary.DoesNotExist:
+        return None
+    return SummaryForPrompt(text=summary.text, covers_until=summary.covers_until_id)
+
+
+def _turn_store(prepared: PreparedTurn) -> PreparedTurn:
+    """Store the user message, the reply's "streaming" row and the conversation's mode, in one transaction.
+
+    Releases the turn's locks if nothing is stored. When the same `client_id` raced in from
+    another socket, the first one stored wins and the duplicate's turn is returned instead.
+    """
+    request, decision = prepared.request, prepared.decision
+    assert request is not None
+    assert decision is not None
+    conversation_id = prepared.conversation_id
+    try:
+        with transaction.atomic():
+            # A turn that died mid-stream leaves its reply "streaming"; we hold the lock, so any such row is stale.
+            Message.objects.filter(conversation_id=conversation_id, status=Status.STREAMING).update(
+                status=Status.FAILED, error_code="interrupted", finish_reason="error"
+            )
+            user_message = Message.objects.create(
+                conversation_id=conversation_id,
+                role=Role.USER,
+                content=request.content,
+                mode=decision.mode,
+                client_id=request.client_id,
+                route=decision.as_dict(),
+            )
+            assistant = Message.objects.create(
+                conversation_id=conversation_id,
+                role=Role.ASSISTANT,
+                content="",
+                mode=decision.mode,
+                status=Status.STREAMING,
+                reply_to=user_message,
+            )
+            Conversation.objects.filter(pk=conversation_id).update(
+                mode=decision.mode,
+                mode_locked=prepared.mode_locked,
+                message_count=F("message_count") + 2,
+                last_message_at=prepared.created_at,
+                updated_at=prepared.created_at,
+            )
+    except IntegrityError as exc:
+        _turn_locks_release(user_id=prepared.user_id, lock_key=prepared.lock_key)
+        existing = Message.objects.filter(conversation_id=conversation_id, client_id=request.client_id).first()
+        if existing is None:
+            raise Conflict("The message could not be stored; try again.") from exc
+        return _duplicate_prepared(Conversation.objects.get(pk=conversation_id), existing)
+    except BaseException:
+        _turn_locks_release(user_id=prepared.user_id, lock_key=prepared.lock_key)
+        raise
+    prepared.user_message = message_dict(user_message)
+    prepared.assistant, prepared.assistant_id = assistant, assistant.pk
+    return prepared
+
+
+def _history_load(conversation_id: int, *, after_id: int) -> list[Message]:
     """The newest messages the summary does not cover, oldest first: one query, bounded by the context budget."""
     budget = ContextBudget.from_django_settings()
     rows = list(
-        Message.objects.filter(conversation_id=conversation_id, pk__lt=before_id, pk__gt=after_id)
+        Message.objects.filter(conversation_id=conversation_id, pk__gt=after_id)
         .exclude(status=Status.STREAMING)
         .only("id", "role", "content", "status")
         .order_by("-id")[: budget.max_pairs * 2 + 2]
@@ -482,6 +519,11 @@ FINISHED_FIELDS = [
 ]
 
 
+# A reply's store gets a thread of its own: reply.end (and so a stop) waits for it, and in the
+# one thread all other database work shares it queued behind other turns' prepares and stores.
+_FINISH_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-finish")
+
+
 def _memory_schedule(prepared: PreparedTurn) -> None:
     conversation_memory_schedule(conversation_id=prepared.conversation_id, message_id=prepared.user_message["id"])
 
@@ -497,17 +539,81 @@ async def _emit_safely(emit: EventSink, event: TurnEvent, broken: list[bool]) ->
         logger.warning("event sink failed; the turn goes on and is stored", exc_info=True)
 
 
-async def turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -> PreparedTurn:
-    """Validate and store the user message, route the mode, build the context.
+async def turn_prepare(
+    *, user_id: int, conversation_id: int, request: TurnRequest, provider: LLMProvider | None = None
+) -> PreparedTurn:
+    """Validate, route the mode, build the context and store the user message.
 
     Every refusal (validation, not found, busy, throttled) is raised here, before anything
     is stored or streamed, so each interface can answer it in its own way (HTTP 4xx, an
     error frame, a CLI message).
+
+    With `provider`, the model call goes out as soon as the prompt is built and the turn's
+    writes run while it is under way, so they overlap the model's own latency instead of
+    adding to the time to first token. The user message is still stored before this returns
+    (so before `message.created`); if storing fails, the call is closed.
     """
     request = turn_request_validate(request)
-    return await database_sync_to_async(_turn_prepare)(
+    prepared = await database_sync_to_async(_turn_prepare)(
         user_id=user_id, conversation_id=conversation_id, request=request
     )
+    if prepared.request is None:
+        return prepared  # a repeated client_id: nothing to store, no model to call
+    stream = _stream_start(provider, prepared) if provider is not None else None
+    try:
+        stored = await database_sync_to_async(_turn_store)(prepared)
+    except BaseException:
+        if stream is not None:
+            await stream.aclose()
+        raise
+    if stream is not None and stored.assistant is None:
+        await stream.aclose()  # the same client_id won a race: that turn is the reply
+        stream = None
+    stored.stream = stream
+    return stored
+
+
+def _stream_start(provider: LLMProvider, prepared: PreparedTurn) -> "StreamStarted | None":
+    try:
+        stream = provider.stream(prepared.messages, params=prepared.params)
+    except LLMError:
+        return None  # a refused parameter: `turn_execute` meets it again and answers it as always
+    return StreamStarted(stream)
+
+
+class StreamStarted:
+    """A provider stream whose request is already on its way: its first event is being fetched.
+
+    Iterating it gives that first event, then the rest; `aclose()` stops the fetch and closes
+    the stream (and with it the upstream response).
+    """
+
+    def __init__(self, stream: AsyncIterator[StreamEvent]) -> None:
+        self.started = time.perf_counter()
+        self._stream = stream
+        self._first: asyncio.Task[StreamEvent] | None = asyncio.ensure_future(self._first_fetch())
+
+    async def _first_fetch(self) -> StreamEvent:
+        return await anext(self._stream)
+
+    def __aiter__(self) -> "StreamStarted":
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self._first is not None:
+            # Cancelling the task awaiting this cancels the fetch too: the stream is not left running.
+            first, self._first = self._first, None
+            return await first
+        return await anext(self._stream)
+
+    async def aclose(self) -> None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+        aclose = getattr(self._stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def turn_execute(
@@ -530,7 +636,8 @@ async def turn_execute(
     outcome = await _turn_stream(prepared, provider, emit, cancel or asyncio.Event(), broken)
     # The reply is stored even if this task is being cancelled (client gone): shield the write.
     try:
-        assistant = await asyncio.shield(database_sync_to_async(_turn_finish)(prepared, outcome))
+        finish = database_sync_to_async(_turn_finish, thread_sensitive=False, executor=_FINISH_EXECUTOR)
+        assistant = await asyncio.shield(finish(prepared, outcome))
     except Exception:
         # The database failed us: the client still gets its reply.end, saying it was not kept.
         logger.exception("storing the reply failed", extra={"data": {"message_id": prepared.assistant_id}})
@@ -558,8 +665,10 @@ async def turn_execute(
         )
     if assistant:
         # After reply.end, not before: the client's stop or reply must not wait on memory bookkeeping.
+        # And off the one thread every turn's database work shares (thread_sensitive=False): its
+        # reads would otherwise hold up the next turn's prepare and other turns' stores.
         try:
-            await database_sync_to_async(_memory_schedule)(prepared)
+            await database_sync_to_async(_memory_schedule, thread_sensitive=False)(prepared)
         except Exception:
             logger.exception("scheduling memory work failed; the beat sweep catches up")
     return TurnResult(
@@ -580,7 +689,7 @@ async def turn_run(
     cancel: asyncio.Event | None = None,
 ) -> TurnResult:
     """One whole turn: `turn_prepare` then `turn_execute`."""
-    prepared = await turn_prepare(user_id=user_id, conversation_id=conversation_id, request=request)
+    prepared = await turn_prepare(user_id=user_id, conversation_id=conversation_id, request=request, provider=provider)
     return await turn_execute(prepared, provider=provider, emit=emit, cancel=cancel)
 
 
@@ -609,10 +718,14 @@ async def _turn_stream(
     parts: list[str] = []
     end: list[StreamEnd] = []
     first_token_at: list[float] = []
-    started = time.perf_counter()
+    started = prepared.stream.started if prepared.stream is not None else time.perf_counter()
 
     async def consume() -> None:
-        stream = provider.stream(prepared.messages, params=prepared.params)
+        stream = (
+            prepared.stream
+            if prepared.stream is not None
+            else provider.stream(prepared.messages, params=prepared.params)
+        )
         try:
             seq = 0
             async for event in stream:

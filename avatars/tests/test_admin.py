@@ -10,6 +10,7 @@ from avatars.admin import AvatarAdmin
 from avatars.models import Avatar, AvatarPhrase
 from avatars.tests.factories import png_bytes
 from companion.testing import AvatarFactory, UserFactory
+from conversations.selectors import avatar_phrase_bank
 
 pytestmark = pytest.mark.django_db
 
@@ -258,3 +259,49 @@ def test_staff_without_the_add_permission_cannot_import(card_bytes):
     assert (get_response.status_code, post_response.status_code) == (403, 403)
     assert Avatar.objects.count() == 0
     assert "Import character card" not in client.get(CHANGELIST).content.decode()
+
+
+def test_editing_an_avatars_phrases_in_the_admin_changes_the_bank_the_next_turn_routes_by(staff_client, avatar):
+    old = AvatarPhrase.objects.create(avatar=avatar, mode="secretary", text="file the zebra report")
+    avatar.refresh_from_db()
+    assert "file the zebra report" in avatar_phrase_bank(avatar).phrases["secretary"]  # now cached
+    kept = AvatarPhrase.objects.get(avatar=avatar, text="clear my calendar")
+    data = change_form_data(
+        avatar,
+        **{
+            "phrases-TOTAL_FORMS": "3",
+            "phrases-INITIAL_FORMS": "2",
+            "phrases-0-id": str(kept.pk),
+            "phrases-0-avatar": str(avatar.pk),
+            "phrases-0-mode": "secretary",
+            "phrases-0-text": "clear my calendar",
+            "phrases-1-id": str(old.pk),
+            "phrases-1-avatar": str(avatar.pk),
+            "phrases-1-mode": "secretary",
+            "phrases-1-text": "file the zebra report",
+            "phrases-1-DELETE": "on",
+            "phrases-2-avatar": str(avatar.pk),
+            "phrases-2-mode": "intimate",
+            "phrases-2-text": "stay with me by the zebra fire",
+        },
+    )
+
+    response = staff_client.post(reverse("admin:avatars_avatar_change", args=[avatar.pk]), data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    avatar.refresh_from_db()  # what the next turn reads with its conversation
+    bank = avatar_phrase_bank(avatar)
+    assert "stay with me by the zebra fire" in bank.phrases["intimate"]
+    assert "file the zebra report" not in bank.phrases["secretary"]
+    assert "clear my calendar" in bank.phrases["secretary"]
+
+
+def test_a_phrase_saved_or_deleted_outside_the_admin_makes_a_new_version_of_its_avatar(avatar):
+    first = Avatar.objects.get(pk=avatar.pk).updated_at
+
+    phrase = AvatarPhrase.objects.create(avatar=avatar, mode="intimate", text="sit with me a while")
+    second = Avatar.objects.get(pk=avatar.pk).updated_at
+    phrase.delete()
+    third = Avatar.objects.get(pk=avatar.pk).updated_at
+
+    assert first < second < third
