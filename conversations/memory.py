@@ -29,6 +29,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -44,6 +45,7 @@ from rapidfuzz import fuzz, process, utils
 
 from accounts.models import Profile
 from avatars.selectors import avatar_get_visible
+from companion.db import CompiledQuery
 from companion.errors import InvalidInput, NotFound
 from conversations import tasks
 from conversations.context import ContextBudget
@@ -526,10 +528,20 @@ def _least_recent_unpinned(existing: dict[str, Memory]) -> Memory | None:
 
 def memory_list_for_prompt(*, user_id: int, avatar_id: int, limit: int, pinned_only: bool = False) -> tuple[str, ...]:
     """The texts of what the avatar remembers about the user, pinned first, then the most recently updated."""
+    rows = _MEMORY_FOR_PROMPT.rows(shape=(max(0, limit), pinned_only), user_id=user_id, avatar_id=avatar_id)
+    return tuple(text for (text,) in rows)
+
+
+def _memory_for_prompt_query(*, user_id: int, avatar_id: int, shape: tuple[int, bool]) -> QuerySet[Memory, Any]:
+    limit, pinned_only = shape
     memories = Memory.objects.filter(user_id=user_id, avatar_id=avatar_id)
     if pinned_only:
         memories = memories.filter(pinned=True)
-    return tuple(memories.order_by("-pinned", "-updated_at", "-id").values_list("text", flat=True)[: max(0, limit)])
+    return memories.order_by("-pinned", "-updated_at", "-id").values_list("text")[:limit]
+
+
+# Read on every turn before the model is called: compiled once (companion/db.py).
+_MEMORY_FOR_PROMPT = CompiledQuery(_memory_for_prompt_query, arguments=("user_id", "avatar_id"))
 
 
 def memory_list(*, user: User, avatar_id: int) -> QuerySet[Memory]:

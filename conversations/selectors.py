@@ -1,5 +1,6 @@
 """Reads of conversations and messages. Every read a user triggers is scoped to its owner."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -11,6 +12,7 @@ from avatars.models import Avatar, AvatarPhrase
 from companion.errors import NotFound
 from conversations.intents import PhraseBank, phrase_bank_for_avatar
 from conversations.models import Conversation, Message, Status, Summary
+from llm.prompts import Persona, persona_from_avatar
 
 MESSAGE_PAGE_DEFAULT = 50
 MESSAGE_PAGE_MAX = 200
@@ -39,6 +41,40 @@ def avatar_phrase_bank(avatar: Avatar) -> PhraseBank:
 def _phrase_bank_at(avatar_id: int, version: datetime) -> PhraseBank:
     phrases = AvatarPhrase.objects.filter(avatar_id=avatar_id).order_by("id").values_list("mode", "text")
     return phrase_bank_for_avatar(tuple(phrases))
+
+
+@dataclass(frozen=True, slots=True)
+class AvatarForTurn:
+    """What a turn reads of its avatar: its persona, the intimate gate, fallback lines and phrase bank."""
+
+    id: int
+    persona: Persona
+    intimate_allowed: bool
+    fallback_lines: tuple[str, ...]
+    bank: PhraseBank
+
+
+def avatar_for_turn(*, avatar_id: int, version: datetime) -> AvatarForTurn:
+    """The avatar as of `version` (its `updated_at`), read once per version like its phrase bank.
+
+    A turn reads the version with its conversation (one column) instead of the whole avatar,
+    whose card fields are most of what a turn would otherwise fetch and decode.
+    """
+    return _avatar_for_turn_at(avatar_id, version)
+
+
+@lru_cache(maxsize=1024)
+def _avatar_for_turn_at(avatar_id: int, version: datetime) -> AvatarForTurn:
+    avatar = Avatar.objects.filter(pk=avatar_id).first()
+    if avatar is None:
+        raise NotFound("Avatar not found.")
+    return AvatarForTurn(
+        id=avatar.pk,
+        persona=persona_from_avatar(avatar),
+        intimate_allowed=avatar.intimate_allowed,
+        fallback_lines=tuple(line for line in avatar.fallback_lines if isinstance(line, str) and line.strip()),
+        bank=_phrase_bank_at(avatar_id, version),
+    )
 
 
 def conversation_list(*, user: User, avatar_id: int | None = None) -> QuerySet[Conversation]:

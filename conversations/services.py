@@ -27,12 +27,13 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Profile
 from accounts.selectors import intimate_block_reason
 from avatars.models import Avatar
+from companion.db import CompiledQuery
 from companion.errors import Conflict, DomainError, InvalidInput, NotFound, Throttled
 from conversations.context import ContextBudget, HistoryItem, context_build
 from conversations.events import (
@@ -46,13 +47,13 @@ from conversations.events import (
 )
 from conversations.intents import RouteDecision, RouterSettings, route_message
 from conversations.memory import SummaryForPrompt, conversation_memory_schedule, memory_list_for_prompt
-from conversations.models import Conversation, Message, Role, Status, Summary
+from conversations.models import Conversation, Message, Role, Status
 from conversations.modes import Mode
-from conversations.selectors import avatar_phrase_bank, message_dict
+from conversations.selectors import AvatarForTurn, avatar_for_turn, message_dict
 from llm.base import ChatMessage, CompletionParams, LLMProvider, StreamEnd, StreamEvent, TextDelta
 from llm.errors import LLMError
 from llm.fallbacks import fallback_line_pick
-from llm.prompts import PromptContext, persona_from_avatar, post_history_prompt, system_prompt_for_mode
+from llm.prompts import PromptContext, post_history_prompt, system_prompt_for_mode
 from llm.tokens import count_tokens
 
 logger = logging.getLogger("companion.turns")
@@ -261,10 +262,11 @@ def _message_rate_check(user_id: int) -> None:
         raise Throttled(f"Too many messages: at most {limit} a minute.", retry_after=60 - int(time.time() % 60))
 
 
-def _route(conversation: Conversation, profile: Profile, content: str) -> tuple[RouteDecision, ModeChanged | None]:
-    avatar = conversation.avatar
+def _route(
+    conversation: "TurnConversation", avatar: AvatarForTurn, profile: Profile, content: str
+) -> tuple[RouteDecision, ModeChanged | None]:
     block = intimate_block_reason(profile=profile, avatar_allows=avatar.intimate_allowed)
-    bank = avatar_phrase_bank(avatar)
+    bank = avatar.bank
     current = conversation.mode
     gate_event: ModeChanged | None = None
     if current == Mode.INTIMATE and block:
@@ -299,13 +301,7 @@ def _route(conversation: Conversation, profile: Profile, content: str) -> tuple[
 
 def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -> PreparedTurn:
     """Check the turn may run, route it and build its prompt. Writes nothing: `_turn_store` does."""
-    conversation = (
-        Conversation.objects.select_related("avatar", "user__profile", "summary")
-        .filter(pk=conversation_id, user_id=user_id)
-        .first()
-    )
-    if conversation is None:
-        raise NotFound("Conversation not found.")
+    conversation = _turn_conversation_get(user_id=user_id, conversation_id=conversation_id)
 
     if request.client_id is not None:
         existing = Message.objects.filter(
@@ -317,7 +313,8 @@ def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -
     _message_rate_check(user_id)
     lock_key = _turn_locks_acquire(user_id=user_id, conversation_id=conversation_id)
     try:
-        return _turn_prompt_build(conversation, request, lock_key)
+        avatar = avatar_for_turn(avatar_id=conversation.avatar_id, version=conversation.avatar_version)
+        return _turn_prompt_build(conversation, avatar, request, lock_key)
     except BaseException:
         _turn_locks_release(user_id=user_id, lock_key=lock_key)
         raise
@@ -352,7 +349,7 @@ def _user_replies_key(user_id: int) -> str:
     return f"user-replies:{user_id}"
 
 
-def _duplicate_prepared(conversation: Conversation, existing: Message) -> PreparedTurn:
+def _duplicate_prepared(conversation: "TurnConversation | Conversation", existing: Message) -> PreparedTurn:
     reply = Message.objects.filter(reply_to_id=existing.pk).order_by("id").first()
     return PreparedTurn(
         conversation_id=conversation.pk,
@@ -366,19 +363,21 @@ def _duplicate_prepared(conversation: Conversation, existing: Message) -> Prepar
     )
 
 
-def _turn_prompt_build(conversation: Conversation, request: TurnRequest, lock_key: str) -> PreparedTurn:
-    user = conversation.user
-    profile = _profile_of(user)
-    decision, mode_event = _route(conversation, profile, request.content)
+def _turn_prompt_build(
+    conversation: "TurnConversation", avatar: AvatarForTurn, request: TurnRequest, lock_key: str
+) -> PreparedTurn:
+    profile = conversation.profile
+    decision, mode_event = _route(conversation, avatar, profile, request.content)
     now = timezone.now()
-    summary = _summary_of(conversation)
+    summary = conversation.summary
     # We hold the conversation's lock: no message can be stored in it until this turn's are.
     history = _history_load(conversation.pk, after_id=summary.covers_until if summary else 0)
-    facts = memory_list_for_prompt(user_id=user.pk, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT)
-    avatar = conversation.avatar
+    facts = memory_list_for_prompt(
+        user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT
+    )
     prompt_context = PromptContext(
-        persona=persona_from_avatar(avatar),
-        user_display_name=profile.display_name or user.username,
+        persona=avatar.persona,
+        user_display_name=profile.display_name or conversation.username,
         facts=facts,
         now=now,
     )
@@ -393,15 +392,15 @@ def _turn_prompt_build(conversation: Conversation, request: TurnRequest, lock_ke
     last_fallback = next((m.content for m in reversed(history) if m.status == Status.FALLBACK), None)
     return PreparedTurn(
         conversation_id=conversation.pk,
-        user_id=user.pk,
-        avatar_id=avatar.pk,
+        user_id=conversation.user_id,
+        avatar_id=avatar.id,
         mode=decision.mode,
         user_message={},
         mode_event=mode_event,
         messages=built.messages,
         prompt_tokens=built.prompt_tokens,
         params=CompletionParams(model=request.model, temperature=request.temperature, max_tokens=request.max_tokens),
-        fallback_lines=[line for line in avatar.fallback_lines if isinstance(line, str) and line.strip()],
+        fallback_lines=list(avatar.fallback_lines),
         last_fallback=last_fallback,
         lock_key=lock_key,
         request=request,
@@ -411,13 +410,71 @@ def _turn_prompt_build(conversation: Conversation, request: TurnRequest, lock_ke
     )
 
 
-def _summary_of(conversation: Conversation) -> SummaryForPrompt | None:
-    """The summary read with the conversation (`select_related("summary")`), as the prompt uses it."""
-    try:
-        summary = conversation.summary
-    except Summary.DoesNotExist:
-        return None
-    return SummaryForPrompt(text=summary.text, covers_until=summary.covers_until_id)
+@dataclass(frozen=True, slots=True)
+class TurnConversation:
+    """What a turn reads of its conversation, its user and the summary: one query, compiled once."""
+
+    pk: int
+    user_id: int
+    avatar_id: int
+    avatar_version: Any  # the avatar's updated_at: the key of its per-version cache
+    mode: str
+    mode_locked: bool
+    username: str
+    profile: Profile  # unsaved: read-only here
+    summary: SummaryForPrompt | None
+
+
+def _turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversation:
+    rows = _TURN_CONVERSATION.rows(user_id=user_id, conversation_id=conversation_id)
+    if not rows:
+        raise NotFound("Conversation not found.")
+    row = rows[0]
+    pk, owner_id, avatar_id, avatar_version, mode, mode_locked, username = row[:7]
+    profile_id, display_name, adult_confirmed_at, intimate_opt_in, summary_text, covers_until = row[7:]
+    if profile_id is None:  # no profile row yet (a user made outside the API)
+        profile, _ = Profile.objects.get_or_create(user_id=owner_id)
+    else:
+        profile = Profile(
+            pk=profile_id,
+            user_id=owner_id,
+            display_name=display_name,
+            adult_confirmed_at=adult_confirmed_at,
+            intimate_opt_in=intimate_opt_in,
+        )
+    return TurnConversation(
+        pk=pk,
+        user_id=owner_id,
+        avatar_id=avatar_id,
+        avatar_version=avatar_version,
+        mode=mode,
+        mode_locked=mode_locked,
+        username=username,
+        profile=profile,
+        summary=SummaryForPrompt(text=summary_text, covers_until=covers_until) if summary_text is not None else None,
+    )
+
+
+def _turn_conversation_query(*, user_id: int, conversation_id: int) -> QuerySet[Conversation, Any]:
+    return Conversation.objects.filter(pk=conversation_id, user_id=user_id).values_list(
+        "id",
+        "user_id",
+        "avatar_id",
+        "avatar__updated_at",
+        "mode",
+        "mode_locked",
+        "user__username",
+        "user__profile__id",
+        "user__profile__display_name",
+        "user__profile__adult_confirmed_at",
+        "user__profile__intimate_opt_in",
+        "summary__text",
+        "summary__covers_until_id",
+    )
+
+
+# Read on every turn before the model is called: compiled once (companion/db.py).
+_TURN_CONVERSATION = CompiledQuery(_turn_conversation_query, arguments=("user_id", "conversation_id"))
 
 
 def _turn_store(prepared: PreparedTurn) -> PreparedTurn:
@@ -473,17 +530,32 @@ def _turn_store(prepared: PreparedTurn) -> PreparedTurn:
     return prepared
 
 
-def _history_load(conversation_id: int, *, after_id: int) -> list[Message]:
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    role: str
+    content: str
+    status: str
+
+
+def _history_load(conversation_id: int, *, after_id: int) -> list[HistoryRow]:
     """The newest messages the summary does not cover, oldest first: one query, bounded by the context budget."""
     budget = ContextBudget.from_django_settings()
-    rows = list(
+    rows = _HISTORY.rows(shape=budget.max_pairs * 2 + 2, conversation_id=conversation_id, after_id=after_id)
+    rows.reverse()
+    return [HistoryRow(*row) for row in rows]
+
+
+def _history_query(*, conversation_id: int, after_id: int, shape: int) -> QuerySet[Message, Any]:
+    return (
         Message.objects.filter(conversation_id=conversation_id, pk__gt=after_id)
         .exclude(status=Status.STREAMING)
-        .only("id", "role", "content", "status")
-        .order_by("-id")[: budget.max_pairs * 2 + 2]
+        .order_by("-id")
+        .values_list("role", "content", "status")[:shape]
     )
-    rows.reverse()
-    return rows
+
+
+# Read on every turn before the model is called: compiled once (companion/db.py).
+_HISTORY = CompiledQuery(_history_query, arguments=("conversation_id", "after_id"))
 
 
 def _turn_finish(prepared: PreparedTurn, outcome: _Outcome) -> dict[str, Any]:

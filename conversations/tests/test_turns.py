@@ -328,6 +328,48 @@ def test_intimate_talk_without_opt_in_stays_in_secretary_and_says_why() -> None:
     assert conversation.mode == "secretary"
 
 
+def test_an_opted_in_adult_is_taken_to_intimate_mode_and_the_prompt_uses_their_display_name() -> None:
+    user = UserFactory()
+    Profile.objects.filter(user=user).update(
+        intimate_opt_in=True, adult_confirmed_at="2024-01-01T00:00:00Z", display_name="Sam"
+    )
+    conversation = ConversationFactory(user=user, mode="secretary", avatar=AvatarFactory(intimate_allowed=True))
+    provider = FakeProvider()
+
+    frames = run_turn(conversation, "i miss you so much, i feel so lonely tonight", provider)
+
+    mode = next(f for f in frames if f["type"] == "mode")
+    assert (mode["mode"], mode["previous"], mode.get("blocked")) == ("intimate", "secretary", None)
+    assert "Sam" in provider.calls[0][0].content
+
+
+def test_a_user_without_a_profile_row_gets_one_and_a_reply() -> None:
+    conversation = ConversationFactory()
+    Profile.objects.filter(user_id=conversation.user_id).delete()
+
+    frames = run_turn(conversation, "hello", FakeProvider(reply="Hi!"))
+
+    assert frames[-1]["status"] == "complete"
+    assert Profile.objects.filter(user_id=conversation.user_id).count() == 1
+
+
+def test_an_edit_of_the_avatar_shows_in_the_very_next_turn() -> None:
+    conversation = ConversationFactory()
+    provider = FakeProvider()
+    run_turn(conversation, "hello", provider)
+    avatar = conversation.avatar
+    avatar.personality = "Speaks only in sea shanties."
+    avatar.fallback_lines = ["Arr, the wind took my words."]
+    avatar.save()
+
+    run_turn(conversation, "hello again", provider)
+    frames = run_turn(conversation, "and again", FakeProvider(error=Unavailable("down")))
+
+    assert "sea shanties" not in provider.calls[0][0].content
+    assert "sea shanties" in provider.calls[1][0].content
+    assert frames[-1]["content"] == "Arr, the wind took my words."
+
+
 def test_creating_a_conversation_opens_with_the_avatars_greeting() -> None:
     user = UserFactory()
     avatar = AvatarFactory(first_message="Hi {{user}}, I'm {{char}}.", alternate_greetings=[], name="Ada")
