@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -66,7 +66,15 @@ FACTS_IN_PROMPT = 30
 MODE_CHOICES = {Mode.SECRETARY.value, Mode.INTIMATE.value}
 
 
-class StoreFailed(LLMError):
+class TurnError(Exception):
+    """Why a reply ended badly when the model was not the cause; shaped like `LLMError` for the client."""
+
+    code: ClassVar[str] = "turn_error"
+    retryable: ClassVar[bool] = False
+    user_message: ClassVar[str] = "The reply could not be finished."
+
+
+class StoreFailed(TurnError):
     code = "store_failed"
     retryable = True
     user_message = "The reply could not be saved; please send your message again."
@@ -227,7 +235,7 @@ class _Outcome:
     completion_tokens: int | None
     ttft_ms: int | None
     duration_ms: int
-    error: LLMError | None = None
+    error: LLMError | TurnError | None = None
 
 
 def turn_request_validate(request: TurnRequest) -> TurnRequest:
@@ -765,7 +773,7 @@ async def turn_run(
     return await turn_execute(prepared, provider=provider, emit=emit, cancel=cancel)
 
 
-def _error_dict(error: LLMError) -> dict[str, Any]:
+def _error_dict(error: LLMError | TurnError) -> dict[str, Any]:
     return {"code": error.code, "message": error.user_message, "retryable": error.retryable}
 
 
