@@ -30,7 +30,7 @@ seed: migrate
 
 run: seed
 	@$(BIN)/python manage.py welcome --host $(HOST) --port $(PORT)
-	$(BIN)/uvicorn companion.asgi:application --host $(HOST) --port $(PORT) --ws websockets --log-level warning
+	$(BIN)/uvicorn companion.asgi:application --host $(HOST) --port $(PORT) --ws websockets-sansio --log-level warning
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -128,7 +128,7 @@ def live_server(
     if server == "uvicorn":
         command = [
             sys.executable, "-m", "uvicorn", "companion.asgi:application",
-            "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets",
+            "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio",
             "--ws-max-size", "1048576", "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
     else:
