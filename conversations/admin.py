@@ -84,7 +84,19 @@ def _lines_html(lines: list[SafeString]) -> SafeString:
     return format_html('<div class="decision">{}</div>', format_html_join("", "<div>{}</div>", ((x,) for x in lines)))
 
 
-class MessageInline(admin.TabularInline):
+class MessageInsightColumns:
+    """The two read-only columns that explain a message: its mode decision and its reply's figures."""
+
+    @admin.display(description="mode decision")
+    def mode_decision(self, message: Message) -> SafeString:
+        return mode_decision_html(message)
+
+    @admin.display(description="reply: status, tokens, time to first token")
+    def reply(self, message: Message) -> SafeString:
+        return reply_figures_html(message)
+
+
+class MessageInline(MessageInsightColumns, admin.TabularInline):
     model = Message
     fk_name = "conversation"
     extra = 0
@@ -108,14 +120,6 @@ class MessageInline(admin.TabularInline):
         if len(content) > CONTENT_PREVIEW_CHARS:
             content = content[: CONTENT_PREVIEW_CHARS - 1].rstrip() + "…"
         return format_html('<span class="message-text">{}</span>', content or "(empty)")
-
-    @admin.display(description="mode decision")
-    def mode_decision(self, message: Message) -> SafeString:
-        return mode_decision_html(message)
-
-    @admin.display(description="reply: status, tokens, time to first token")
-    def reply(self, message: Message) -> SafeString:
-        return reply_figures_html(message)
 
 
 @admin.register(Conversation)
@@ -182,7 +186,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(MessageInsightColumns, admin.ModelAdmin):
     list_display = (
         "id",
         "conversation",
@@ -210,11 +214,3 @@ class MessageAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": (INSIGHT_CSS,)}
-
-    @admin.display(description="mode decision")
-    def mode_decision(self, message: Message) -> SafeString:
-        return mode_decision_html(message)
-
-    @admin.display(description="reply: status, tokens, time to first token")
-    def reply(self, message: Message) -> SafeString:
-        return reply_figures_html(message)

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
-from avatars.models import Avatar, AvatarPhrase
+from avatars.models import Avatar
 from companion.errors import NotFound
 from conversations.intents import PhraseBank, phrase_bank_for_avatar
 from conversations.models import Conversation, Message, Status, Summary
@@ -26,23 +26,6 @@ def conversation_get_owned(*, user: User, conversation_id: int) -> Conversation:
     return conversation
 
 
-def avatar_phrase_bank(avatar: Avatar) -> PhraseBank:
-    """The router's phrase bank for `avatar`: the default bank plus the avatar's own phrases.
-
-    Read once per version of the avatar, not once per turn: the cache is keyed by
-    `updated_at`, which every change of the avatar or of one of its phrases moves on
-    (`AvatarPhrase.save`, `.delete`). Each process keeps its own, so no invalidation has to
-    travel between processes.
-    """
-    return _phrase_bank_at(avatar.pk, avatar.updated_at)
-
-
-@lru_cache(maxsize=1024)
-def _phrase_bank_at(avatar_id: int, version: datetime) -> PhraseBank:
-    phrases = AvatarPhrase.objects.filter(avatar_id=avatar_id).order_by("id").values_list("mode", "text")
-    return phrase_bank_for_avatar(tuple(phrases))
-
-
 @dataclass(frozen=True, slots=True)
 class AvatarForTurn:
     """What a turn reads of its avatar: its persona, the intimate gate, fallback lines and phrase bank."""
@@ -55,10 +38,13 @@ class AvatarForTurn:
 
 
 def avatar_for_turn(*, avatar_id: int, version: datetime) -> AvatarForTurn:
-    """The avatar as of `version` (its `updated_at`), read once per version like its phrase bank.
+    """The avatar as of `version` (its `updated_at`), read once per version, not once per turn.
 
     A turn reads the version with its conversation (one column) instead of the whole avatar,
-    whose card fields are most of what a turn would otherwise fetch and decode.
+    whose card fields and phrases are most of what it would otherwise fetch and decode.
+    Every change of the avatar or of one of its phrases moves `updated_at` on
+    (`AvatarPhrase.save`, `.delete`). Each process keeps its own cache, so no invalidation
+    has to travel between processes.
     """
     return _avatar_for_turn_at(avatar_id, version)
 
@@ -73,7 +59,7 @@ def _avatar_for_turn_at(avatar_id: int, version: datetime) -> AvatarForTurn:
         persona=persona_from_avatar(avatar),
         intimate_allowed=avatar.intimate_allowed,
         fallback_lines=tuple(line for line in avatar.fallback_lines if isinstance(line, str) and line.strip()),
-        bank=_phrase_bank_at(avatar_id, version),
+        bank=phrase_bank_for_avatar(tuple(avatar.phrases.order_by("id").values_list("mode", "text"))),
     )
 
 

@@ -148,3 +148,22 @@ def _wait_ready(process: "subprocess.Popen[bytes]", http: httpx.Client, log: IO[
 def _tail(log: IO[bytes], size: int = 4000) -> str:
     log.seek(0)
     return log.read()[-size:].decode("utf-8", errors="replace")
+
+
+@contextmanager
+def provider_configured(dotted_path: str | None = None) -> Iterator[None]:
+    """The registry's provider built afresh inside (from `LLM_PROVIDER=dotted_path` when given), forgotten after."""
+    from django.test import override_settings
+
+    from llm.registry import provider_reset
+
+    settings_override = override_settings(LLM_PROVIDER=dotted_path) if dotted_path else None
+    if settings_override is not None:
+        settings_override.enable()
+    provider_reset()
+    try:
+        yield
+    finally:
+        if settings_override is not None:
+            settings_override.disable()
+        provider_reset()

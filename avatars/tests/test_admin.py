@@ -10,7 +10,8 @@ from avatars.admin import AvatarAdmin
 from avatars.models import Avatar, AvatarPhrase
 from avatars.tests.factories import png_bytes
 from companion.testing import AvatarFactory, UserFactory
-from conversations.selectors import avatar_phrase_bank
+from conversations.intents import PhraseBank
+from conversations.selectors import avatar_for_turn
 
 pytestmark = pytest.mark.django_db
 
@@ -261,10 +262,15 @@ def test_staff_without_the_add_permission_cannot_import(card_bytes):
     assert "Import character card" not in client.get(CHANGELIST).content.decode()
 
 
+def bank_for_turn(avatar: Avatar) -> PhraseBank:
+    """The phrase bank a turn routes by, read as a turn reads it: by the avatar's version."""
+    return avatar_for_turn(avatar_id=avatar.pk, version=avatar.updated_at).bank
+
+
 def test_editing_an_avatars_phrases_in_the_admin_changes_the_bank_the_next_turn_routes_by(staff_client, avatar):
     old = AvatarPhrase.objects.create(avatar=avatar, mode="secretary", text="file the zebra report")
     avatar.refresh_from_db()
-    assert "file the zebra report" in avatar_phrase_bank(avatar).phrases["secretary"]  # now cached
+    assert "file the zebra report" in bank_for_turn(avatar).phrases["secretary"]  # now cached
     kept = AvatarPhrase.objects.get(avatar=avatar, text="clear my calendar")
     data = change_form_data(
         avatar,
@@ -290,7 +296,7 @@ def test_editing_an_avatars_phrases_in_the_admin_changes_the_bank_the_next_turn_
 
     assert response.status_code == 302, response.context["adminform"].form.errors
     avatar.refresh_from_db()  # what the next turn reads with its conversation
-    bank = avatar_phrase_bank(avatar)
+    bank = bank_for_turn(avatar)
     assert "stay with me by the zebra fire" in bank.phrases["intimate"]
     assert "file the zebra report" not in bank.phrases["secretary"]
     assert "clear my calendar" in bank.phrases["secretary"]

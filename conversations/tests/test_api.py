@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
-from django.test import AsyncClient, Client, override_settings
+from django.test import AsyncClient, Client
 
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 from conversations.models import Conversation, Message, Role, Status, Summary
-from llm.registry import provider_reset
+from llm.testing import provider_configured
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,10 +20,8 @@ Headers = Callable[[User], dict[str, str]]
 
 @pytest.fixture(autouse=True)
 def fake_model() -> Iterator[None]:
-    with override_settings(LLM_PROVIDER="llm.fake.FakeProvider"):
-        provider_reset()
+    with provider_configured("llm.fake.FakeProvider"):
         yield
-    provider_reset()
 
 
 @pytest.fixture

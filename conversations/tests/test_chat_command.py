@@ -5,22 +5,19 @@ from collections.abc import Iterator
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.test import override_settings
 
 from accounts.models import Profile
 from companion.testing import AvatarFactory, UserFactory
 from conversations.models import Conversation, Message, Role
-from llm.registry import provider_reset
+from llm.testing import provider_configured
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
 def fake_model() -> Iterator[None]:
-    with override_settings(LLM_PROVIDER="llm.fake.FakeProvider"):
-        provider_reset()
+    with provider_configured("llm.fake.FakeProvider"):
         yield
-    provider_reset()
 
 
 def chat(monkeypatch: pytest.MonkeyPatch, lines: str, *args: str) -> str:

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import override_settings
 
 from companion.testing import ConversationFactory, UserFactory
 from conversations.consumers import FRAME_MAX_BYTES
@@ -15,7 +14,7 @@ from conversations.models import Conversation, Message, Role, Status
 from conversations.routing import websocket_urlpatterns
 from conversations.tests.providers import SlowFakeProvider
 from conversations.tickets import ws_ticket_issue
-from llm.registry import provider_reset
+from llm.testing import provider_configured
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,10 +23,8 @@ PIECES = len(SlowFakeProvider().pieces())
 
 @pytest.fixture(autouse=True)
 def fake_model() -> Iterator[None]:
-    with override_settings(LLM_PROVIDER="conversations.tests.providers.SlowFakeProvider"):
-        provider_reset()
+    with provider_configured("conversations.tests.providers.SlowFakeProvider"):
         yield
-    provider_reset()
 
 
 def application() -> Any:

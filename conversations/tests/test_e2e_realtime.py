@@ -173,6 +173,17 @@ async def frames_until(ws: ClientConnection, frame_type: str, *, count: int = 1)
     return frames
 
 
+async def turn_over_a_new_socket(
+    server: LiveServer, http: httpx.AsyncClient, account: Account, message: dict[str, Any]
+) -> tuple[int, list[dict[str, Any]]]:
+    """A new conversation, one `message` frame over a new socket: its id and the frames up to `reply.end`."""
+    conversation_id = await conversation_create(http, account)
+    async with await socket_open(server, http, account, conversation_id) as ws:
+        await send(ws, {"type": "message", **message})
+        frames = await frames_until(ws, "reply.end")
+    return conversation_id, frames
+
+
 async def messages_get(http: httpx.AsyncClient, account: Account, conversation_id: int) -> list[dict[str, Any]]:
     page = await http.get(f"/api/conversations/{conversation_id}/messages", headers=account.headers)
     assert page.status_code == 200, page.text
@@ -221,10 +232,8 @@ def turn_shape(frames: list[dict[str, Any]]) -> list[str]:
 async def test_a_message_streams_its_reply_in_contract_order(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, model: LlmockServer
 ) -> None:
-    conversation_id = await conversation_create(http, alice)
-    async with await socket_open(server, http, alice, conversation_id) as ws:
-        await send(ws, {"type": "message", "content": "hello", "client_id": "c-1"})
-        frames = await frames_until(ws, "reply.end")
+    message = {"content": "hello", "client_id": "c-1"}
+    conversation_id, frames = await turn_over_a_new_socket(server, http, alice, message)
 
     assert turn_shape(frames) == ["message.created", "reply.start", "token*", "reply.end"]
     created, start, *tokens, end = frames
@@ -277,10 +286,7 @@ async def test_a_model_connection_dropped_mid_reply_is_resumed_and_the_user_sees
         {"type": "reply", "text": REPLY, "times": 2, "match": {"stream": True}},
         {"type": "stream_fault", "kind": "disconnect", "after_chunks": 10},
     )
-    conversation_id = await conversation_create(http, alice)
-    async with await socket_open(server, http, alice, conversation_id) as ws:
-        await send(ws, {"type": "message", "content": "tell me everything"})
-        frames = await frames_until(ws, "reply.end")
+    conversation_id, frames = await turn_over_a_new_socket(server, http, alice, {"content": "tell me everything"})
 
     assert turn_shape(frames) == ["message.created", "reply.start", "token*", "reply.end"]  # no error frame
     tokens = [f for f in frames if f["type"] == "token"]
@@ -304,10 +310,7 @@ async def test_a_replay_that_differs_keeps_the_text_shown_and_ends_the_reply_as_
         {"type": "stream_fault", "kind": "disconnect", "after_chunks": 10},
         {"type": "reply", "text": "Something else entirely.", "match": {"stream": True}},
     )
-    conversation_id = await conversation_create(http, alice)
-    async with await socket_open(server, http, alice, conversation_id) as ws:
-        await send(ws, {"type": "message", "content": "tell me everything"})
-        frames = await frames_until(ws, "reply.end")
+    conversation_id, frames = await turn_over_a_new_socket(server, http, alice, {"content": "tell me everything"})
 
     shown = "".join(f["delta"] for f in frames if f["type"] == "token")
     assert shown == REPLY[: len(shown)]

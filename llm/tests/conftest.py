@@ -5,8 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from companion.testing import logger_captured
-from llm.registry import provider_reset
-from llm.testing import LlmockServer, llmock_server
+from llm.testing import LlmockServer, llmock_server, provider_configured
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +51,5 @@ def llm_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixt
 
 @pytest.fixture(autouse=True)
 def _fresh_provider() -> Iterator[None]:
-    provider_reset()
-    yield
-    provider_reset()
+    with provider_configured():
+        yield

@@ -6,16 +6,15 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client, override_settings
 
-from llm.registry import provider_reset
+from llm.testing import provider_configured
 
 STATIC_FILES = ("web/chat.js", "web/chat.css", "web/favicon.svg", "web/admin-insight.css")
 
 
 @pytest.fixture(autouse=True)
 def _fresh_provider():
-    provider_reset()
-    yield
-    provider_reset()
+    with provider_configured():
+        yield
 
 
 def test_the_page_is_served_at_the_root_with_the_app_shell(anon_client):
