@@ -41,7 +41,7 @@ import httpx
 import openai
 from django.conf import settings
 from openai import AsyncOpenAI, omit
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from llm.base import ChatMessage, Completion, CompletionParams, StreamEnd, StreamEvent, TextDelta, Usage
 from llm.errors import (
@@ -270,24 +270,22 @@ class OpenAICompatibleProvider:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._first_token_timeout
         alive = False  # a text or reasoning delta arrived: from now on, the stall clock applies
-        sdk_stream: openai.AsyncStream[ChatCompletionChunk] | None = None
+        sdk_stream: openai.AsyncStream[object] | None = None
         pieces: list[str] = []
         finish_reason: str | None = None
         usage: Usage | None = None
         model = resolved.model
         try:
             async with asyncio.timeout_at(deadline):
-                sdk_stream = await client.chat.completions.create(
-                    model=resolved.model,
-                    messages=_messages_to_openai(messages),
-                    temperature=resolved.temperature,
-                    max_tokens=resolved.max_tokens if self._max_tokens_param == "max_tokens" else omit,
-                    max_completion_tokens=(
-                        resolved.max_tokens if self._max_tokens_param == "max_completion_tokens" else omit
-                    ),
-                    seed=resolved.seed if resolved.seed is not None else omit,
+                # The SDK's own request, error mapping and SSE decoding, but each chunk left as the
+                # dict the server sent: building a `ChatCompletionChunk` model per token cost more
+                # CPU than everything else a token goes through here (docs/performance.md).
+                sdk_stream = await client.post(
+                    "/chat/completions",
+                    body=self._stream_body(messages, resolved),
+                    cast_to=object,
                     stream=True,
-                    stream_options={"include_usage": True} if self._stream_usage else omit,
+                    stream_cls=openai.AsyncStream[object],
                 )
             while True:
                 if alive:
@@ -299,25 +297,27 @@ class OpenAICompatibleProvider:
                         chunk = await anext(sdk_stream)
                 except StopAsyncIteration:
                     break
-                # The SDK builds chunks without validation: a field a server left out is
-                # missing, not None, hence getattr.
-                chunk_usage = getattr(chunk, "usage", None)
-                if chunk_usage is not None:
-                    usage = _usage_from(chunk_usage) or usage
-                model = getattr(chunk, "model", None) or model
-                choices = getattr(chunk, "choices", None)
-                if not choices:
+                if not isinstance(chunk, dict):
+                    continue  # valid JSON but not a chunk: nothing in it for us
+                usage = _usage_from(chunk.get("usage")) or usage
+                model = chunk.get("model") or model
+                choices = chunk.get("choices")
+                if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
                     continue
                 choice = choices[0]
-                if getattr(choice, "finish_reason", None):
-                    finish_reason = str(choice.finish_reason)
-                delta = getattr(choice, "delta", None)
-                text = getattr(delta, "content", None)
-                if text:
+                if choice.get("finish_reason"):
+                    finish_reason = str(choice["finish_reason"])
+                delta = choice.get("delta")
+                if not isinstance(delta, dict):
+                    continue
+                text = delta.get("content")
+                if text and isinstance(text, str):
                     alive = True
                     pieces.append(text)
                     yield TextDelta(text)
-                elif not alive and _has_reasoning(delta):
+                elif not alive and (delta.get("reasoning_content") or delta.get("reasoning")):
+                    # vLLM, DeepSeek and OpenRouter stream a model's thinking before any content:
+                    # it proves the model is alive, so the stall clock takes over.
                     alive = True
         except LLMError:
             raise
@@ -337,6 +337,20 @@ class OpenAICompatibleProvider:
         yield StreamEnd(
             finish_reason=finish_reason, usage=usage or _usage_estimate(messages, "".join(pieces)), model=model
         )
+
+    def _stream_body(self, messages: Sequence[ChatMessage], resolved: ResolvedParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": resolved.model,
+            "messages": _messages_to_openai(messages),
+            "temperature": resolved.temperature,
+            self._max_tokens_param: resolved.max_tokens,
+            "stream": True,
+        }
+        if resolved.seed is not None:
+            body["seed"] = resolved.seed
+        if self._stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        return body
 
     # -- diagnosis helpers ----------------------------------------------------------------------
 
@@ -534,8 +548,11 @@ def _messages_to_openai(messages: Sequence[ChatMessage]) -> list[ChatCompletionM
 
 
 def _usage_from(usage: Any) -> Usage | None:
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
+    """Usage from the SDK's model (a batch answer) or a stream chunk's dict."""
+    if isinstance(usage, Mapping):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    else:
+        prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
@@ -545,16 +562,7 @@ def _usage_estimate(messages: Sequence[ChatMessage], text: str) -> Usage:
     return Usage(prompt_tokens=count_message_tokens(messages), completion_tokens=count_tokens(text), estimated=True)
 
 
-def _has_reasoning(delta: object) -> bool:
-    # vLLM, DeepSeek and OpenRouter stream a model's thinking as `reasoning_content` / `reasoning`
-    # before any content: it proves the model is alive, so the stall clock takes over.
-    extra = getattr(delta, "model_extra", None)
-    if not extra:
-        return False
-    return bool(extra.get("reasoning_content") or extra.get("reasoning"))
-
-
-async def _stream_close(sdk_stream: openai.AsyncStream[ChatCompletionChunk]) -> None:
+async def _stream_close(sdk_stream: openai.AsyncStream[object]) -> None:
     """Close the HTTP response so the server stops generating; closing must never mask the real outcome."""
     try:
         await sdk_stream.close()

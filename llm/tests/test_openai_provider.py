@@ -304,6 +304,27 @@ async def test_reasoning_deltas_keep_a_thinking_model_alive(chat: respx.Route) -
     assert texts(events) == ["Hi"]
 
 
+async def test_chunks_of_the_wrong_shape_are_skipped_and_the_text_around_them_kept(chat: respx.Route) -> None:
+    # Given a server that slips JSON which is not a chunk, or a chunk with odd fields, between real ones
+    odd: list[dict[str, Any] | str] = [
+        "[1, 2]",
+        '"just a string"',
+        {"choices": "not a list"},
+        {"choices": ["not an object"]},
+        {"choices": [{"index": 0, "delta": "not an object"}]},
+        {"choices": [{"index": 0, "delta": {"content": 42}}]},
+    ]
+    chat.mock(return_value=sse_response(sse(chunk("Hel"), *odd, chunk("lo"), chunk(finish="stop"))))
+
+    # When it is streamed
+    events = await drain(make_provider().stream(HELLO))
+
+    # Then only the real text arrives, nothing of the odd chunks, and the reply completes
+    assert texts(events) == ["Hel", "lo"]
+    assert isinstance(events[-1], StreamEnd)
+    assert events[-1].finish_reason == "stop"
+
+
 async def test_closing_the_stream_early_closes_the_http_response(chat: respx.Route) -> None:
     body = ScriptedBody(sse(chunk("Hel")), sse(chunk("lo")), 5.0, sse(chunk(finish="stop")))
     chat.mock(return_value=sse_response(body))
