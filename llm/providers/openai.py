@@ -20,6 +20,14 @@ Timeouts, all enforced here rather than left to the SDK:
 - batch `complete()`: `complete_timeout` for the whole answer.
 httpx's own read timeout is set to the largest of these as a backstop only.
 
+Streaming goes through the SDK's request, error mapping and SSE decoding (`client.post` with
+`cast_to=object`) with the body as we built it, and reads each chunk as the dict the server
+sent. The SDK's `chat.completions.create` first walks the whole request against its
+TypedDicts (several ms for a prompt of twenty messages, all of it before the request leaves)
+and then builds a `ChatCompletionChunk` model per token (about 220 µs of CPU a chunk here, more
+than everything else a token goes through in the server); see docs/performance.md. Chunks are read
+defensively: one of the wrong shape is skipped, text that is not a string is never passed on.
+
 Errors: every failure leaves as an `llm.errors.LLMError` (see `_error_translate`). A stream
 that ends without a finish reason raises `StreamIncomplete`; `finish_reason=content_filter`
 raises `ContentFiltered`: neither is ever returned as a complete reply.
@@ -277,9 +285,7 @@ class OpenAICompatibleProvider:
         model = resolved.model
         try:
             async with asyncio.timeout_at(deadline):
-                # The SDK's own request, error mapping and SSE decoding, but each chunk left as the
-                # dict the server sent: building a `ChatCompletionChunk` model per token cost more
-                # CPU than everything else a token goes through here (docs/performance.md).
+                # Chunks stay the server's dicts: see the module docstring.
                 sdk_stream = await client.post(
                     "/chat/completions",
                     body=self._stream_body(messages, resolved),
