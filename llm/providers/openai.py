@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import openai
 from django.conf import settings
-from openai import AsyncOpenAI, omit
+from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from llm.base import ChatMessage, Completion, CompletionParams, StreamEnd, StreamEvent, TextDelta, Usage
@@ -237,16 +237,10 @@ class OpenAICompatibleProvider:
         client = await self.client()
         try:
             async with asyncio.timeout(self._complete_timeout):
-                response = await client.chat.completions.create(
-                    model=resolved.model,
-                    messages=_messages_to_openai(messages),
-                    temperature=resolved.temperature,
-                    max_tokens=resolved.max_tokens if self._max_tokens_param == "max_tokens" else omit,
-                    max_completion_tokens=(
-                        resolved.max_tokens if self._max_tokens_param == "max_completion_tokens" else omit
-                    ),
-                    seed=resolved.seed if resolved.seed is not None else omit,
-                    stream=False,
+                response = await client.post(
+                    "/chat/completions",
+                    body=self._request_body(messages, resolved, stream=False),
+                    cast_to=ChatCompletion,
                 )
         except TimeoutError:
             raise Timeout(f"no complete answer within {self._complete_timeout:g}s") from None
@@ -288,7 +282,7 @@ class OpenAICompatibleProvider:
                 # Chunks stay the server's dicts: see the module docstring.
                 sdk_stream = await client.post(
                     "/chat/completions",
-                    body=self._stream_body(messages, resolved),
+                    body=self._request_body(messages, resolved, stream=True),
                     cast_to=object,
                     stream=True,
                     stream_cls=openai.AsyncStream[object],
@@ -344,17 +338,20 @@ class OpenAICompatibleProvider:
             finish_reason=finish_reason, usage=usage or _usage_estimate(messages, "".join(pieces)), model=model
         )
 
-    def _stream_body(self, messages: Sequence[ChatMessage], resolved: ResolvedParams) -> dict[str, Any]:
+    def _request_body(
+        self, messages: Sequence[ChatMessage], resolved: ResolvedParams, *, stream: bool
+    ) -> dict[str, Any]:
+        """The `/chat/completions` body, sent as built (the SDK's `create()` would walk it again)."""
         body: dict[str, Any] = {
             "model": resolved.model,
             "messages": _messages_to_openai(messages),
             "temperature": resolved.temperature,
             self._max_tokens_param: resolved.max_tokens,
-            "stream": True,
+            "stream": stream,
         }
         if resolved.seed is not None:
             body["seed"] = resolved.seed
-        if self._stream_usage:
+        if stream and self._stream_usage:
             body["stream_options"] = {"include_usage": True}
         return body
 
