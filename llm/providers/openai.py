@@ -20,13 +20,13 @@ Timeouts, all enforced here rather than left to the SDK:
 - batch `complete()`: `complete_timeout` for the whole answer.
 httpx's own read timeout is set to the largest of these as a backstop only.
 
-Streaming goes through the SDK's request, error mapping and SSE decoding (`client.post` with
-`cast_to=object`) with the body as we built it, and reads each chunk as the dict the server
-sent. The SDK's `chat.completions.create` first walks the whole request against its
-TypedDicts (several ms for a prompt of twenty messages, all of it before the request leaves)
-and then builds a `ChatCompletionChunk` model per token (about 220 µs of CPU a chunk here, more
-than everything else a token goes through in the server); see docs/performance.md. Chunks are read
-defensively: one of the wrong shape is skipped, text that is not a string is never passed on.
+Requests go through the SDK's `client.post` (its request, auth, error mapping and SSE
+decoding) with the body as built here, and a stream's chunks are read as the dicts the
+server sent. The SDK's `chat.completions.create` would first walk the whole request against
+its TypedDicts (several ms for a prompt of twenty messages, before the request leaves) and
+then build a `ChatCompletionChunk` model per token (about 220 µs of CPU a chunk, more than
+everything else a token goes through in the server); see docs/performance.md. Chunks are
+read defensively: one of the wrong shape is skipped, text that is not a string never passes.
 
 Errors: every failure leaves as an `llm.errors.LLMError` (see `_error_translate`). A stream
 that ends without a finish reason raises `StreamIncomplete`; `finish_reason=content_filter`
@@ -302,7 +302,7 @@ class OpenAICompatibleProvider:
                 usage = _usage_from(chunk.get("usage")) or usage
                 model = chunk.get("model") or model
                 choices = chunk.get("choices")
-                if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+                if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
                     continue
                 choice = choices[0]
                 if choice.get("finish_reason"):
