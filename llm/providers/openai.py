@@ -23,7 +23,7 @@ httpx's own read timeout is set to the largest of these as a backstop only.
 Requests go through the SDK's `client.post` (its request, auth, error mapping and SSE
 decoding) with the body as built here, and a stream's chunks are read as the dicts the
 server sent. The SDK's `chat.completions.create` would first walk the whole request against
-its TypedDicts (several ms for a prompt of twenty messages, before the request leaves) and
+its TypedDicts (about 10 ms for a prompt of twenty messages, before the request leaves) and
 then build a `ChatCompletionChunk` model per token (about 220 µs of CPU a chunk, more than
 everything else a token goes through in the server); see docs/performance.md. Chunks are
 read defensively: one of the wrong shape is skipped, text that is not a string never passes.
