@@ -3,11 +3,13 @@
 `CompiledQuery`: querysets compiled to SQL once and run many times. Django compiles a
 queryset to SQL every time it is evaluated (joins, lookups, ordering, the select list): for
 the few small reads a turn makes before it can call the model, that compilation costs
-several times what the database does. `CompiledQuery` builds the
-queryset once per database connection alias, with a marker value in place of each
-argument, keeps the SQL and the compiler, and afterwards only substitutes the arguments,
-runs the SQL on a cursor and converts the rows with Django's own converters (booleans and
-datetimes on SQLite, JSON). The SQL is exactly what the ORM would have sent.
+several times what the database does. `CompiledQuery` builds the queryset once per database
+connection alias, with a marker value in place of each argument, keeps the SQL and the
+compiler, and afterwards only substitutes the arguments, runs the SQL on a cursor and
+converts the rows with Django's own converters (booleans and datetimes on SQLite, JSON).
+The SQL is exactly what the ORM would have sent.
+
+`sqlite_wal_keeper_open`: see its docstring.
 
 Only `values_list` querysets whose arguments are integers: the marker must survive the
 ORM's preparation unchanged, so it can be found among the compiled parameters. Anything

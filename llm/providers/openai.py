@@ -299,7 +299,8 @@ class OpenAICompatibleProvider:
                     break
                 if not isinstance(chunk, dict):
                     continue  # valid JSON but not a chunk: nothing in it for us
-                usage = _usage_from(chunk.get("usage")) or usage
+                if chunk.get("usage") is not None:  # on the last chunk only: no check per token
+                    usage = _usage_from(chunk["usage"]) or usage
                 model = chunk.get("model") or model
                 choices = chunk.get("choices")
                 if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
