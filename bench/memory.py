@@ -7,7 +7,7 @@ messages: user and assistant in turn, 15 to 60 words each. Then the memory is br
 where the background task leaves it: `summary_update` runs, with a fake summary model that
 writes 90% of SUMMARY_MAX_TOKENS, until no summary is due, and the user has
 MEMORY_MAX_FACTS remembered facts (a quarter of them pinned). Then --turns real turns run
-through `conversations.services.turn_run` with `llm.fake.FakeProvider` (no network), after
+through the turn's door (`conversations.turns.turn_start`) with `llm.fake.FakeProvider` (no network), after
 --warmup turns that are not counted; the sizes take turns, one turn each in a round, so
 a busy moment on a shared machine falls on every size alike.
 
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import django
+from asgiref.sync import async_to_sync
 from django.apps import apps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "companion.settings")
@@ -56,10 +57,10 @@ from avatars.models import Avatar
 from companion.celery import app as celery_app
 from conversations import tasks
 from conversations.context import ContextBudget
-from conversations.events import TurnEvent
 from conversations.memory import MemorySettings, summary_is_due, summary_update
 from conversations.models import Conversation, Memory, Message, Role, Summary
-from conversations.services import TurnRequest, conversation_create, turn_run_sync
+from conversations.services import conversation_create
+from conversations.turns import TurnResult, turn_start
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.fake import FakeProvider
 from llm.registry import provider_reset
@@ -174,21 +175,18 @@ def memory_catch_up(conversation: Conversation) -> int:
     return runs
 
 
-async def _ignore(event: TurnEvent) -> None:
-    return None
+async def _turn_complete(conversation: Conversation, content: str, provider: FakeProvider) -> TurnResult:
+    running = await turn_start(
+        user_id=conversation.user_id, conversation_id=conversation.pk, message={"content": content}, provider=provider
+    )
+    return await running.result()
 
 
 def turn(conversation: Conversation, content: str, provider: FakeProvider) -> tuple[float, float, int, int]:
     """One turn and then its memory work; returns the turn's wall and CPU ms, prompt tokens, history messages."""
     cpu_started = time.process_time()
     started = time.perf_counter()
-    result = turn_run_sync(
-        user_id=conversation.user_id,
-        conversation_id=conversation.pk,
-        request=TurnRequest(content=content),
-        provider=provider,
-        emit=_ignore,
-    )
+    result = async_to_sync(_turn_complete)(conversation, content, provider)
     elapsed = (time.perf_counter() - started) * 1000
     cpu = (time.process_time() - cpu_started) * 1000
     if not tasks.in_process_tasks_wait(timeout=120):

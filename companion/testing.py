@@ -3,6 +3,7 @@
 Kept in one place (STYLE.md: factories in one place, fixtures in conftest.py).
 """
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from accounts.models import Profile
 from avatars.models import Avatar
 from conversations.models import Conversation, Message, Role
 from conversations.modes import Mode
+from conversations.turns import EventSink, TurnResult, turn_start
+from llm.base import LLMProvider
 
 
 def in_ci() -> bool:
@@ -108,3 +111,22 @@ class MessageFactory(factory.django.DjangoModelFactory):
     role = Role.USER
     content = factory.Sequence(lambda n: f"message {n}")
     mode = Mode.SECRETARY
+
+
+async def turn_complete(
+    *,
+    user_id: int,
+    conversation_id: int,
+    message: dict[str, Any],
+    provider: LLMProvider,
+    listener: EventSink | None = None,
+    cancel: asyncio.Event | None = None,
+) -> TurnResult:
+    """A whole turn through the door, as the batch REST endpoint runs it: start, then wait for the end.
+
+    Setting `cancel` stops the reply, like a client's stop.
+    """
+    running = await turn_start(
+        user_id=user_id, conversation_id=conversation_id, message=message, provider=provider, listener=listener
+    )
+    return await running.result_or_stop(cancel) if cancel is not None else await running.result()

@@ -11,7 +11,6 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Schema, Status
 
 from conversations import selectors, services
-from conversations.events import TurnEvent
 from conversations.models import Conversation
 from conversations.schemas import (
     ConversationIn,
@@ -22,6 +21,7 @@ from conversations.schemas import (
     SummaryOut,
     TurnOut,
 )
+from conversations.turns import RunningTurn, TurnEvent, turn_start
 from llm.registry import provider_get
 
 router = Router(tags=["conversations"])
@@ -118,31 +118,29 @@ def summary_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
 async def message_post(request: HttpRequest, conversation_id: int, payload: MessageIn) -> Any:
     """Run a turn. With `Accept: text/event-stream`, stream its events as SSE; otherwise answer the finished turn."""
     user_id: int = request.auth.pk  # type: ignore[attr-defined]
-    turn = services.TurnRequest(
-        content=payload.content,
-        client_id=payload.client_id,
-        model=payload.model,
-        temperature=payload.temperature,
-        max_tokens=payload.max_tokens,
-    )
     provider = await sync_to_async(provider_get)()
-    prepared = await services.turn_prepare(
-        user_id=user_id, conversation_id=conversation_id, request=turn, provider=provider
-    )
+    message = payload.model_dump(exclude_unset=True)
 
     if "text/event-stream" in request.headers.get("Accept", ""):
-        events = await _sse_stream(prepared, provider)
-        response = StreamingHttpResponse(events, content_type="text/event-stream", status=201)
+        queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+
+        async def listener(event: TurnEvent) -> None:
+            queue.put_nowait(event)
+
+        # Started before the first read, so a client that leaves before reading still gets its turn stored.
+        running = await turn_start(
+            user_id=user_id, conversation_id=conversation_id, message=message, provider=provider, listener=listener
+        )
+        assert running.task is not None
+        running.task.add_done_callback(lambda _: queue.put_nowait(None))
+        response = StreamingHttpResponse(_sse_events(queue, running), content_type="text/event-stream", status=201)
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
 
-    from conversations.realtime import turn_start_background
-
-    running = turn_start_background(prepared, provider=provider)
-    assert running.task is not None
-    # Shielded: a client that hangs up does not cancel the turn; it completes and is stored.
-    result = await asyncio.shield(running.task)
+    running = await turn_start(user_id=user_id, conversation_id=conversation_id, message=message, provider=provider)
+    # A client that hangs up does not cancel the turn (`result` is shielded); it completes and is stored.
+    result = await running.result()
     return Status(
         201,
         {
@@ -159,23 +157,9 @@ def sse_format(frame: dict[str, Any]) -> str:
     return f"event: {frame['type']}\ndata: {json.dumps(frame, separators=(',', ':'))}\n\n"
 
 
-async def _sse_stream(prepared: services.PreparedTurn, provider: Any) -> AsyncIterator[str]:
+async def _sse_events(queue: "asyncio.Queue[TurnEvent | None]", running: RunningTurn) -> AsyncIterator[str]:
     """The turn's events as SSE. A client that disconnects cancels the reply like `stop`; its text is kept."""
-    from conversations.realtime import turn_start_background
-
-    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
-
-    async def emit(event: TurnEvent) -> None:
-        queue.put_nowait(event)
-
-    # Started before the first read, so a client that leaves before reading still gets its turn stored.
-    running = turn_start_background(prepared, provider=provider, also_emit=emit)
     assert running.task is not None
-    running.task.add_done_callback(lambda _: queue.put_nowait(None))
-    return _sse_events(queue, running)
-
-
-async def _sse_events(queue: "asyncio.Queue[TurnEvent | None]", running: Any) -> AsyncIterator[str]:
     try:
         while (event := await queue.get()) is not None:
             yield sse_format(event.frame())

@@ -21,9 +21,10 @@ from django.conf import settings
 
 from companion.errors import DomainError
 from conversations import realtime, services
-from conversations.events import ErrorEvent, ModeChanged, ReplyStart, Token, TurnEvent
 from conversations.selectors import message_dict, message_list_after
 from conversations.tickets import ws_ticket_redeem
+from conversations.turns import turn_cancel_local, turn_running, turn_start
+from conversations.turns.events import ErrorEvent, ModeChanged, ReplyStart, Token, TurnEvent
 from llm.registry import provider_get
 
 logger = logging.getLogger("companion.ws")
@@ -32,7 +33,6 @@ FRAME_MAX_BYTES = 64 * 1024
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_IDLE = 4408
 CLOSE_LAYER_DOWN = 1011
-MESSAGE_FIELDS = {"content", "client_id", "model", "temperature", "max_tokens"}
 
 
 class ClientError(Exception):
@@ -91,7 +91,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         idle_seconds: float = getattr(settings, "WS_IDLE_TIMEOUT_SECONDS", 300)
         while True:
             await asyncio.sleep(min(30.0, idle_seconds))
-            if time.monotonic() - self.last_activity > idle_seconds and not realtime.turn_running(self.conversation_id):
+            if time.monotonic() - self.last_activity > idle_seconds and not turn_running(self.conversation_id):
                 await self.close(code=CLOSE_IDLE)
                 return
 
@@ -135,17 +135,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._send_frame({"type": "pong"})
 
     async def _on_message(self, frame: dict[str, Any]) -> None:
-        request = _turn_request_from_frame(frame)
+        message = {key: value for key, value in frame.items() if key != "type"}
         # No thread hop: the provider is built from settings once and touches no database.
-        provider = provider_get()
-        prepared = await services.turn_prepare(
-            user_id=self.user_id, conversation_id=self.conversation_id, request=request, provider=provider
+        # The turn's events reach this socket through the conversation's group, like every other.
+        await turn_start(
+            user_id=self.user_id, conversation_id=self.conversation_id, message=message, provider=provider_get()
         )
-        realtime.turn_start_background(prepared, provider=provider)
 
     async def _on_stop(self, frame: dict[str, Any]) -> None:
         # One turn per conversation at a time: if it runs here, stop it without a trip through the layer.
-        if realtime.turn_cancel_local(self.conversation_id):
+        if turn_cancel_local(self.conversation_id):
             return
         control = realtime.conversation_control_group_name(self.conversation_id)
         await self.channel_layer.group_send(control, {"type": realtime.STOP_TYPE})
@@ -184,34 +183,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
-
-
-def _turn_request_from_frame(frame: dict[str, Any]) -> services.TurnRequest:
-    unknown = set(frame) - MESSAGE_FIELDS - {"type"}
-    if unknown:
-        raise ClientError("invalid", f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
-    content = frame.get("content")
-    if not isinstance(content, str):
-        raise ClientError("invalid", "content must be a string.", field="content")
-    client_id = frame.get("client_id")
-    if client_id is not None and not isinstance(client_id, str | int):
-        raise ClientError("invalid", "client_id must be a string.", field="client_id")
-    model = frame.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ClientError("invalid", "model must be a string.", field="model")
-    temperature = frame.get("temperature")
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)):
-        raise ClientError("invalid", "temperature must be a number.", field="temperature")
-    max_tokens = frame.get("max_tokens")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
-        raise ClientError("invalid", "max_tokens must be an integer.", field="max_tokens")
-    return services.TurnRequest(
-        content=content,
-        client_id=str(client_id) if client_id is not None else None,
-        model=model,
-        temperature=float(temperature) if temperature is not None else None,
-        max_tokens=max_tokens,
-    )
 
 
 def _conversation_mode_set(user_id: int, conversation_id: int, mode: str) -> ModeChanged | None:

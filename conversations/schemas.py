@@ -3,7 +3,8 @@ from typing import Any, Literal
 
 from ninja import Field, Schema
 
-from conversations.services import CLIENT_ID_MAX
+from conversations.turns.request import CLIENT_ID_MAX_CHARS, CONTENT_MAX_CHARS
+from llm.params import TEMPERATURE_MAX, TEMPERATURE_MIN
 
 
 class ConversationIn(Schema):
@@ -35,11 +36,20 @@ class ConversationOut(Schema):
 
 
 class MessageIn(Schema):
-    content: str = Field(..., max_length=8000, description="The user's message, 1 to 8,000 characters.")
-    client_id: str | None = Field(None, max_length=CLIENT_ID_MAX, description="Idempotency key from the client.")
-    model: str | None = Field(None, max_length=100)
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
+    """A user message. Only its types are checked here; its limits are checked, for every
+    interface alike, by `conversations.turns.request.turn_request_parse` (and shown in the schema)."""
+
+    content: str = Field(
+        ...,
+        description=f"The user's message, 1 to {CONTENT_MAX_CHARS:,} characters.",
+        json_schema_extra={"minLength": 1, "maxLength": CONTENT_MAX_CHARS},
+    )
+    client_id: str | None = Field(
+        None, description="Idempotency key from the client.", json_schema_extra={"maxLength": CLIENT_ID_MAX_CHARS}
+    )
+    model: str | None = Field(None, description="One of the models this server offers; the default when absent.")
+    temperature: float | None = Field(None, json_schema_extra={"minimum": TEMPERATURE_MIN, "maximum": TEMPERATURE_MAX})
+    max_tokens: int | None = Field(None, description="At most LLM_MAX_TOKENS_LIMIT.", json_schema_extra={"minimum": 1})
 
 
 class MessageOut(Schema):

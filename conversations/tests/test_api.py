@@ -157,6 +157,7 @@ def test_a_repeated_client_id_returns_the_first_turn_without_a_second_row(client
         ({"content": "hi", "temperature": 3}, "temperature"),
         ({"content": "hi", "max_tokens": 0}, "max_tokens"),
         ({"content": "hi", "max_tokens": 10**6}, "max_tokens"),
+        ({"content": "hi", "model": "bad model"}, "model"),
     ],
 )
 def test_bad_messages_are_422_naming_the_field_and_store_nothing(
@@ -169,6 +170,11 @@ def test_bad_messages_are_422_naming_the_field_and_store_nothing(
     assert response.status_code == 422
     assert field in json.dumps(response.json())
     assert not Message.objects.filter(conversation=conversation).exists()
+    # And the refusal holds no lock: the next message is answered, not refused as busy
+    again = post_json(
+        client, f"/api/conversations/{conversation.pk}/messages", {"content": "hi"}, bearer_for(conversation.user)
+    )
+    assert again.status_code == 201
 
 
 def test_malformed_json_is_a_400_not_a_500(client: Client, bearer_for: Headers) -> None:

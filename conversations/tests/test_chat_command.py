@@ -23,7 +23,7 @@ def fake_model() -> Iterator[None]:
 def chat(monkeypatch: pytest.MonkeyPatch, lines: str, *args: str) -> str:
     monkeypatch.setattr("sys.stdin", io.StringIO(lines))
     # Memory work has its own tests; here it would only contend for the in-memory test database.
-    monkeypatch.setattr("conversations.services.conversation_memory_schedule", lambda **_: None)
+    monkeypatch.setattr("conversations.turns.run.conversation_memory_schedule", lambda **_: None)
     out = io.StringIO()
     call_command("chat", *args, stdout=out, stderr=io.StringIO())
     return out.getvalue()

@@ -134,6 +134,8 @@ async def test_two_sockets_of_the_same_user_see_the_same_stream(conversation: Co
         (json.dumps({"type": "message"}), "invalid"),
         (json.dumps({"type": "message", "content": 42}), "invalid"),
         (json.dumps({"type": "message", "content": ""}), "invalid"),
+        (json.dumps({"type": "message", "content": "hi", "model": "bad model"}), "invalid"),
+        (json.dumps({"type": "message", "content": "hi", "mood": "sunny"}), "invalid"),
         (json.dumps({"type": "set_mode", "mode": "party"}), "invalid"),
         (json.dumps({"type": "resume", "after": "x"}), "invalid"),
         (json.dumps({"type": "message", "content": "x" * (FRAME_MAX_BYTES + 1)}), "too_large"),
@@ -262,3 +264,20 @@ async def test_browsers_from_other_sites_are_refused_and_native_apps_without_ori
     assert await attempt([(b"origin", b"https://evil.example")]) is False
     assert await attempt([(b"origin", b"http://localhost")]) is True
     assert await attempt([]) is True
+
+
+async def test_a_refused_message_holds_no_lock_and_the_next_one_is_answered(conversation: Conversation) -> None:
+    # Given a socket whose first message names a model no server has
+    ws = await connect(conversation)
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "hi", "model": "bad model"}))
+    error = json.loads(await ws.receive_from(timeout=5))
+
+    # When the user sends a good message right after
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "hi"}))
+    frames = await receive_until(ws, "reply.end")
+
+    # Then the first was refused naming the field, and the second answered, not refused as busy
+    assert (error["type"], error["code"], error["field"]) == ("error", "invalid", "model")
+    assert [f["type"] for f in frames if f["type"] == "error"] == []
+    assert frames[-1]["status"] == "complete"
+    await ws.disconnect()

@@ -1,6 +1,6 @@
 """Memory through real turns: the orchestrator, the in-process tasks and the prompt builder together.
 
-Turns run through `conversations.services.turn_run`, as every interface runs them, against
+Turns run through `conversations.turns.turn_start`, as every interface runs them, against
 one fake model: streamed, it chats; asked by the memory tasks (`complete`), it writes
 summaries and picks out facts. The tasks run in process, as without REDIS_URL; the test
 waits for them after each turn (`in_process_tasks_wait`), so what the next prompt holds is
@@ -17,11 +17,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 
-from companion.testing import AvatarFactory, UserFactory
+from companion.testing import AvatarFactory, UserFactory, turn_complete
 from conversations import tasks
-from conversations.events import TurnEvent
 from conversations.models import Conversation, Memory, Message, Summary
-from conversations.services import TurnRequest, conversation_create, turn_run
+from conversations.services import conversation_create
 from llm.base import ChatMessage, Completion, CompletionParams, StreamEvent
 from llm.fake import FakeProvider
 
@@ -100,15 +99,8 @@ def chat() -> Conversation:
 def turn(conversation: Conversation, content: str, provider: MemoryAwareProvider) -> list[ChatMessage]:
     """One turn, then its background memory work; returns the prompt the model was sent."""
 
-    async def emit(event: TurnEvent) -> None:
-        return None
-
-    async_to_sync(turn_run)(
-        user_id=conversation.user_id,
-        conversation_id=conversation.pk,
-        request=TurnRequest(content=content),
-        provider=provider,
-        emit=emit,
+    async_to_sync(turn_complete)(
+        user_id=conversation.user_id, conversation_id=conversation.pk, message={"content": content}, provider=provider
     )
     assert tasks.in_process_tasks_wait(timeout=30)
     return provider.calls[-1]

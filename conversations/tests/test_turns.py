@@ -16,10 +16,10 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Profile
 from companion.errors import InvalidInput, NotFound, Throttled
-from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
-from conversations.events import TurnEvent
+from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, turn_complete
 from conversations.models import Conversation, Message, Role, Status
-from conversations.services import Busy, TurnRequest, conversation_create, turn_execute, turn_prepare, turn_run
+from conversations.services import conversation_create
+from conversations.turns import Busy, TurnEvent, turn_start
 from llm.errors import NotConfigured, Unavailable
 from llm.fake import FakeProvider
 
@@ -32,12 +32,12 @@ def run_turn(conversation: Conversation, content: str, provider: FakeProvider, *
     async def emit(event: TurnEvent) -> None:
         frames.append(event.frame())
 
-    async_to_sync(turn_run)(
+    async_to_sync(turn_complete)(
         user_id=conversation.user_id,
         conversation_id=conversation.pk,
-        request=TurnRequest(content=content, **kwargs),
+        message={"content": content, **kwargs},
         provider=provider,
-        emit=emit,
+        listener=emit,
     )
     return frames
 
@@ -120,12 +120,12 @@ def test_stop_keeps_the_partial_text_marks_it_cancelled_and_closes_the_stream() 
             if sum(1 for f in frames if f["type"] == "token") == 2:
                 cancel.set()
 
-        await turn_run(
+        await turn_complete(
             user_id=conversation.user_id,
             conversation_id=conversation.pk,
-            request=TurnRequest(content="tell me a long story"),
+            message={"content": "tell me a long story"},
             provider=provider,
-            emit=emit,
+            listener=emit,
             cancel=cancel,
         )
 
@@ -206,25 +206,28 @@ def test_the_model_call_goes_out_with_the_prompt_and_the_user_message_is_stored_
     conversation = ConversationFactory()
     provider = FakeProvider(reply="Hi there.")
 
-    async def scenario() -> tuple[int, dict[str, Any]]:
-        prepared = await turn_prepare(
-            user_id=conversation.user_id,
-            conversation_id=conversation.pk,
-            request=TurnRequest(content="hello"),
-            provider=provider,
-        )
-        calls_before_execute = len(provider.calls)
+    async def scenario() -> tuple[int, bool, dict[str, Any]]:
         frames: list[dict[str, Any]] = []
 
         async def emit(event: TurnEvent) -> None:
             frames.append(event.frame())
 
-        await turn_execute(prepared, provider=provider, emit=emit)
-        return calls_before_execute, frames[0]
+        running = await turn_start(
+            user_id=conversation.user_id,
+            conversation_id=conversation.pk,
+            message={"content": "hello"},
+            provider=provider,
+            listener=emit,
+        )
+        calls_when_started = len(provider.calls)
+        stored_when_started = await Message.objects.filter(conversation=conversation, content="hello").aexists()
+        await running.result()
+        return calls_when_started, stored_when_started, frames[0]
 
-    calls_before_execute, created = async_to_sync(scenario)()
+    calls_when_started, stored_when_started, created = async_to_sync(scenario)()
 
-    assert calls_before_execute == 1
+    assert calls_when_started == 1
+    assert stored_when_started
     assert len(provider.calls) == 1
     assert created["type"] == "message.created"
     assert Message.objects.get(pk=created["message"]["id"]).content == "hello"
@@ -258,6 +261,9 @@ def test_when_the_turn_cannot_be_stored_the_model_call_already_sent_is_closed(mo
         ({"content": "hi", "temperature": 2.5}, "temperature"),
         ({"content": "hi", "max_tokens": 0}, "max_tokens"),
         ({"content": "hi", "client_id": "x" * 65}, "client_id"),
+        ({"content": "hi", "model": "bad model"}, "model"),
+        ({"content": "hi", "temperature": True}, "temperature"),
+        ({"content": "hi", "colour": "blue"}, "colour"),
     ],
 )
 def test_invalid_input_is_refused_before_anything_is_stored(kwargs: dict[str, Any], field: str) -> None:
@@ -271,6 +277,8 @@ def test_invalid_input_is_refused_before_anything_is_stored(kwargs: dict[str, An
     assert error.value.field == field
     assert not Message.objects.filter(conversation=conversation).exists()
     assert provider.calls == []
+    # And nothing was locked: the next message of the conversation is answered
+    assert run_turn(conversation, "hello", provider)[-1]["status"] == "complete"
 
 
 def test_another_users_conversation_is_not_found() -> None:
@@ -279,20 +287,12 @@ def test_another_users_conversation_is_not_found() -> None:
     provider = FakeProvider()
 
     with pytest.raises(NotFound):
-        async_to_sync(turn_run)(
-            user_id=stranger.pk,
-            conversation_id=conversation.pk,
-            request=TurnRequest(content="hello"),
-            provider=provider,
-            emit=_discard,
+        async_to_sync(turn_complete)(
+            user_id=stranger.pk, conversation_id=conversation.pk, message={"content": "hello"}, provider=provider
         )
 
     assert provider.calls == []
     assert not Message.objects.filter(conversation=conversation).exists()
-
-
-async def _discard(event: TurnEvent) -> None:
-    return None
 
 
 def test_a_clear_request_for_help_switches_to_secretary_and_the_decision_is_stored() -> None:
@@ -442,10 +442,10 @@ def test_a_finished_turn_gives_its_reply_slot_and_lock_back() -> None:
 def test_a_reply_that_cannot_be_stored_still_ends_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     conversation = ConversationFactory()
 
-    def broken_finish(*args: Any, **kwargs: Any) -> None:
+    def broken_store(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("conversations.services._turn_finish", broken_finish)
+    monkeypatch.setattr("conversations.turns.run.reply_outcome_store", broken_store)
 
     frames = run_turn(conversation, "hello", FakeProvider(reply="Hi there."))
 
@@ -453,3 +453,5 @@ def test_a_reply_that_cannot_be_stored_still_ends_and_says_so(monkeypatch: pytes
     assert (end["status"], end["content"], end["error"]["code"]) == ("failed", "Hi there.", "store_failed")
     assert frames[-1]["type"] == "error"
     assert frames[-1]["code"] == "store_failed"
+    # And the conversation is not left locked: the next message is not refused as busy
+    assert cache.get(f"turn-lock:{conversation.pk}") is None

@@ -18,10 +18,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from avatars.models import Avatar
 from companion.errors import DomainError
-from conversations.events import ErrorEvent, MessageCreated, ModeChanged, ReplyEnd, ReplyStart, Token, TurnEvent
 from conversations.models import Conversation, Message
-from conversations.services import TurnRequest, conversation_create, turn_run
+from conversations.services import conversation_create
 from conversations.tasks import in_process_tasks_stop, in_process_tasks_wait
+from conversations.turns import turn_start
+from conversations.turns.events import ErrorEvent, MessageCreated, ModeChanged, ReplyEnd, ReplyStart, Token, TurnEvent
 from llm.registry import provider_get
 
 HELP_LINE = "Type a message. /secretary, /intimate and /auto switch modes; Ctrl-C stops a reply; Ctrl-D quits."
@@ -96,7 +97,6 @@ async def _chat_loop(user: User, conversation: Conversation, out: Any, stdin: Te
             return
         if not line.strip():
             continue
-        cancel = asyncio.Event()
 
         async def emit(event: TurnEvent) -> None:
             if isinstance(event, ModeChanged):
@@ -114,17 +114,19 @@ async def _chat_loop(user: User, conversation: Conversation, out: Any, stdin: Te
             elif isinstance(event, MessageCreated):
                 pass
 
+        # Ctrl-C stops the reply; pressed before the turn started, it stops it as soon as it has.
+        stop = asyncio.Event()
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, cancel.set)
+            loop.add_signal_handler(signal.SIGINT, stop.set)
         try:
-            await turn_run(
+            running = await turn_start(
                 user_id=user.pk,
                 conversation_id=conversation.pk,
-                request=TurnRequest(content=line.strip()),
+                message={"content": line},
                 provider=provider,
-                emit=emit,
-                cancel=cancel,
+                listener=emit,
             )
+            await running.result_or_stop(stop)
         except DomainError as exc:
             out.write(f"[{exc.code}: {exc.message}]")
         finally:

@@ -1,0 +1,57 @@
+"""How many turns may run: a message rate per user, one reply at a time per conversation,
+and a few at once per user.
+
+All three live in the cache (Redis across processes) with a time to live, so a crashed
+process cannot hold a lock longer than TURN_LOCK_SECONDS.
+"""
+
+import contextlib
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+from companion.errors import DomainError, Throttled
+
+
+class Busy(DomainError):
+    code = "busy"
+    status_code = 409
+    retryable = True
+
+
+def message_rate_check(*, user_id: int) -> None:
+    """Count one message of the user in this minute; `Throttled` past MESSAGE_RATE_PER_MINUTE."""
+    limit: int = getattr(settings, "MESSAGE_RATE_PER_MINUTE", 30)
+    window = int(time.time() // 60)
+    key = f"msg-rate:{user_id}:{window}"
+    cache.add(key, 0, timeout=70)
+    if cache.incr(key) > limit:
+        raise Throttled(f"Too many messages: at most {limit} a minute.", retry_after=60 - int(time.time() % 60))
+
+
+def turn_locks_acquire(*, user_id: int, conversation_id: int) -> None:
+    """Take the conversation's lock and one of the user's reply slots, or raise `Busy` / `Throttled`."""
+    lock_seconds: int = getattr(settings, "TURN_LOCK_SECONDS", 300)
+    if not cache.add(_conversation_key(conversation_id), 1, timeout=lock_seconds):
+        raise Busy("A reply is still being generated in this conversation; wait for it or stop it.")
+    replies_key = _user_replies_key(user_id)
+    cache.add(replies_key, 0, timeout=lock_seconds)
+    limit: int = getattr(settings, "REPLIES_CONCURRENT_PER_USER", 3)
+    if cache.incr(replies_key) > limit:
+        turn_locks_release(user_id=user_id, conversation_id=conversation_id)
+        raise Throttled(f"At most {limit} replies can be generated at once; wait for one to finish.", retry_after=5)
+
+
+def turn_locks_release(*, user_id: int, conversation_id: int) -> None:
+    cache.delete(_conversation_key(conversation_id))
+    with contextlib.suppress(ValueError):  # the counter expired meanwhile: nothing to give back
+        cache.decr(_user_replies_key(user_id))
+
+
+def _conversation_key(conversation_id: int) -> str:
+    return f"turn-lock:{conversation_id}"
+
+
+def _user_replies_key(user_id: int) -> str:
+    return f"user-replies:{user_id}"

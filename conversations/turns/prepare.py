@@ -1,0 +1,253 @@
+"""Preparing a turn: what it reads, the mode it routes to, and the prompt it sends.
+
+Nothing here writes. `turn_plan_make` reads the conversation (with its user, profile,
+summary and the avatar's version) in one query, the history the summary does not cover
+and the remembered facts, asks the pure mode router (`conversations.intents`) and builds
+the prompt (`conversations.context`, `llm.prompts`). The result is a frozen `TurnPlan`:
+everything decided before the model is called and before anything is stored.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from accounts.models import Profile
+from accounts.selectors import intimate_block_reason
+from companion.db import CompiledQuery
+from companion.errors import NotFound
+from conversations.context import ContextBudget, HistoryItem, context_build
+from conversations.intents import RouteDecision, RouterSettings, route_message
+from conversations.memory import SummaryForPrompt, memory_list_for_prompt
+from conversations.models import Conversation, Message, Role, Status
+from conversations.modes import Mode
+from conversations.selectors import AvatarForTurn, avatar_for_turn, message_dict
+from conversations.turns.events import ModeChanged
+from conversations.turns.request import TurnRequest
+from llm.base import ChatMessage, CompletionParams
+from llm.prompts import PromptContext, post_history_prompt, system_prompt_for_mode
+
+FACTS_IN_PROMPT = 30
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConversation:
+    """What a turn reads of its conversation, its user and the summary: one query."""
+
+    pk: int
+    user_id: int
+    avatar_id: int
+    avatar_version: datetime  # the avatar's updated_at: the key of its per-version cache
+    mode: str
+    mode_locked: bool
+    username: str
+    profile: Profile  # unsaved: read-only here
+    summary: SummaryForPrompt | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    role: str
+    content: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPlan:
+    """Everything a turn decided before it stores or streams anything."""
+
+    conversation_id: int
+    user_id: int
+    avatar_id: int
+    request: TurnRequest
+    decision: RouteDecision
+    mode_event: ModeChanged | None  # sent before reply.start; None when the mode stays
+    mode_locked: bool
+    messages: tuple[ChatMessage, ...]
+    prompt_tokens: int
+    params: CompletionParams
+    fallback_lines: tuple[str, ...]
+    last_fallback: str | None  # the fallback line last shown here, not to be repeated at once
+    created_at: datetime
+
+    @property
+    def mode(self) -> str:
+        return self.decision.mode
+
+
+def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversation:
+    """The user's conversation as a turn needs it; another user's is a `NotFound`."""
+    rows = _TURN_CONVERSATION.rows(user_id=user_id, conversation_id=conversation_id)
+    if not rows:
+        raise NotFound("Conversation not found.")
+    row = rows[0]
+    pk, owner_id, avatar_id, avatar_version, mode, mode_locked, username = row[:7]
+    profile_id, display_name, adult_confirmed_at, intimate_opt_in, summary_text, covers_until = row[7:]
+    if profile_id is None:  # no profile row yet (a user made outside the API)
+        profile, _ = Profile.objects.get_or_create(user_id=owner_id)
+    else:
+        profile = Profile(
+            pk=profile_id,
+            user_id=owner_id,
+            display_name=display_name,
+            adult_confirmed_at=adult_confirmed_at,
+            intimate_opt_in=intimate_opt_in,
+        )
+    return TurnConversation(
+        pk=pk,
+        user_id=owner_id,
+        avatar_id=avatar_id,
+        avatar_version=avatar_version,
+        mode=mode,
+        mode_locked=mode_locked,
+        username=username,
+        profile=profile,
+        summary=SummaryForPrompt(text=summary_text, covers_until=covers_until) if summary_text is not None else None,
+    )
+
+
+def message_list_for_prompt(*, conversation_id: int, after_id: int) -> list[HistoryRow]:
+    """The newest messages the summary does not cover, oldest first: one query, bounded by the context budget."""
+    budget = ContextBudget.from_django_settings()
+    rows = _HISTORY.rows(shape=budget.max_pairs * 2 + 2, conversation_id=conversation_id, after_id=after_id)
+    rows.reverse()
+    return [HistoryRow(*row) for row in rows]
+
+
+def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> TurnPlan:
+    """Route the message and build the prompt. The caller holds the conversation's lock, so
+    no other message can be stored in it before this turn's are."""
+    avatar = avatar_for_turn(avatar_id=conversation.avatar_id, version=conversation.avatar_version)
+    profile = conversation.profile
+    decision, mode_event = _mode_route(conversation, avatar, profile, request.content)
+    summary = conversation.summary
+    history = message_list_for_prompt(conversation_id=conversation.pk, after_id=summary.covers_until if summary else 0)
+    facts = memory_list_for_prompt(
+        user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT
+    )
+    now = timezone.now()
+    prompt_context = PromptContext(
+        persona=avatar.persona,
+        user_display_name=profile.display_name or conversation.username,
+        facts=facts,
+        now=now,
+    )
+    built = context_build(
+        system_prompt=system_prompt_for_mode(decision.mode, prompt_context),
+        summary=summary.text if summary else None,
+        history=[HistoryItem(role=m.role, content=m.content) for m in history],
+        user_message=request.content,
+        post_history_instructions=post_history_prompt(prompt_context),
+        budget=ContextBudget.from_django_settings(),
+    )
+    return TurnPlan(
+        conversation_id=conversation.pk,
+        user_id=conversation.user_id,
+        avatar_id=avatar.id,
+        request=request,
+        decision=decision,
+        mode_event=mode_event,
+        mode_locked=conversation.mode_locked if decision.lock is None else decision.lock,
+        messages=tuple(built.messages),
+        prompt_tokens=built.prompt_tokens,
+        params=request.params,
+        fallback_lines=avatar.fallback_lines,
+        last_fallback=next((m.content for m in reversed(history) if m.status == Status.FALLBACK), None),
+        created_at=now,
+    )
+
+
+def _mode_route(
+    conversation: TurnConversation, avatar: AvatarForTurn, profile: Profile, content: str
+) -> tuple[RouteDecision, ModeChanged | None]:
+    block = intimate_block_reason(profile=profile, avatar_allows=avatar.intimate_allowed)
+    current = conversation.mode
+    gate_event: ModeChanged | None = None
+    if current == Mode.INTIMATE and block:
+        # The gate closed since the last turn (opt-in withdrawn, avatar changed): leave intimate mode.
+        current = Mode.SECRETARY
+        gate_event = ModeChanged(
+            mode=current, previous=Mode.INTIMATE, source="gate", blocked=Mode.INTIMATE, blocked_reason=block
+        )
+    decision = route_message(
+        content,
+        current_mode=current,
+        locked=conversation.mode_locked,
+        bank=avatar.bank,
+        intimate_block=block,
+        settings=RouterSettings.from_django_settings(),
+    )
+    locked = conversation.mode_locked if decision.lock is None else decision.lock
+    if decision.switch or decision.blocked or locked != conversation.mode_locked:
+        event = ModeChanged(
+            mode=decision.mode,
+            previous=conversation.mode,
+            source=decision.source,
+            matched=decision.matched,
+            score=round(decision.score, 1),
+            blocked=decision.blocked,
+            blocked_reason=decision.blocked_reason,
+            locked=locked,
+        )
+        return decision, event
+    return decision, gate_event
+
+
+def _turn_conversation_query(*, user_id: int, conversation_id: int) -> QuerySet[Conversation, Any]:
+    return Conversation.objects.filter(pk=conversation_id, user_id=user_id).values_list(
+        "id",
+        "user_id",
+        "avatar_id",
+        "avatar__updated_at",
+        "mode",
+        "mode_locked",
+        "user__username",
+        "user__profile__id",
+        "user__profile__display_name",
+        "user__profile__adult_confirmed_at",
+        "user__profile__intimate_opt_in",
+        "summary__text",
+        "summary__covers_until_id",
+    )
+
+
+def _history_query(*, conversation_id: int, after_id: int, shape: int) -> QuerySet[Message, Any]:
+    return (
+        Message.objects.filter(conversation_id=conversation_id, pk__gt=after_id)
+        .exclude(status=Status.STREAMING)
+        .order_by("-id")
+        .values_list("role", "content", "status")[:shape]
+    )
+
+
+# Read on every turn before the model is called: compiled once (companion/db.py).
+_TURN_CONVERSATION = CompiledQuery(_turn_conversation_query, arguments=("user_id", "conversation_id"))
+_HISTORY = CompiledQuery(_history_query, arguments=("conversation_id", "after_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateTurn:
+    """A message whose `client_id` is already stored: the turn it started is the answer."""
+
+    conversation_id: int
+    mode: str
+    user_message: dict[str, Any]
+    reply: dict[str, Any] | None  # None while that turn's reply has no row yet
+
+
+def turn_duplicate_get(*, conversation_id: int, mode: str, client_id: str | None) -> DuplicateTurn | None:
+    """The turn this `client_id` already started in the conversation, if any."""
+    if client_id is None:
+        return None
+    existing = Message.objects.filter(conversation_id=conversation_id, client_id=client_id, role=Role.USER).first()
+    if existing is None:
+        return None
+    reply = Message.objects.filter(reply_to_id=existing.pk).order_by("id").first()
+    return DuplicateTurn(
+        conversation_id=conversation_id,
+        mode=mode,
+        user_message={**message_dict(existing), "duplicate": True},
+        reply=message_dict(reply) if reply else None,
+    )

@@ -1,0 +1,110 @@
+"""What a client may send to start a turn: the one validator every interface calls, and its limits.
+
+The websocket hands over its `message` frame, the REST endpoint its JSON body, the terminal
+chat the line typed: each as a mapping, checked here and nowhere else (types, lengths,
+ranges, the model's name), before anything is read, locked or stored. A refusal is an
+`InvalidInput` naming the field; each interface answers it its own way (a 422, an error
+frame, a line on the terminal).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from companion.errors import InvalidInput
+from llm.base import CompletionParams
+from llm.params import completion_params_validate
+
+CONTENT_MAX_CHARS = 8000  # settings.MESSAGE_MAX_CHARS may lower it
+CLIENT_ID_MAX_CHARS = 64
+FIELDS = frozenset({"content", "client_id", "model", "temperature", "max_tokens"})
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """A checked request: build it with `turn_request_parse`."""
+
+    content: str
+    client_id: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    @property
+    def params(self) -> CompletionParams:
+        return CompletionParams(model=self.model, temperature=self.temperature, max_tokens=self.max_tokens)
+
+
+def turn_request_parse(payload: Mapping[str, Any]) -> TurnRequest:
+    """The request in `payload`, or `InvalidInput` naming the first field that is wrong.
+
+    `payload` holds the fields of CONTRACT.md's message (`content`, `client_id`, `model`,
+    `temperature`, `max_tokens`); a missing optional field and an explicit null are the same.
+    """
+    unknown = sorted(set(payload) - FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown field {unknown[0]!r}.", field=unknown[0])
+    content = payload.get("content")
+    if not isinstance(content, str):
+        raise InvalidInput("content must be a string.", field="content")
+    content = content.strip()
+    if not content:
+        raise InvalidInput("content must not be empty.", field="content")
+    if len(content) > content_max_chars():
+        raise InvalidInput(f"content is longer than {content_max_chars()} characters.", field="content")
+    request = TurnRequest(
+        content=content,
+        client_id=_client_id(payload.get("client_id")),
+        model=_model(payload.get("model")),
+        temperature=_temperature(payload.get("temperature")),
+        max_tokens=_max_tokens(payload.get("max_tokens")),
+    )
+    # The bounds of model, temperature and max_tokens are the LLM layer's own (llm/params.py),
+    # which the provider applies again when it builds the call: a value it would refuse is
+    # refused here (an `InvalidParams`, which is an `InvalidInput`), before a lock or a row.
+    completion_params_validate(params=request.params)
+    return request
+
+
+def content_max_chars() -> int:
+    return int(getattr(settings, "MESSAGE_MAX_CHARS", CONTENT_MAX_CHARS))
+
+
+def _client_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidInput("client_id must be a string.", field="client_id")
+    client_id = str(value)
+    if not 0 < len(client_id) <= CLIENT_ID_MAX_CHARS:
+        raise InvalidInput(f"client_id must be 1 to {CLIENT_ID_MAX_CHARS} characters.", field="client_id")
+    return client_id
+
+
+def _model(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("model must be a string.", field="model")
+    allowed: list[str] = getattr(settings, "LLM_ALLOWED_MODELS", [])
+    if allowed and value not in allowed:
+        raise InvalidInput("model is not one this server offers.", field="model")
+    return value
+
+
+def _temperature(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput("temperature must be a number.", field="temperature")
+    return float(value)
+
+
+def _max_tokens(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("max_tokens must be an integer.", field="max_tokens")
+    return value

@@ -1,0 +1,327 @@
+"""The door: `turn_start`, which every interface calls, and the task that runs a started turn.
+
+    turn_start(user_id, conversation_id, message, provider, listener)
+      1. turn_request_parse(message)              request.py   refused here: InvalidInput
+      2. _turn_prepare            (database)      prepare.py   NotFound, Throttled, Busy; reads,
+                                                               routes, builds the prompt
+      3. stream_start                             stream.py    the model call goes out
+      4. turn_messages_store      (database)      store.py     user message + reply row, while
+                                                               the call is under way
+      5. a task of its own: _turn_run -> RunningTurn, returned at once
+           message.created, mode?, reply.start    events.py
+           reply_stream: token...                 stream.py    until the end, an error or a stop
+           reply_outcome_store    (its thread)    store.py     the reply's row, locks released
+           reply.end, error?
+           conversation_memory_schedule           memory work, after reply.end
+
+Every refusal is raised by `turn_start` itself, before anything is stored or streamed; each
+interface answers it its own way (a 4xx, an error frame, a line in the terminal). Once
+`turn_start` returns, the turn belongs to no interface: its events go to every socket of
+the conversation (and to the caller's `listener`, if any), it listens for stop and resume
+from any process, and if the client that asked goes away it still completes and is stored.
+"""
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from conversations import realtime
+from conversations.memory import conversation_memory_schedule
+from conversations.models import Status
+from conversations.turns.events import ErrorEvent, MessageCreated, ReplyEnd, ReplyStart, TurnEvent
+from conversations.turns.locks import message_rate_check, turn_locks_acquire, turn_locks_release
+from conversations.turns.prepare import (
+    DuplicateTurn,
+    TurnPlan,
+    turn_conversation_get,
+    turn_duplicate_get,
+    turn_plan_make,
+)
+from conversations.turns.request import TurnRequest, turn_request_parse
+from conversations.turns.store import StoredTurn, reply_outcome_store, turn_messages_store
+from conversations.turns.stream import (
+    EventSink,
+    ReplyOutcome,
+    ReplyState,
+    StartedStream,
+    StoreFailed,
+    reply_stream,
+    stream_start,
+)
+from llm.base import LLMProvider
+
+logger = logging.getLogger("companion.turns")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    user_message: dict[str, Any]
+    assistant_message: dict[str, Any] | None
+    mode: str
+    mode_event: dict[str, Any] | None
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class RunningTurn:
+    """A started turn, as its caller holds it: set `cancel` to stop it, await `result()` for its end."""
+
+    conversation_id: int
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    reply: ReplyState | None = None  # from reply.start on
+    task: "asyncio.Task[TurnResult] | None" = None
+
+    async def result(self) -> TurnResult:
+        """The finished turn. Shielded: a caller that gives up waiting does not cancel the turn."""
+        assert self.task is not None
+        return await asyncio.shield(self.task)
+
+    async def result_or_stop(self, stop: asyncio.Event) -> TurnResult:
+        """The finished turn; setting `stop` meanwhile stops the reply, as a client's stop does."""
+        assert self.task is not None
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait({waiter, self.task}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                self.cancel.set()
+            return await self.result()
+        finally:
+            waiter.cancel()
+
+    def snapshot(self) -> dict[str, object] | None:
+        """The reply so far, for a socket that resumes; None before reply.start."""
+        return self.reply.snapshot() if self.reply is not None else None
+
+
+async def turn_start(
+    *,
+    user_id: int,
+    conversation_id: int,
+    message: Mapping[str, Any],
+    provider: LLMProvider,
+    listener: EventSink | None = None,
+) -> RunningTurn:
+    """Check, prepare and store a user's message, start the reply, and return the running turn.
+
+    `message` holds the fields of CONTRACT.md's message (`content`, `client_id`, `model`,
+    `temperature`, `max_tokens`). Raises a `DomainError` for anything refused; nothing is
+    stored then. A repeated `client_id` is not stored twice: the returned turn replays what
+    the first one stored.
+    """
+    request = turn_request_parse(message)
+    prepared = await database_sync_to_async(_turn_prepare)(
+        user_id=user_id, conversation_id=conversation_id, request=request
+    )
+    if isinstance(prepared, DuplicateTurn):
+        return _turn_task_start(conversation_id, listener, lambda running, emit: _duplicate_replay(prepared, emit))
+    plan = prepared
+    # The model call goes out now; the writes below overlap its latency instead of adding to
+    # the time to first token. The user message is still stored before message.created.
+    stream = stream_start(provider, plan)
+    try:
+        stored = await database_sync_to_async(_turn_store)(plan)
+    except BaseException:
+        await stream.aclose()
+        raise
+    if isinstance(stored, DuplicateTurn):
+        await stream.aclose()  # the same client_id won a race: that turn is the reply
+        duplicate = stored
+        return _turn_task_start(conversation_id, listener, lambda running, emit: _duplicate_replay(duplicate, emit))
+    return _turn_task_start(
+        conversation_id,
+        listener,
+        lambda running, emit: _turn_run(
+            plan, stored, stream, running, emit, default_model=getattr(provider, "default_model", "")
+        ),
+    )
+
+
+def turn_running(conversation_id: int) -> bool:
+    """Whether this process runs a turn of the conversation now."""
+    return conversation_id in _running
+
+
+def turn_cancel_local(conversation_id: int) -> bool:
+    """Stop the conversation's turn if this process runs it; False if it runs elsewhere (or nowhere)."""
+    running = _running.get(conversation_id)
+    if running is None:
+        return False
+    running.cancel.set()
+    return True
+
+
+# --- Preparing and storing (sync, on the database thread) ----------------------------------
+
+
+def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -> TurnPlan | DuplicateTurn:
+    conversation = turn_conversation_get(user_id=user_id, conversation_id=conversation_id)
+    duplicate = turn_duplicate_get(conversation_id=conversation.pk, mode=conversation.mode, client_id=request.client_id)
+    if duplicate is not None:
+        return duplicate
+    message_rate_check(user_id=user_id)
+    turn_locks_acquire(user_id=user_id, conversation_id=conversation_id)
+    try:
+        return turn_plan_make(conversation=conversation, request=request)
+    except BaseException:
+        turn_locks_release(user_id=user_id, conversation_id=conversation_id)
+        raise
+
+
+def _turn_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
+    """Store the turn's messages; the locks are released when nothing new was stored."""
+    try:
+        stored = turn_messages_store(plan)
+    except BaseException:
+        turn_locks_release(user_id=plan.user_id, conversation_id=plan.conversation_id)
+        raise
+    if isinstance(stored, DuplicateTurn):
+        turn_locks_release(user_id=plan.user_id, conversation_id=plan.conversation_id)
+    return stored
+
+
+def _turn_end(plan: TurnPlan, stored: StoredTurn, outcome: ReplyOutcome) -> dict[str, Any]:
+    try:
+        return reply_outcome_store(stored=stored, outcome=outcome)
+    finally:
+        turn_locks_release(user_id=plan.user_id, conversation_id=plan.conversation_id)
+
+
+def _memory_schedule(stored: StoredTurn, conversation_id: int) -> None:
+    conversation_memory_schedule(conversation_id=conversation_id, message_id=stored.user_message["id"])
+
+
+# A reply's last write gets a thread of its own: reply.end (and so a stop) waits for it, and in
+# the one thread all other database work shares it would queue behind other turns' prepares
+# and stores (docs/architecture.md, "Seams").
+_END_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-end")
+
+
+# --- Running (async, in a task of its own) -------------------------------------------------
+
+_running: dict[int, RunningTurn] = {}
+
+
+TurnBody = Callable[[RunningTurn, EventSink], Awaitable[TurnResult]]
+
+
+def _turn_task_start(conversation_id: int, listener: EventSink | None, body: TurnBody) -> RunningTurn:
+    running = RunningTurn(conversation_id=conversation_id)
+    emit = _emitter(conversation_id, listener)
+
+    async def run() -> TurnResult:
+        # Listening before the first event: a client can only ask to stop or resume once it saw one.
+        async with realtime.control_listening(conversation_id, on_stop=running.cancel.set, snapshot=running.snapshot):
+            return await body(running, emit)
+
+    _running[conversation_id] = running
+    # A context of its own, not the caller's: a view runs inside Django's middleware
+    # async_to_sync, whose thread executor quits when the view returns, and a task that
+    # inherited it could not store its reply once the request is over.
+    running.task = asyncio.get_running_loop().create_task(run(), context=contextvars.Context())
+
+    def forget(_: object) -> None:
+        if _running.get(conversation_id) is running:
+            del _running[conversation_id]
+
+    running.task.add_done_callback(forget)
+    return running
+
+
+def _emitter(conversation_id: int, listener: EventSink | None) -> EventSink:
+    """Every event to the conversation's sockets and the caller's listener. A failing sink (a
+    socket gone, the channel layer down) is logged once and skipped: the turn goes on and is stored."""
+    sinks: list[EventSink] = [realtime.conversation_event_sink(conversation_id)]
+    if listener is not None:
+        sinks.insert(0, listener)
+    broken: set[int] = set()
+
+    async def emit(event: TurnEvent) -> None:
+        for index, sink in enumerate(sinks):
+            if index in broken:
+                continue
+            try:
+                await sink(event)
+            except Exception:
+                broken.add(index)
+                logger.warning("event sink failed; the turn goes on and is stored", exc_info=True)
+
+    return emit
+
+
+async def _duplicate_replay(duplicate: DuplicateTurn, emit: EventSink) -> TurnResult:
+    await emit(MessageCreated(duplicate.user_message))
+    if duplicate.reply is not None:
+        await emit(_reply_end_from_dict(duplicate.reply))
+    return TurnResult(duplicate.user_message, duplicate.reply, duplicate.mode, None, duplicate=True)
+
+
+async def _turn_run(
+    plan: TurnPlan,
+    stored: StoredTurn,
+    stream: StartedStream,
+    running: RunningTurn,
+    emit: EventSink,
+    *,
+    default_model: str,
+) -> TurnResult:
+    await emit(MessageCreated(stored.user_message))
+    if plan.mode_event is not None:
+        await emit(plan.mode_event)
+    running.reply = ReplyState(message_id=stored.reply_id, mode=plan.mode)
+    await emit(ReplyStart(message_id=stored.reply_id, mode=plan.mode))
+
+    outcome = await reply_stream(
+        plan=plan, stream=stream, reply=running.reply, cancel=running.cancel, emit=emit, default_model=default_model
+    )
+    # The reply is stored even if this task is being cancelled (client gone): shield the write.
+    try:
+        end = database_sync_to_async(_turn_end, thread_sensitive=False, executor=_END_EXECUTOR)
+        reply: dict[str, Any] = await asyncio.shield(end(plan, stored, outcome))
+    except Exception:
+        # The database failed us: the client still gets its reply.end, saying it was not kept.
+        logger.exception("storing the reply failed", extra={"data": {"message_id": stored.reply_id}})
+        outcome = replace(outcome, status=Status.FAILED, error=StoreFailed("the reply could not be stored"))
+        reply = {}
+    error = outcome.error
+    await emit(
+        ReplyEnd(
+            message_id=stored.reply_id,
+            status=outcome.status,
+            finish_reason=outcome.finish_reason,
+            content=outcome.text,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            message=reply,
+            error={"code": error.code, "message": error.user_message, "retryable": error.retryable} if error else None,
+        )
+    )
+    if error is not None and outcome.status == Status.FAILED:
+        await emit(ErrorEvent(code=error.code, message=error.user_message, retryable=error.retryable))
+    if reply:
+        # After reply.end, not before: the client's stop or reply must not wait on memory bookkeeping.
+        # And off the one thread every turn's database work shares (thread_sensitive=False): its
+        # reads would otherwise hold up the next turn's prepare and other turns' stores.
+        try:
+            await database_sync_to_async(_memory_schedule, thread_sensitive=False)(stored, plan.conversation_id)
+        except Exception:
+            logger.exception("scheduling memory work failed; the beat sweep catches up")
+    return TurnResult(stored.user_message, reply, plan.mode, plan.mode_event.frame() if plan.mode_event else None)
+
+
+def _reply_end_from_dict(reply: dict[str, Any]) -> ReplyEnd:
+    usage = reply.get("usage") or {}
+    return ReplyEnd(
+        message_id=reply["id"],
+        status=reply["status"],
+        finish_reason=reply.get("finish_reason") or "",
+        content=reply["content"],
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        message=reply,
+    )

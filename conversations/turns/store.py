@@ -1,0 +1,101 @@
+"""The turn's writes: its messages when it starts, the reply's outcome when it ends.
+
+`turn_messages_store` writes the user message, the reply's "streaming" row and the
+conversation's mode in one transaction, while the model call is already under way.
+`reply_outcome_store` finishes the reply's row with one UPDATE.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from companion.errors import Conflict
+from conversations.models import Conversation, Message, Role, Status
+from conversations.selectors import message_dict
+from conversations.turns.prepare import DuplicateTurn, TurnPlan, turn_duplicate_get
+from conversations.turns.stream import ReplyOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    """The rows a turn wrote when it started, as clients see them."""
+
+    user_message: dict[str, Any]
+    reply: dict[str, Any]  # the reply's row while it streams
+
+    @property
+    def reply_id(self) -> int:
+        reply_id: int = self.reply["id"]
+        return reply_id
+
+
+def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
+    """Store the user message, the reply's "streaming" row and the conversation's mode.
+
+    When the same `client_id` raced in from another socket, the first one stored wins and
+    its turn is returned as a `DuplicateTurn`.
+    """
+    request, decision = plan.request, plan.decision
+    conversation_id = plan.conversation_id
+    try:
+        with transaction.atomic():
+            # A turn that died mid-stream leaves its reply "streaming"; we hold the lock, so any such row is stale.
+            Message.objects.filter(conversation_id=conversation_id, status=Status.STREAMING).update(
+                status=Status.FAILED, error_code="interrupted", finish_reason="error"
+            )
+            user_message = Message.objects.create(
+                conversation_id=conversation_id,
+                role=Role.USER,
+                content=request.content,
+                mode=decision.mode,
+                client_id=request.client_id,
+                route=decision.as_dict(),
+            )
+            reply = Message.objects.create(
+                conversation_id=conversation_id,
+                role=Role.ASSISTANT,
+                content="",
+                mode=decision.mode,
+                status=Status.STREAMING,
+                reply_to=user_message,
+            )
+            Conversation.objects.filter(pk=conversation_id).update(
+                mode=decision.mode,
+                mode_locked=plan.mode_locked,
+                message_count=F("message_count") + 2,
+                last_message_at=plan.created_at,
+                updated_at=plan.created_at,
+            )
+    except IntegrityError as exc:
+        duplicate = turn_duplicate_get(conversation_id=conversation_id, mode=plan.mode, client_id=request.client_id)
+        if duplicate is None:
+            raise Conflict("The message could not be stored; try again.") from exc
+        return duplicate
+    return StoredTurn(user_message=message_dict(user_message), reply=message_dict(reply))
+
+
+def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome) -> dict[str, Any]:
+    """Finish the reply's row (one UPDATE); returns the reply as clients see it."""
+    fields = {
+        "content": outcome.text,
+        "status": outcome.status,
+        "finish_reason": outcome.finish_reason[:32],
+        "model": outcome.model[:200],
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.completion_tokens,
+        "ttft_ms": outcome.ttft_ms,
+        "duration_ms": outcome.duration_ms,
+        "error_code": outcome.error.code if outcome.error else "",
+    }
+    Message.objects.filter(pk=stored.reply_id).update(**fields)
+    return {
+        **stored.reply,
+        **{key: fields[key] or None for key in ("model", "finish_reason", "error_code")},
+        "content": outcome.text,
+        "status": outcome.status,
+        "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
+        "ttft_ms": outcome.ttft_ms,
+        "duration_ms": outcome.duration_ms,
+    }
