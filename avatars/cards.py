@@ -35,7 +35,7 @@ from avatars.errors import (
     PngTooLarge,
 )
 from avatars.models import PHRASE_MAX, Avatar
-from conversations.modes import Mode
+from core.modes import Mode
 
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 SPEC_V2: Final = "chara_card_v2"

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts.models import Profile
 from avatars.models import Avatar, AvatarPhrase
-from conversations.modes import Mode
+from core.modes import Mode
 
 Outcome = Literal["created", "updated", "unchanged", "skipped"]
 

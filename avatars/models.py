@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations.modes import Mode
+from core.modes import Mode
 
 NAME_MAX = 80
 TEXT_MAX = 20_000

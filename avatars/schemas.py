@@ -22,7 +22,7 @@ from avatars.models import (
     TEXT_MAX,
     Avatar,
 )
-from conversations.modes import Mode
+from core.modes import Mode
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
 Tagline = Annotated[str, StringConstraints(strip_whitespace=True, max_length=TAGLINE_MAX)]

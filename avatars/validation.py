@@ -18,7 +18,7 @@ from avatars.models import (
     Avatar,
 )
 from companion.errors import InvalidInput
-from conversations.modes import Mode
+from core.modes import Mode
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,14 +27,13 @@ django.setup()
 import rapidfuzz  # noqa: E402  (after django.setup)
 
 from conversations.intents import (  # noqa: E402
-    INTIMATE,
     MODES,
     NEUTRAL,
-    SECRETARY,
     PhraseBank,
     RouterSettings,
     route_message,
 )
+from core.modes import Mode  # noqa: E402
 
 OPENERS = ["", "", "please ", "hey ", "can you ", "could you please ", "ok so ", "honestly ", "um "]
 TAILS = ["", "", " please", " today", " right now", " tonight", " for me", " thanks", " lol", " 🙂"]
@@ -81,7 +80,7 @@ def typo(text: str, rng: random.Random) -> str:
 
 
 def messages_make(bank: PhraseBank, count: int, rng: random.Random) -> list[str]:
-    phrases = [text for label in (SECRETARY, INTIMATE, NEUTRAL) for text in bank.phrases[label]]
+    phrases = [text for label in (Mode.SECRETARY, Mode.INTIMATE, NEUTRAL) for text in bank.phrases[label]]
     words = sorted({word for text in phrases for word in text.split()})
     out: list[str] = []
     for _ in range(count):
@@ -118,7 +117,7 @@ def main() -> None:
     settings = RouterSettings.from_django_settings()
 
     def route(text: str) -> None:
-        route_message(text, current_mode=SECRETARY, locked=False, bank=bank, settings=settings)
+        route_message(text, current_mode=Mode.SECRETARY, locked=False, bank=bank, settings=settings)
 
     for text in texts[:200]:  # warm-up: imports, caches, branch predictors
         route(text)

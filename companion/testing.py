@@ -17,8 +17,8 @@ from django.contrib.auth.models import User
 from accounts.models import Profile
 from avatars.models import Avatar
 from conversations.models import Conversation, Message, Role
-from conversations.modes import Mode
 from conversations.turns import EventSink, TurnResult, turn_start
+from core.modes import Mode
 from llm.base import LLMProvider
 
 

@@ -25,6 +25,7 @@ from conversations.selectors import message_dict, message_list_after
 from conversations.tickets import ws_ticket_redeem
 from conversations.turns import turn_cancel_local, turn_running, turn_start
 from conversations.turns.events import ErrorEvent, ModeChanged, ReplyStart, Token, TurnEvent
+from core.modes import Mode
 from llm.registry import provider_get
 
 logger = logging.getLogger("companion.ws")
@@ -151,7 +152,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _on_set_mode(self, frame: dict[str, Any]) -> None:
         mode = frame.get("mode")
-        if mode not in {"secretary", "intimate", "auto"}:
+        if mode not in {*Mode.values, "auto"}:
             raise ClientError("invalid", "mode must be secretary, intimate or auto.", field="mode")
         event = await database_sync_to_async(_conversation_mode_set)(self.user_id, self.conversation_id, mode)
         if event is not None:

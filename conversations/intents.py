@@ -32,15 +32,13 @@ from pathlib import Path
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import OSA
 
-from conversations.modes import Mode
+from core.modes import Mode
 
 PHRASES_DIR = Path(__file__).resolve().parent / "phrases"
 
-SECRETARY = Mode.SECRETARY.value
-INTIMATE = Mode.INTIMATE.value
 NEUTRAL = "neutral"
-MODES: tuple[str, ...] = (SECRETARY, INTIMATE)
-LABELS: tuple[str, ...] = (SECRETARY, INTIMATE, NEUTRAL)
+MODES: tuple[str, ...] = (Mode.SECRETARY, Mode.INTIMATE)
+LABELS: tuple[str, ...] = (Mode.SECRETARY, Mode.INTIMATE, NEUTRAL)
 AUTO = "auto"
 
 
@@ -192,12 +190,12 @@ _SUFFIXES = (("ing", 6), ("est", 6), ("ed", 5))
 _LONG_RUN = re.compile(r"([a-z])\1{2,}")
 _SLASH_COMMAND = re.compile(r"^\s*/([a-z]+)\b")
 _SLASH_TARGETS: dict[str, str] = {
-    "secretary": SECRETARY,
-    "work": SECRETARY,
-    "assistant": SECRETARY,
-    "intimate": INTIMATE,
-    "companion": INTIMATE,
-    "friend": INTIMATE,
+    "secretary": Mode.SECRETARY,
+    "work": Mode.SECRETARY,
+    "assistant": Mode.SECRETARY,
+    "intimate": Mode.INTIMATE,
+    "companion": Mode.INTIMATE,
+    "friend": Mode.INTIMATE,
     "auto": AUTO,
     "automatic": AUTO,
 }
@@ -859,9 +857,13 @@ def route_message(
         raise ValueError(f"unknown current mode {current_mode!r}")
     settings = settings or router_settings_default()
     decision = _route_decide(text, current_mode, locked, bank, intimate_block, settings)
-    if decision.mode == INTIMATE and intimate_block is not None:
+    if decision.mode == Mode.INTIMATE and intimate_block is not None:
         return replace(
-            decision, mode=SECRETARY, switch=current_mode != SECRETARY, blocked=INTIMATE, blocked_reason=intimate_block
+            decision,
+            mode=Mode.SECRETARY,
+            switch=current_mode != Mode.SECRETARY,
+            blocked=Mode.INTIMATE,
+            blocked_reason=intimate_block,
         )
     return decision
 
@@ -893,7 +895,7 @@ def _route_decide(
             switch=mode != current,
             source=source,
             lock=lock,
-            blocked=INTIMATE if blocked else None,
+            blocked=Mode.INTIMATE if blocked else None,
             blocked_reason=intimate_block if blocked else None,
         )
 
@@ -903,7 +905,7 @@ def _route_decide(
         target, phrase = command
         if target == AUTO:
             return decision(mode=current, pointed=None, score=100.0, matched=phrase, source=SOURCE_COMMAND, lock=False)
-        if target == INTIMATE and intimate_block is not None:
+        if target == Mode.INTIMATE and intimate_block is not None:
             return decision(
                 mode=current, pointed=target, score=100.0, matched=phrase, source=SOURCE_COMMAND, blocked=True
             )
@@ -926,7 +928,7 @@ def _route_decide(
     beats = match.score - match.scores.get(current, 0.0) >= settings.switch_margin
     if not (clears and beats):
         return stay(SOURCE_INTENT)
-    if match.mode == INTIMATE and intimate_block is not None:
+    if match.mode == Mode.INTIMATE and intimate_block is not None:
         return stay(SOURCE_INTENT, blocked=True)
     return decision(mode=match.mode, pointed=match.mode, score=match.score, matched=match.matched, source=SOURCE_INTENT)
 

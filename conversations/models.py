@@ -3,7 +3,7 @@ from django.db import models
 from django.db.models import Q
 
 from avatars.models import Avatar
-from conversations.modes import Mode
+from core.modes import Mode
 
 
 class Conversation(models.Model):

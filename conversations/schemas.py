@@ -4,6 +4,7 @@ from typing import Any, Literal
 from ninja import Field, Schema
 
 from conversations.turns.request import CLIENT_ID_MAX_CHARS, CONTENT_MAX_CHARS
+from core.modes import Mode
 from llm.params import TEMPERATURE_MAX, TEMPERATURE_MIN
 
 
@@ -12,7 +13,7 @@ class ConversationIn(Schema):
 
 
 class ConversationPatchIn(Schema):
-    mode: Literal["secretary", "intimate", "auto"] | None = None
+    mode: Mode | Literal["auto"] | None = None
     mode_locked: bool | None = None
 
 

@@ -14,11 +14,8 @@ from accounts.selectors import intimate_block_reason
 from avatars.models import Avatar
 from companion.errors import DomainError, InvalidInput
 from conversations.models import Conversation, Message, Role
-from conversations.modes import Mode
 from conversations.turns.events import ModeChanged
-
-MODE_CHOICES = {Mode.SECRETARY.value, Mode.INTIMATE.value}
-
+from core.modes import Mode
 
 # --- Conversations -------------------------------------------------------------------------
 
@@ -77,7 +74,7 @@ def conversation_mode_set(
     if mode == "auto":
         new_mode, new_lock = previous, False if mode_locked is None else mode_locked
     elif mode is not None:
-        if mode not in MODE_CHOICES:
+        if mode not in Mode.values:
             raise InvalidInput("mode must be secretary, intimate or auto.", field="mode")
         new_mode, new_lock = mode, True if mode_locked is None else mode_locked
     else:

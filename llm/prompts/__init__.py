@@ -1,8 +1,6 @@
 """Prompt builders: pure functions from values to prompt text (no ORM, no I/O)."""
 
 from llm.prompts.modes import (
-    INTIMATE,
-    SECRETARY,
     Persona,
     PromptContext,
     intimate_prompt,
@@ -14,8 +12,6 @@ from llm.prompts.modes import (
 )
 
 __all__ = [
-    "INTIMATE",
-    "SECRETARY",
     "Persona",
     "PromptContext",
     "intimate_prompt",

@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.modes import Mode
+
 if TYPE_CHECKING:
     from avatars.models import Avatar
 
-SECRETARY = "secretary"
-INTIMATE = "intimate"
 
 # Character limits on data, so one oversized card or fact cannot crowd out the rules or
 # the history. Each is about a quarter of its size in tokens.
@@ -134,14 +134,19 @@ _CLOSING = (
 
 
 def secretary_prompt(ctx: PromptContext) -> str:
-    return _mode_prompt(ctx, mode=SECRETARY, mode_rules=_SECRETARY, instructions=ctx.persona.secretary_instructions)
+    return _mode_prompt(
+        ctx, mode=Mode.SECRETARY, mode_rules=_SECRETARY, instructions=ctx.persona.secretary_instructions
+    )
 
 
 def intimate_prompt(ctx: PromptContext) -> str:
-    return _mode_prompt(ctx, mode=INTIMATE, mode_rules=_INTIMATE, instructions=ctx.persona.intimate_instructions)
+    return _mode_prompt(ctx, mode=Mode.INTIMATE, mode_rules=_INTIMATE, instructions=ctx.persona.intimate_instructions)
 
 
-_BUILDERS: dict[str, Callable[[PromptContext], str]] = {SECRETARY: secretary_prompt, INTIMATE: intimate_prompt}
+_BUILDERS: dict[str, Callable[[PromptContext], str]] = {
+    Mode.SECRETARY: secretary_prompt,
+    Mode.INTIMATE: intimate_prompt,
+}
 
 
 def system_prompt_for_mode(mode: str, ctx: PromptContext) -> str:

@@ -23,7 +23,7 @@ from conversations.intents import (
     phrase_bank_for_avatar,
     route_message,
 )
-from conversations.modes import Mode
+from core.modes import Mode
 
 
 class Command(BaseCommand):

@@ -1,3 +1,5 @@
+"""The two modes of a conversation, declared once for every layer (models, router, prompts, API)."""
+
 from django.db import models
 
 
