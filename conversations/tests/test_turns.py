@@ -19,7 +19,7 @@ from companion.errors import InvalidInput, NotFound, Throttled
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, turn_complete
 from conversations.models import Conversation, Message, Role, Status
 from conversations.services import conversation_create
-from conversations.turns import Busy, TurnEvent, turn_start
+from conversations.turns import Busy, TurnEvent, turn_running, turn_start
 from llm.errors import NotConfigured, Unavailable
 from llm.fake import FakeProvider
 
@@ -455,3 +455,38 @@ def test_a_reply_that_cannot_be_stored_still_ends_and_says_so(monkeypatch: pytes
     assert frames[-1]["code"] == "store_failed"
     # And the conversation is not left locked: the next message is not refused as busy
     assert cache.get(f"turn-lock:{conversation.pk}") is None
+
+
+def test_a_caller_cancelled_while_the_turn_starts_leaves_no_lock_and_the_reply_is_still_stored() -> None:
+    # Given a client whose request is cancelled (it hung up) while the door prepares its turn
+    conversation = ConversationFactory()
+    provider = FakeProvider(reply="Hi there.")
+
+    async def scenario() -> None:
+        caller = asyncio.ensure_future(
+            turn_start(
+                user_id=conversation.user_id,
+                conversation_id=conversation.pk,
+                message={"content": "hello"},
+                provider=provider,
+            )
+        )
+        await asyncio.sleep(0)  # the caller is inside the door now
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        for _ in range(250):  # the turn goes on without its caller: wait for its end
+            ended = not turn_running(conversation.pk) and cache.get(f"turn-lock:{conversation.pk}") is None
+            if ended and await Message.objects.filter(conversation=conversation, status=Status.COMPLETE).aexists():
+                return
+            await asyncio.sleep(0.02)
+
+    # When the turn has run its course
+    async_to_sync(scenario)()
+
+    # Then the reply is stored in full and the conversation is free for the next message
+    reply = Message.objects.get(conversation=conversation, role=Role.ASSISTANT)
+    assert (reply.status, reply.content) == (Status.COMPLETE, "Hi there.")
+    assert cache.get(f"turn-lock:{conversation.pk}") is None
+    assert cache.get(f"user-replies:{conversation.user_id}") == 0
+    assert run_turn(conversation, "and again", provider)[-1]["status"] == "complete"

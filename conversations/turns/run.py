@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -115,15 +116,32 @@ async def turn_start(
     the first one stored.
     """
     request = turn_request_parse(message)
+    # From here on, in a task of its own: a caller cancelled meanwhile (its client went away)
+    # must not leave the conversation locked or a stored message without its reply. The turn
+    # then runs on without it, as it would had the client left a moment later.
+    begin = asyncio.get_running_loop().create_task(
+        _turn_begin(user_id, conversation_id, request, provider, listener), context=contextvars.Context()
+    )
+    begin.add_done_callback(_exception_retrieve)
+    return await asyncio.shield(begin)
+
+
+async def _turn_begin(
+    user_id: int, conversation_id: int, request: TurnRequest, provider: LLMProvider, listener: EventSink | None
+) -> "RunningTurn":
     prepared = await database_sync_to_async(_turn_prepare)(
         user_id=user_id, conversation_id=conversation_id, request=request
     )
     if isinstance(prepared, DuplicateTurn):
-        return _turn_task_start(conversation_id, listener, lambda running, emit: _duplicate_replay(prepared, emit))
+        return _turn_task_start(conversation_id, listener, partial(_duplicate_replay, prepared))
     plan = prepared
     # The model call goes out now; the writes below overlap its latency instead of adding to
     # the time to first token. The user message is still stored before message.created.
-    stream = stream_start(provider, plan)
+    try:
+        stream = stream_start(provider, plan)
+    except BaseException:
+        await database_sync_to_async(turn_locks_release)(user_id=user_id, conversation_id=conversation_id)
+        raise
     try:
         stored = await database_sync_to_async(_turn_store)(plan)
     except BaseException:
@@ -131,15 +149,15 @@ async def turn_start(
         raise
     if isinstance(stored, DuplicateTurn):
         await stream.aclose()  # the same client_id won a race: that turn is the reply
-        duplicate = stored
-        return _turn_task_start(conversation_id, listener, lambda running, emit: _duplicate_replay(duplicate, emit))
-    return _turn_task_start(
-        conversation_id,
-        listener,
-        lambda running, emit: _turn_run(
-            plan, stored, stream, running, emit, default_model=getattr(provider, "default_model", "")
-        ),
-    )
+        return _turn_task_start(conversation_id, listener, partial(_duplicate_replay, stored))
+    default_model = getattr(provider, "default_model", "")
+    return _turn_task_start(conversation_id, listener, partial(_turn_run, plan, stored, stream, default_model))
+
+
+def _exception_retrieve(task: "asyncio.Task[RunningTurn]") -> None:
+    # The caller that awaited it may be gone; its refusal (Busy, NotFound...) is not an error to log.
+    if not task.cancelled():
+        task.exception()
 
 
 def turn_running(conversation_id: int) -> bool:
@@ -254,7 +272,7 @@ def _emitter(conversation_id: int, listener: EventSink | None) -> EventSink:
     return emit
 
 
-async def _duplicate_replay(duplicate: DuplicateTurn, emit: EventSink) -> TurnResult:
+async def _duplicate_replay(duplicate: DuplicateTurn, running: "RunningTurn", emit: EventSink) -> TurnResult:
     await emit(MessageCreated(duplicate.user_message))
     if duplicate.reply is not None:
         await emit(_reply_end_from_dict(duplicate.reply))
@@ -265,10 +283,9 @@ async def _turn_run(
     plan: TurnPlan,
     stored: StoredTurn,
     stream: StartedStream,
+    default_model: str,
     running: RunningTurn,
     emit: EventSink,
-    *,
-    default_model: str,
 ) -> TurnResult:
     await emit(MessageCreated(stored.user_message))
     if plan.mode_event is not None:
