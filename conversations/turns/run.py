@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 
@@ -129,9 +129,7 @@ async def turn_start(
 async def _turn_begin(
     user_id: int, conversation_id: int, request: TurnRequest, provider: LLMProvider, listener: EventSink | None
 ) -> "RunningTurn":
-    prepared = await database_sync_to_async(_turn_prepare)(
-        user_id=user_id, conversation_id=conversation_id, request=request
-    )
+    prepared = await _on_begin_thread(_turn_prepare, user_id=user_id, conversation_id=conversation_id, request=request)
     if isinstance(prepared, DuplicateTurn):
         return _turn_task_start(conversation_id, listener, partial(_duplicate_replay, prepared))
     plan = prepared
@@ -140,10 +138,10 @@ async def _turn_begin(
     try:
         stream = stream_start(provider, plan)
     except BaseException:
-        await database_sync_to_async(turn_locks_release)(user_id=user_id, conversation_id=conversation_id)
+        await _on_begin_thread(turn_locks_release, user_id=user_id, conversation_id=conversation_id)
         raise
     try:
-        stored = await database_sync_to_async(_turn_store)(plan)
+        stored = await _on_begin_thread(_turn_store, plan)
     except BaseException:
         await stream.aclose()
         raise
@@ -214,10 +212,23 @@ def _memory_schedule(stored: StoredTurn, conversation_id: int) -> None:
     conversation_memory_schedule(conversation_id=conversation_id, message_id=stored.user_message["id"])
 
 
-# A reply's last write gets a thread of its own: reply.end (and so a stop) waits for it, and in
-# the one thread all other database work shares it would queue behind other turns' prepares
-# and stores (docs/architecture.md, "Seams").
+# The turn's database work runs on two threads of its own, not on the one thread that
+# `database_sync_to_async` shares with every view and consumer (docs/architecture.md, "Threads"):
+# - "turn-begin" prepares and stores every turn. The door runs it in a task of its own, which
+#   a view's thread (busy waiting for that view) could not serve, and which must finish even
+#   when its caller is cancelled.
+# - "turn-end" writes each reply's outcome: reply.end, and so a stop, waits for that write
+#   alone, never behind other turns' prepares and stores.
+_BEGIN_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-begin")
 _END_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-end")
+
+_T = TypeVar("_T")
+
+
+async def _on_begin_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    call = database_sync_to_async(function, thread_sensitive=False, executor=_BEGIN_EXECUTOR)
+    result: _T = await call(*args, **kwargs)
+    return result
 
 
 # --- Running (async, in a task of its own) -------------------------------------------------
