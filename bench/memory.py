@@ -53,8 +53,8 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import Profile
 from avatars.demo import demo_seed
 from avatars.models import Avatar
+from companion import background
 from companion.celery import app as celery_app
-from conversations import tasks
 from conversations.context import ContextBudget
 from conversations.events import TurnEvent
 from conversations.memory import MemorySettings, summary_is_due, summary_update
@@ -191,7 +191,7 @@ def turn(conversation: Conversation, content: str, provider: FakeProvider) -> tu
     )
     elapsed = (time.perf_counter() - started) * 1000
     cpu = (time.process_time() - cpu_started) * 1000
-    if not tasks.in_process_tasks_wait(timeout=120):
+    if not background.in_process_tasks_wait(timeout=120):
         sys.exit("the in-process memory work did not finish within 120 s")
     assert result.assistant_message is not None
     prompt = provider.calls[-1]
@@ -310,7 +310,7 @@ def main() -> None:
             f"cpu {cpu_growth:.2f}x ({'flat' if max(growth, cpu_growth) < 1.5 else 'GROWS'}; flat means under 1.5x)"
         )
     finally:
-        tasks.in_process_tasks_wait(timeout=120)
+        background.in_process_tasks_wait(timeout=120)
         connection.creation.destroy_test_db(original, verbosity=0)
         if directory:
             shutil.rmtree(directory, ignore_errors=True)

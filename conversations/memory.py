@@ -45,6 +45,7 @@ from rapidfuzz import fuzz, process, utils
 
 from accounts.models import Profile
 from avatars.selectors import avatar_get_visible
+from companion import background
 from companion.db import CompiledQuery
 from companion.errors import InvalidInput, NotFound
 from conversations import tasks
@@ -138,10 +139,10 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
     Call it after the turn is stored, in or out of a transaction, with the id of the turn's
     user message. When the transaction commits: fact extraction for that message when
     `memory_extraction_is_worthwhile` (most small talk is not), and summarisation when
-    `summary_is_due`. With Redis the tasks go to the Celery worker;
-    without it they run on the in-process background thread (`tasks.task_enqueue`), never
-    in the caller's thread, so a caller inside `database_sync_to_async` never holds up the
-    event loop's database thread. A failure to enqueue is logged, never raised: the turn is
+    `summary_is_due`. With Redis the tasks go to the Celery worker; without it they run on
+    the in-process background thread (`companion.background.task_enqueue`), never in the
+    caller's thread, so a caller inside `database_sync_to_async` never holds up the event
+    loop's database thread. A failure to enqueue is logged, never raised: the turn is
     already stored, and the beat sweep (or the next turn) catches a summary that was lost.
     """
 
@@ -153,9 +154,9 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
 
 def _memory_enqueue(*, conversation_id: int, message_id: int) -> None:
     if memory_extraction_is_worthwhile(message_id=message_id):
-        tasks.task_enqueue(tasks.extract_memories, message_id=message_id)
+        background.task_enqueue(tasks.extract_memories, message_id=message_id)
     if _summary_due_and_claimed(conversation_id):
-        tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
+        background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
 
 
 def _summary_due_and_claimed(conversation_id: int) -> bool:
@@ -199,7 +200,7 @@ def summary_sweep(*, limit: int = 500) -> int:
     queued = 0
     for conversation_id in rough:
         if _summary_due_and_claimed(conversation_id):
-            tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
+            background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
             queued += 1
     return queued
 

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from companion import background
 from companion.celery import app
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
 from conversations import memory, tasks
@@ -234,8 +235,8 @@ def test_a_long_conversation_gets_exactly_one_summary_covering_an_older_message(
 
     # When the last turn is stored, and the same summary is sent twice more (a duplicate and a sweep)
     turn_stored(conversation, messages[-1])
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
     worker.wait_idle(queue, redis_client)
 
     # Then there is exactly one summary, covering up to the newest message outside the window
@@ -258,7 +259,7 @@ def test_a_worker_killed_mid_summary_has_it_redelivered_and_leaves_one_summary(
     first = start_worker(env=env)
     conversation = new_conversation()
     messages = history(conversation, 45)
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
     wait_until(lambda: marker_pid(marker) is not None, what="the summary to start", worker=first)
     assert marker_pid(marker) == first.pid  # the solo pool runs tasks in the worker process itself
 
@@ -284,7 +285,7 @@ def test_a_pool_child_killed_mid_summary_is_requeued_by_reject_on_worker_lost(
     worker = start_worker(pool="prefork", env={"FAKE_LLM_HANG_MARKER": str(marker)})
     conversation = new_conversation()
     messages = history(conversation, 45)
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
     wait_until(lambda: marker_pid(marker) is not None, what="the summary to start", worker=worker)
     child = marker_pid(marker)
     assert child is not None

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
+from companion import background
 from companion.errors import InvalidInput, NotFound
 from companion.logging import JsonFormatter
 from companion.testing import (
@@ -800,7 +801,7 @@ def test_memory_delete_forgets_only_the_users_own_fact(chat: Conversation, other
 @pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, int]]]:
     sent: list[tuple[str, dict[str, int]]] = []
-    monkeypatch.setattr(tasks, "task_enqueue", lambda task, **kwargs: sent.append((task.name, kwargs)))
+    monkeypatch.setattr(background, "task_enqueue", lambda task, **kwargs: sent.append((task.name, kwargs)))
     return sent
 
 
@@ -923,9 +924,9 @@ def test_in_process_work_runs_on_the_background_thread_never_in_the_callers(
     # Then the caller got control back while the summary was still waiting, and nothing was stored yet
     assert not Summary.objects.exists()
     release.set()
-    assert tasks.in_process_tasks_wait(timeout=30)
+    assert background.in_process_tasks_wait(timeout=30)
     assert len(ran_on) == 1
-    assert ran_on[0].startswith(tasks.IN_PROCESS_THREAD_NAME)
+    assert ran_on[0].startswith(background.IN_PROCESS_THREAD_NAME)
     assert ran_on[0] != threading.current_thread().name
     assert Summary.objects.get().covers_until_id == messages[5].pk
 
@@ -967,9 +968,9 @@ def test_in_process_a_retryable_llm_error_is_retried_up_to_the_limit(
     history(conversation, 9)
     configured_provider.error = RateLimited("slow down")
 
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
 
-    assert tasks.in_process_tasks_wait(timeout=30)
+    assert background.in_process_tasks_wait(timeout=30)
     assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
     assert not Summary.objects.exists()
 
@@ -989,9 +990,9 @@ def test_in_process_a_rejected_summary_is_retried_and_the_retry_can_succeed(
 
     monkeypatch.setattr(configured_provider, "complete", complete)
 
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
 
-    assert tasks.in_process_tasks_wait(timeout=30)
+    assert background.in_process_tasks_wait(timeout=30)
     assert len(configured_provider.calls) == 2
     assert list(Summary.objects.values_list("text", "covers_until_id")) == [(GOOD_SUMMARY, messages[5].pk)]
 
@@ -1028,8 +1029,8 @@ def test_in_process_non_json_facts_end_with_one_warning_and_no_error(
     configured_provider.reply = "Sam works nights, it seems."
 
     # When the extraction runs in process, with its retries
-    tasks.task_enqueue(tasks.extract_memories, message_id=message.pk)
-    assert tasks.in_process_tasks_wait(timeout=30)
+    background.task_enqueue(tasks.extract_memories, message_id=message.pk)
+    assert background.in_process_tasks_wait(timeout=30)
 
     # Then it tried 1 + RETRY_MAX times and ended with exactly one structured WARNING, no ERROR
     assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
@@ -1064,8 +1065,8 @@ def test_in_process_a_summary_that_keeps_failing_the_guard_ends_with_one_warning
     history(conversation, 9)
     configured_provider.reply = "I'm sorry, but I can't summarise line 3 for you."
 
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
-    assert tasks.in_process_tasks_wait(timeout=30)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    assert background.in_process_tasks_wait(timeout=30)
 
     assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
     assert warnings_and_worse(memory_logs) == [

@@ -17,6 +17,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 
+from companion import background
 from companion.testing import AvatarFactory, UserFactory
 from conversations import tasks
 from conversations.events import TurnEvent
@@ -110,7 +111,7 @@ def turn(conversation: Conversation, content: str, provider: MemoryAwareProvider
         provider=provider,
         emit=emit,
     )
-    assert tasks.in_process_tasks_wait(timeout=30)
+    assert background.in_process_tasks_wait(timeout=30)
     return provider.calls[-1]
 
 

@@ -17,11 +17,11 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from avatars.models import Avatar
+from companion.background import in_process_tasks_stop, in_process_tasks_wait
 from companion.errors import DomainError
 from conversations.events import ErrorEvent, MessageCreated, ModeChanged, ReplyEnd, ReplyStart, Token, TurnEvent
 from conversations.models import Conversation, Message
 from conversations.services import TurnRequest, conversation_create, turn_run
-from conversations.tasks import in_process_tasks_stop, in_process_tasks_wait
 from llm.registry import provider_get
 
 HELP_LINE = "Type a message. /secretary, /intimate and /auto switch modes; Ctrl-C stops a reply; Ctrl-D quits."
