@@ -104,15 +104,6 @@ def summarize_sweep() -> int:
     return summary_sweep()
 
 
-# Lives here until accounts has a tasks module; the name is what beat and the queue know it by.
-@shared_task(name="accounts.api_token_delete_expired", soft_time_limit=300, time_limit=360, ignore_result=True)
-def api_token_delete_expired() -> int:
-    """Beat, daily: delete expired API tokens; returns how many."""
-    from accounts.services import api_token_delete_expired as delete_expired
-
-    return delete_expired()
-
-
 def _retry_or_give_up(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
     """Raise the task's retry for a retryable error; log one WARNING and return for a terminal
     one, or when the retries are spent."""

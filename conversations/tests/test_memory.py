@@ -1201,32 +1201,6 @@ def test_the_sweep_queues_only_recent_conversations_that_are_due(
     assert enqueued == [("conversations.summarize_conversation", {"conversation_id": due.pk})]
 
 
-@pytest.mark.django_db
-def test_the_daily_cleanup_deletes_expired_api_tokens(user: User) -> None:
-    from accounts.models import ApiToken
-
-    ApiToken.objects.create(
-        user=user, kind="access", token_hash="a" * 64, family="6f1c0a52-5c1b-4a57-9a53-1d7c8b1f0e01",
-        expires_at=timezone.now() - timedelta(minutes=1),
-    )  # fmt: skip
-    ApiToken.objects.create(
-        user=user, kind="refresh", token_hash="b" * 64, family="6f1c0a52-5c1b-4a57-9a53-1d7c8b1f0e01",
-        expires_at=timezone.now() + timedelta(days=1),
-    )  # fmt: skip
-
-    assert tasks.api_token_delete_expired.apply().result == 1
-    assert list(ApiToken.objects.values_list("kind", flat=True)) == ["refresh"]
-
-
-def test_the_beat_schedule_names_registered_tasks() -> None:
-    from companion.beat import BEAT_SCHEDULE
-    from companion.celery import app
-
-    app.loader.import_default_modules()
-    assert {entry["task"] for entry in BEAT_SCHEDULE.values()} <= set(app.tasks)
-    assert BEAT_SCHEDULE["summarize-sweep"]["schedule"] <= 600
-
-
 def test_the_tasks_are_idempotent_ones_with_late_acks_and_time_limits() -> None:
     for task in (tasks.summarize_conversation, tasks.extract_memories):
         assert (task.acks_late, task.reject_on_worker_lost, task.max_retries) == (True, True, tasks.RETRY_MAX)
