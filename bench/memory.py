@@ -57,13 +57,13 @@ from companion import background
 from companion.celery import app as celery_app
 from conversations.context import ContextBudget
 from conversations.events import TurnEvent
-from conversations.memory import MemorySettings, summary_is_due, summary_update
 from conversations.models import Conversation, Memory, Message, Role, Summary
 from conversations.services import TurnRequest, conversation_create, turn_run_sync
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.fake import FakeProvider
 from llm.registry import provider_reset
 from llm.tokens import count_tokens
+from memory.services import MemorySettings, summary_is_due, summary_update
 
 VOCABULARY = (
     "the a and to of in that it with for on was you I my we our about just really think know today "

@@ -46,7 +46,6 @@ from conversations.events import (
     TurnEvent,
 )
 from conversations.intents import RouteDecision, RouterSettings, route_message
-from conversations.memory import SummaryForPrompt, conversation_memory_schedule, memory_list_for_prompt
 from conversations.models import Conversation, Message, Role, Status
 from conversations.modes import Mode
 from conversations.selectors import AvatarForTurn, avatar_for_turn, message_dict
@@ -55,6 +54,7 @@ from llm.errors import LLMError
 from llm.fallbacks import fallback_line_pick
 from llm.prompts import PromptContext, post_history_prompt, system_prompt_for_mode
 from llm.tokens import count_tokens
+from memory.services import SummaryForPrompt, conversation_memory_schedule, memory_list_for_prompt
 
 logger = logging.getLogger("companion.turns")
 

@@ -3,7 +3,7 @@
 Services write (`summary_update`, `memory_extract`, `memory_update`, `memory_delete`,
 `summary_sweep`, `conversation_memory_schedule`); selectors read (`summary_is_due`,
 `summary_get_for_prompt`, `memory_list`, `memory_list_for_prompt`). Services that call the
-model take the provider as an argument; `conversations.tasks` passes the configured one.
+model take the provider as an argument; `memory.tasks` passes the configured one.
 
 The model is never called inside a transaction. Each write re-checks under a lock what it
 read before the call:
@@ -48,7 +48,6 @@ from avatars.selectors import avatar_get_visible
 from companion import background
 from companion.db import CompiledQuery
 from companion.errors import InvalidInput, NotFound
-from conversations import tasks
 from conversations.context import ContextBudget
 from conversations.models import Conversation, Memory, Message, Role, Status, Summary
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
@@ -66,6 +65,7 @@ from llm.prompts.memory import (
     summary_prompt,
 )
 from llm.tokens import count_tokens
+from memory import tasks
 
 logger = logging.getLogger("companion.memory")
 
@@ -119,7 +119,7 @@ def memory_settings_check(app_configs: object = None, **kwargs: object) -> list[
             f"SUMMARY_KEEP_RECENT + SUMMARY_TRIGGER_MESSAGES = {uncovered} is more than "
             f"2 * CONTEXT_MAX_PAIRS = {2 * max_pairs}: messages can fall between the summary and the prompt.",
             hint="Lower SUMMARY_KEEP_RECENT or SUMMARY_TRIGGER_MESSAGES, or raise CONTEXT_MAX_PAIRS (docs/memory.md).",
-            id="conversations.W001",
+            id="conversations.W001",  # its id from before memory was an app: SILENCED_SYSTEM_CHECKS may name it
         )
     ]
 
@@ -263,7 +263,7 @@ def summary_update(*, conversation_id: int, provider: LLMProvider) -> Summary | 
             completion.text, finish_reason=completion.finish_reason, max_tokens=config.summary_max_tokens
         )
     except OutputRejected as exc:
-        # INFO: the task retries; only its last failure is a WARNING (conversations.tasks).
+        # INFO: the task retries; only its last failure is a WARNING (memory.tasks).
         logger.info(
             "summary rejected",
             extra={
@@ -446,7 +446,7 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
     try:
         facts = facts_parse(completion.text)
     except OutputRejected as exc:
-        # INFO: the task retries; only its last failure is a WARNING (conversations.tasks).
+        # INFO: the task retries; only its last failure is a WARNING (memory.tasks).
         logger.info("facts rejected", extra={"data": {"message_id": message_id, "reason": exc.reason}})
         raise
     if not facts:

@@ -1,10 +1,13 @@
-"""Background work of conversations (Celery tasks): the rolling summary and remembered facts.
+"""Background work of memory (Celery tasks): the rolling summary and remembered facts.
 
-Tasks are interfaces: they take ids, re-fetch, and call one service of
-`conversations.memory` with the configured provider (`llm.registry.provider_get`).
+Tasks are interfaces: they take ids, re-fetch, and call one service of `memory.services`
+with the configured provider (`llm.registry.provider_get`). The service is imported inside
+the task: `memory.services` imports this module to send the tasks.
 
-- Names are explicit ("conversations.summarize_conversation", ...), so a rename of this
-  module never strands queued messages.
+- Names are explicit, so moving this module never strands queued messages. They still
+  read "conversations.*", from when these tasks lived in conversations/tasks.py: messages
+  already queued (and beat's schedule, companion/beat.py) know them by these names, so
+  they stay.
 - `summarize_conversation` and `extract_memories` are idempotent (a summary only moves
   forward; a fact is matched by key), so they run with `acks_late` and
   `reject_on_worker_lost`: a worker killed mid-task leaves the message to be delivered
@@ -68,7 +71,7 @@ def provider_for_tasks() -> LLMProvider:
 @shared_task(name="conversations.summarize_conversation", soft_time_limit=90, time_limit=120, **_LLM_TASK_OPTIONS)
 def summarize_conversation(self: Task[Any, Any], conversation_id: int) -> int | None:
     """Summarise the conversation when due; returns the id of the last message the summary now covers."""
-    from conversations.memory import summary_is_due, summary_update
+    from memory.services import summary_is_due, summary_update
 
     try:
         summary = summary_update(conversation_id=conversation_id, provider=provider_for_tasks())
@@ -86,7 +89,7 @@ def summarize_conversation(self: Task[Any, Any], conversation_id: int) -> int | 
 @shared_task(name="conversations.extract_memories", soft_time_limit=60, time_limit=90, **_LLM_TASK_OPTIONS)
 def extract_memories(self: Task[Any, Any], message_id: int) -> list[int]:
     """Remember the durable facts of one user message; returns the ids of the facts created or changed."""
-    from conversations.memory import memory_extract
+    from memory.services import memory_extract
 
     try:
         memories = memory_extract(message_id=message_id, provider=provider_for_tasks())
@@ -99,7 +102,7 @@ def extract_memories(self: Task[Any, Any], message_id: int) -> list[int]:
 @shared_task(name="conversations.summarize_sweep", soft_time_limit=60, time_limit=90, ignore_result=True)
 def summarize_sweep() -> int:
     """Beat, every few minutes: queue the summaries whose enqueue was lost; returns how many."""
-    from conversations.memory import summary_sweep
+    from memory.services import summary_sweep
 
     return summary_sweep()
 

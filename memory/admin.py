@@ -1,4 +1,4 @@
-"""Staff views of summaries and remembered facts; conversations/admin.py imports this module to register them."""
+"""Staff views of summaries and remembered facts."""
 
 from django.contrib import admin
 from django.db.models import QuerySet
