@@ -63,7 +63,9 @@ from llm.base import ChatMessage, Completion, CompletionParams
 from llm.fake import FakeProvider
 from llm.registry import provider_reset
 from llm.tokens import count_tokens
-from memory.services import MemorySettings, summary_is_due, summary_update
+from memory.config import MemorySettings
+from memory.selectors import summary_is_due
+from memory.services import summary_update
 
 VOCABULARY = (
     "the a and to of in that it with for on was you I my we our about just really think know today "

@@ -54,7 +54,8 @@ from llm.errors import LLMError
 from llm.fallbacks import fallback_line_pick
 from llm.prompts import PromptContext, post_history_prompt, system_prompt_for_mode
 from llm.tokens import count_tokens
-from memory.services import SummaryForPrompt, conversation_memory_schedule, memory_list_for_prompt
+from memory.selectors import SummaryForPrompt, memory_list_for_prompt
+from memory.services import conversation_memory_schedule
 
 logger = logging.getLogger("companion.turns")
 

@@ -1,11 +1,14 @@
-"""What an avatar remembers about the user: list, correct, pin, forget. Thin views over memory.services."""
+"""What an avatar remembers about the user: list, correct, pin, forget.
+
+Thin views over memory.selectors and memory.services.
+"""
 
 from django.http import HttpRequest
 from ninja import Router, Status
 
 from accounts.auth import request_user
 from conversations.models import Memory
-from memory import services
+from memory import selectors, services
 from memory.schemas import MemoryOut, MemoryPatchIn
 
 router = Router(tags=["memories"])
@@ -13,7 +16,7 @@ router = Router(tags=["memories"])
 
 @router.get("/avatars/{avatar_id}/memories", response=list[MemoryOut])
 def memory_list(request: HttpRequest, avatar_id: int) -> list[Memory]:
-    return list(services.memory_list(user=request_user(request), avatar_id=avatar_id))
+    return list(selectors.memory_list(user=request_user(request), avatar_id=avatar_id))
 
 
 @router.patch("/memories/{memory_id}", response=MemoryOut)

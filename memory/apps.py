@@ -10,6 +10,6 @@ class MemoryConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks
 
-        from memory.services import memory_settings_check
+        from memory.config import memory_settings_check
 
         checks.register(memory_settings_check)

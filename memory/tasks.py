@@ -42,6 +42,7 @@ from companion import background
 from llm.base import LLMProvider
 from llm.errors import LLMError
 from llm.prompts.memory import OutputRejected
+from memory.selectors import summary_is_due
 
 logger = logging.getLogger("companion.memory")
 
@@ -68,10 +69,11 @@ def provider_for_tasks() -> LLMProvider:
     return provider_get()
 
 
+# The names keep their "conversations." prefix: queued messages and beat know the tasks by them (see above).
 @shared_task(name="conversations.summarize_conversation", soft_time_limit=90, time_limit=120, **_LLM_TASK_OPTIONS)
 def summarize_conversation(self: Task[Any, Any], conversation_id: int) -> int | None:
     """Summarise the conversation when due; returns the id of the last message the summary now covers."""
-    from memory.services import summary_is_due, summary_update
+    from memory.services import summary_update
 
     try:
         summary = summary_update(conversation_id=conversation_id, provider=provider_for_tasks())

@@ -34,7 +34,8 @@ from companion.celery import app
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
 from conversations.models import Conversation, Memory, Message, Role, Summary
 from memory import tasks
-from memory.services import conversation_memory_schedule, memory_list_for_prompt, summary_is_due
+from memory.selectors import memory_list_for_prompt, summary_is_due
+from memory.services import conversation_memory_schedule
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 

@@ -43,7 +43,7 @@ from llm.prompts.memory import (
     summary_check,
     summary_prompt,
 )
-from memory import services, tasks
+from memory import config, selectors, services, tasks
 
 GOOD_SUMMARY = "Sam told Luna about the move to Lisbon and asked for help planning the boxes."
 
@@ -299,10 +299,10 @@ def test_summary_is_due_only_with_more_than_the_trigger_outside_the_window(small
     conversation = ConversationFactory()
     # 3 kept + 4 older: not more than the trigger
     history(conversation, 7)
-    assert services.summary_is_due(conversation_id=conversation.pk) is False
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is False
     # one more older message (the window moves): 5 older than the newest 3
     history(conversation, 1, start=7)
-    assert services.summary_is_due(conversation_id=conversation.pk) is True
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is True
 
 
 @pytest.mark.django_db
@@ -311,9 +311,9 @@ def test_failed_streaming_and_empty_messages_do_not_count(small_window: Any) -> 
     history(conversation, 7)
     MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="partial", status=Status.FAILED)
     MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="", status=Status.CANCELLED)
-    assert services.summary_is_due(conversation_id=conversation.pk) is False
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is False
     history(conversation, 1, start=7, status=Status.FALLBACK)
-    assert services.summary_is_due(conversation_id=conversation.pk) is True
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is True
 
 
 @pytest.mark.django_db
@@ -334,7 +334,7 @@ def test_summary_update_summarises_older_messages_and_never_the_newest_window(sm
     # And the model saw exactly those six messages, by name, with the summary model asked for
     assert sent_lines(provider) == [f"{'Sam' if i % 2 == 0 else 'Luna'}: line {i}" for i in range(6)]
     assert provider.params == [CompletionParams(model="summary-model", temperature=0.2, max_tokens=600)]
-    assert services.summary_is_due(conversation_id=conversation.pk) is False
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is False
 
 
 @pytest.mark.django_db
@@ -536,7 +536,7 @@ def test_a_long_backlog_is_summarised_in_batches_within_the_input_budget(small_w
     sent = len(sent_lines(provider))
     assert 1 <= sent < 40
     assert summary.covers_until_id == messages[sent - 1].pk
-    assert services.summary_is_due(conversation_id=conversation.pk) is True
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is True
 
 
 @pytest.mark.django_db
@@ -547,7 +547,7 @@ def test_a_reply_still_streaming_stops_the_batch_before_it(small_window: Any) ->
     history(conversation, 10, start=2)
     provider = FakeProvider(reply=GOOD_SUMMARY)
 
-    assert services.summary_is_due(conversation_id=conversation.pk) is False
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is False
     assert services.summary_update(conversation_id=conversation.pk, provider=provider) is None
     assert provider.calls == []
     assert not Summary.objects.exists()
@@ -556,10 +556,10 @@ def test_a_reply_still_streaming_stops_the_batch_before_it(small_window: Any) ->
 @pytest.mark.django_db
 def test_summary_get_for_prompt_gives_text_and_the_last_covered_id(small_window: Any) -> None:
     conversation = ConversationFactory()
-    assert services.summary_get_for_prompt(conversation_id=conversation.pk) is None
+    assert selectors.summary_get_for_prompt(conversation_id=conversation.pk) is None
     messages = history(conversation, 9)
     services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
-    assert services.summary_get_for_prompt(conversation_id=conversation.pk) == services.SummaryForPrompt(
+    assert selectors.summary_get_for_prompt(conversation_id=conversation.pk) == selectors.SummaryForPrompt(
         text=GOOD_SUMMARY, covers_until=messages[5].pk
     )
 
@@ -567,14 +567,14 @@ def test_summary_get_for_prompt_gives_text_and_the_last_covered_id(small_window:
 def test_the_default_settings_leave_no_gap_between_summary_and_prompt(settings: Any) -> None:
     # 12 kept + 8 before a summary is due = 20 messages = 10 exchanges, the prompt's history
     assert (settings.SUMMARY_KEEP_RECENT, settings.SUMMARY_TRIGGER_MESSAGES, settings.CONTEXT_MAX_PAIRS) == (12, 8, 10)
-    assert services.memory_settings_check() == []
+    assert config.memory_settings_check() == []
 
 
 def test_settings_that_leave_a_gap_are_warned_about(settings: Any) -> None:
     settings.SUMMARY_KEEP_RECENT = 20
     settings.SUMMARY_TRIGGER_MESSAGES = 20
 
-    problems = services.memory_settings_check()
+    problems = config.memory_settings_check()
 
     assert [(p.id, p.level) for p in problems] == [("conversations.W001", checks.WARNING)]
     assert "40 is more than 2 * CONTEXT_MAX_PAIRS = 20" in problems[0].msg
@@ -686,7 +686,7 @@ def test_facts_are_kept_per_user_and_avatar(chat: Conversation) -> None:
         services.memory_extract(message_id=say(conversation, "My name is Sam").pk, provider=provider)
 
     assert Memory.objects.count() == 3
-    assert services.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=10) == (
+    assert selectors.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=10) == (
         "The user's name is Sam.",
     )
 
@@ -762,12 +762,15 @@ def test_memory_list_for_prompt_puts_pinned_first_then_the_most_recent(chat: Con
     Memory.objects.create(user=chat.user, avatar=chat.avatar, key="new", text="new")
     Memory.objects.filter(pk=old.pk).update(updated_at=timezone.now() - timedelta(days=1))
 
-    assert services.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=10) == (
+    assert selectors.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=10) == (
         "pinned",
         "new",
         "old",
     )
-    assert services.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=2) == ("pinned", "new")
+    assert selectors.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=2) == (
+        "pinned",
+        "new",
+    )
 
 
 def test_memory_update_edits_and_pins_only_the_users_own_fact(chat: Conversation, other_user: User) -> None:
