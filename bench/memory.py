@@ -57,13 +57,14 @@ from companion import background
 from companion.celery import app as celery_app
 from conversations.context import ContextBudget
 from conversations.events import TurnEvent
-from conversations.models import Conversation, Memory, Message, Role, Summary
+from conversations.models import Conversation, Message, Role
 from conversations.services import TurnRequest, conversation_create, turn_run_sync
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.fake import FakeProvider
 from llm.registry import provider_reset
 from llm.tokens import count_tokens
 from memory.config import MemorySettings
+from memory.models import Memory, Summary
 from memory.selectors import summary_is_due
 from memory.services import summary_update
 

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from conversations.models import Memory, Summary
+from memory.models import Memory, Summary
 
 
 @admin.register(Summary)

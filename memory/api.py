@@ -7,8 +7,8 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from accounts.auth import request_user
-from conversations.models import Memory
 from memory import selectors, services
+from memory.models import Memory
 from memory.schemas import MemoryOut, MemoryPatchIn
 
 router = Router(tags=["memories"])

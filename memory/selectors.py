@@ -14,9 +14,10 @@ from django.db.models import QuerySet
 from avatars.selectors import avatar_get_visible
 from companion.db import CompiledQuery
 from companion.errors import NotFound
-from conversations.models import Conversation, Memory, Message, Role, Status, Summary
+from conversations.models import Conversation, Message, Role, Status
 from llm.prompts.memory import facts_worth_extracting
 from memory.config import MemorySettings
+from memory.models import Memory, Summary
 
 COUNTED_STATUSES = (Status.COMPLETE, Status.FALLBACK, Status.CANCELLED)
 

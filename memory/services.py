@@ -37,7 +37,7 @@ from rapidfuzz import fuzz, process, utils
 from accounts.models import Profile
 from companion import background
 from companion.errors import InvalidInput
-from conversations.models import Conversation, Memory, Message, Role, Summary
+from conversations.models import Conversation, Message, Role
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
 from llm.prompts.memory import (
     KNOWN_FACTS_MAX,
@@ -55,6 +55,7 @@ from llm.prompts.memory import (
 from llm.tokens import count_tokens
 from memory import tasks
 from memory.config import MemorySettings
+from memory.models import MEMORY_TEXT_MAX, Memory, Summary
 from memory.selectors import (
     COUNTED_STATUSES,
     memory_extraction_is_worthwhile,
@@ -68,7 +69,6 @@ from memory.selectors import (
 
 logger = logging.getLogger("companion.memory")
 
-MEMORY_TEXT_MAX = 500  # Memory.text max_length
 SUMMARY_BATCH_MAX_MESSAGES = 400  # rows read for one summary, whatever their size
 SUMMARY_ENQUEUE_GUARD_SECONDS = 240  # a queued run from one summary state; after this a lost one is queued again
 FACTS_MAX_TOKENS = 400

@@ -32,8 +32,9 @@ from django.utils import timezone
 from companion import background
 from companion.celery import app
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
-from conversations.models import Conversation, Memory, Message, Role, Summary
+from conversations.models import Conversation, Message, Role
 from memory import tasks
+from memory.models import Memory, Summary
 from memory.selectors import memory_list_for_prompt, summary_is_due
 from memory.services import conversation_memory_schedule
 

@@ -27,7 +27,7 @@ from companion.testing import (
     logger_captured,
     skip_or_fail,
 )
-from conversations.models import Conversation, Memory, Message, Role, Status, Summary
+from conversations.models import Conversation, Message, Role, Status
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.errors import AuthenticationFailed, RateLimited, Unavailable
 from llm.fake import FakeProvider
@@ -44,6 +44,7 @@ from llm.prompts.memory import (
     summary_prompt,
 )
 from memory import config, selectors, services, tasks
+from memory.models import Memory, Summary
 
 GOOD_SUMMARY = "Sam told Luna about the move to Lisbon and asked for help planning the boxes."
 
@@ -1227,14 +1228,12 @@ def test_staff_see_summaries_and_memories_in_the_admin(small_window: Any) -> Non
     client.force_login(staff)
 
     for url in (
-        "/admin/conversations/summary/",
-        "/admin/conversations/memory/",
-        f"/admin/conversations/memory/{fact.pk}/change/",
+        "/admin/memory/summary/",
+        "/admin/memory/memory/",
+        f"/admin/memory/memory/{fact.pk}/change/",
     ):
         assert client.get(url).status_code == 200, url
-    response = client.post(
-        "/admin/conversations/memory/", {"action": "pin", "_selected_action": [fact.pk]}, follow=True
-    )
+    response = client.post("/admin/memory/memory/", {"action": "pin", "_selected_action": [fact.pk]}, follow=True)
     assert response.status_code == 200
     assert Memory.objects.get().pinned is True
 

@@ -20,11 +20,12 @@ from django.contrib.auth.models import User
 from companion import background
 from companion.testing import AvatarFactory, UserFactory
 from conversations.events import TurnEvent
-from conversations.models import Conversation, Memory, Message, Summary
+from conversations.models import Conversation, Message
 from conversations.services import TurnRequest, conversation_create, turn_run
 from llm.base import ChatMessage, Completion, CompletionParams, StreamEvent
 from llm.fake import FakeProvider
 from memory import tasks
+from memory.models import Memory, Summary
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the in-process tasks use their own connection
 
