@@ -54,17 +54,20 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import Profile
 from avatars.demo import demo_seed
 from avatars.models import Avatar
+from companion import background
 from companion.celery import app as celery_app
-from conversations import tasks
 from conversations.context import ContextBudget
-from conversations.memory import MemorySettings, summary_is_due, summary_update
-from conversations.models import Conversation, Memory, Message, Role, Summary
+from conversations.models import Conversation, Message, Role
 from conversations.services import conversation_create
 from conversations.turns import TurnResult, turn_start
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.fake import FakeProvider
 from llm.registry import provider_reset
 from llm.tokens import count_tokens
+from memory.config import MemorySettings
+from memory.models import Memory, Summary
+from memory.selectors import summary_is_due
+from memory.services import summary_update
 
 VOCABULARY = (
     "the a and to of in that it with for on was you I my we our about just really think know today "
@@ -189,7 +192,7 @@ def turn(conversation: Conversation, content: str, provider: FakeProvider) -> tu
     result = async_to_sync(_turn_complete)(conversation, content, provider)
     elapsed = (time.perf_counter() - started) * 1000
     cpu = (time.process_time() - cpu_started) * 1000
-    if not tasks.in_process_tasks_wait(timeout=120):
+    if not background.in_process_tasks_wait(timeout=120):
         sys.exit("the in-process memory work did not finish within 120 s")
     assert result.assistant_message is not None
     prompt = provider.calls[-1]
@@ -308,7 +311,7 @@ def main() -> None:
             f"cpu {cpu_growth:.2f}x ({'flat' if max(growth, cpu_growth) < 1.5 else 'GROWS'}; flat means under 1.5x)"
         )
     finally:
-        tasks.in_process_tasks_wait(timeout=120)
+        background.in_process_tasks_wait(timeout=120)
         connection.creation.destroy_test_db(original, verbosity=0)
         if directory:
             shutil.rmtree(directory, ignore_errors=True)

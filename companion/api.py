@@ -9,7 +9,7 @@ from accounts.auth import BearerAuth
 from avatars.api import router as avatars_router
 from companion.errors import DomainError, Throttled
 from conversations.api import router as conversations_router
-from conversations.memory_api import router as memory_router
+from memory.api import router as memory_router
 
 api = NinjaAPI(
     title="Companion API",

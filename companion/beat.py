@@ -13,7 +13,7 @@ from celery.schedules import crontab
 SUMMARY_SWEEP_SECONDS = 5 * 60
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    # Catches conversations whose summary enqueue was lost (conversations.memory.summary_sweep).
+    # Catches conversations whose summary enqueue was lost (memory.services.summary_sweep).
     "summarize-sweep": {
         "task": "conversations.summarize_sweep",
         "schedule": float(SUMMARY_SWEEP_SECONDS),

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "accounts",
     "avatars",
     "conversations",
+    "memory",
     "llm",
     "web",
 ]

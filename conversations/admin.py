@@ -16,7 +16,6 @@ from django.urls import URLPattern, path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-import conversations.memory_admin  # noqa: F401 - registers the Summary and Memory admins
 from conversations.admin_usage import usage_report_view
 from conversations.models import Conversation, Message, Role, Status
 

@@ -23,6 +23,7 @@ from conversations.schemas import (
 )
 from conversations.turns import RunningTurn, TurnEvent, turn_start
 from llm.registry import provider_get
+from memory import selectors as memory_selectors
 
 router = Router(tags=["conversations"])
 
@@ -110,7 +111,7 @@ def message_list(request: HttpRequest, conversation_id: int, page: Query[Message
 @router.get("/conversations/{conversation_id}/summary", response=SummaryOut)
 def summary_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
-    summary = selectors.summary_get(conversation=conversation)
+    summary = memory_selectors.summary_get(conversation=conversation)
     return {"text": summary.text, "covers_until": summary.covers_until_id, "updated_at": summary.updated_at}
 
 

@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from avatars.models import Avatar
 from companion.errors import NotFound
 from conversations.intents import PhraseBank, phrase_bank_for_avatar
-from conversations.models import Conversation, Message, Status, Summary
+from conversations.models import Conversation, Message, Status
 from llm.prompts import Persona, persona_from_avatar
 
 MESSAGE_PAGE_DEFAULT = 50
@@ -89,13 +89,6 @@ def message_list_after(*, conversation_id: int, after: int, limit: int = MESSAGE
         .exclude(status=Status.STREAMING)
         .order_by("id")[:limit]
     )
-
-
-def summary_get(*, conversation: Conversation) -> Summary:
-    summary = Summary.objects.filter(conversation_id=conversation.pk).first()
-    if summary is None:
-        raise NotFound("This conversation has no summary yet.")
-    return summary
 
 
 def message_dict(message: Message) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from llm.errors import (
     StreamIncomplete,
 )
 from llm.params import SEED_MAX
-from llm.usage import CallMeter, CallStats, MeteredStream
+from llm.usage import CallMeter, CallStats, MeteredProvider, MeteredStream
 
 logger = logging.getLogger("companion.llm")
 
@@ -95,7 +95,7 @@ class RetryPolicy:
         return max(error.retry_after, backoff)
 
 
-class ResilientProvider:
+class ResilientProvider(MeteredProvider):
     def __init__(
         self,
         inner: LLMProvider,

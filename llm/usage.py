@@ -29,9 +29,9 @@ How to get one:
     completion = await call_complete(provider=provider, messages=messages, stats=stats)
     # `stats` is filled even when call_complete raises
 
-`ResilientProvider` meters itself (its `stream()` already returns a `MeteredStream` with the
-attempt count), so `call_stream` / `call_complete` only add metering to providers that lack
-it (the fake, a custom class). Either way each call logs exactly one record on the
+A `MeteredProvider` (`ResilientProvider`) meters itself (its `stream()` already returns a
+`MeteredStream` with the attempt count), so `call_stream` / `call_complete` only add
+metering to providers that lack it (the fake, a custom class). Either way each call logs exactly one record on the
 "companion.llm" logger, INFO when it ends well or is cancelled, WARNING when it fails, with
 `extra={"data": stats.as_log()}`: figures only, never message text, never the key. The
 redacted upstream error detail goes to DEBUG.
@@ -42,6 +42,7 @@ Nothing here runs per token except one type check and, for the first delta, a cl
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -225,6 +226,21 @@ class MeteredStream:
             await aclose()
 
 
+class MeteredProvider(ABC):
+    """A provider that meters its own calls: `complete` fills the `stats` it is given, `stream`
+    returns a `MeteredStream`. Declared here, below `llm.resilience`, so that this module
+    can tell one apart without importing the module that builds on it."""
+
+    @abstractmethod
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        params: CompletionParams | None = None,
+        stats: CallStats | None = None,
+    ) -> Completion: ...
+
+
 def call_stream(
     *, provider: LLMProvider, messages: Sequence[ChatMessage], params: CompletionParams | None = None
 ) -> MeteredStream:
@@ -244,9 +260,7 @@ async def call_complete(
     stats: CallStats | None = None,
 ) -> Completion:
     """`provider.complete(...)`, metered into `stats` (filled even when it raises)."""
-    from llm.resilience import ResilientProvider  # resilience builds on this module
-
-    if isinstance(provider, ResilientProvider):
+    if isinstance(provider, MeteredProvider):
         return await provider.complete(messages, params=params, stats=stats)
     stats = stats if stats is not None else CallStats()
     stats.provider, stats.model, stats.kind, stats.attempts = (

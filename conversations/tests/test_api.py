@@ -10,8 +10,9 @@ from django.http import StreamingHttpResponse
 from django.test import AsyncClient, Client
 
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
-from conversations.models import Conversation, Message, Role, Status, Summary
+from conversations.models import Conversation, Message, Role, Status
 from llm.testing import provider_configured
+from memory.models import Summary
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,7 +20,6 @@ from companion.db import CompiledQuery
 from companion.errors import NotFound
 from conversations.context import ContextBudget, HistoryItem, context_build
 from conversations.intents import RouteDecision, RouterSettings, route_message
-from conversations.memory import SummaryForPrompt, memory_list_for_prompt
 from conversations.models import Conversation, Message, Role, Status
 from conversations.selectors import AvatarForTurn, avatar_for_turn, message_dict
 from conversations.turns.events import ModeChanged
@@ -28,6 +27,7 @@ from conversations.turns.request import TurnRequest
 from core.modes import Mode
 from llm.base import ChatMessage, CompletionParams
 from llm.prompts import PromptContext, post_history_prompt, system_prompt_for_mode
+from memory.selectors import SummaryForPrompt, memory_list_for_prompt
 
 FACTS_IN_PROMPT = 30
 

@@ -33,7 +33,6 @@ from typing import Any, TypeVar
 from channels.db import database_sync_to_async
 
 from conversations import realtime
-from conversations.memory import conversation_memory_schedule
 from conversations.models import Status
 from conversations.turns.events import ErrorEvent, MessageCreated, ReplyEnd, ReplyStart, TurnEvent
 from conversations.turns.locks import message_rate_check, turn_locks_acquire, turn_locks_release
@@ -56,6 +55,7 @@ from conversations.turns.stream import (
     stream_start,
 )
 from llm.base import LLMProvider
+from memory.services import conversation_memory_schedule
 
 logger = logging.getLogger("companion.turns")
 

@@ -17,10 +17,10 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from avatars.models import Avatar
+from companion.background import in_process_tasks_stop, in_process_tasks_wait
 from companion.errors import DomainError
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create
-from conversations.tasks import in_process_tasks_stop, in_process_tasks_wait
 from conversations.turns import turn_start
 from conversations.turns.events import ErrorEvent, MessageCreated, ModeChanged, ReplyEnd, ReplyStart, Token, TurnEvent
 from llm.registry import provider_get

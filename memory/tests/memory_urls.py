@@ -1,8 +1,7 @@
-"""A URLconf for the memory tests: the memory API and the admin, as companion/urls.py will serve them.
+"""A URLconf for the memory tests: the memory API and the admin, as companion/urls.py serves them.
 
-Until companion/api.py mounts `conversations.memory_api.router` and conversations/admin.py
-imports `conversations.memory_admin`, the tests mount them here, with the project's auth and
-error handlers.
+The tests mount `memory.api.router` on its own here, with the project's auth and error
+handlers.
 """
 
 from django.contrib import admin
@@ -11,11 +10,11 @@ from django.urls import URLPattern, URLResolver, path
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
 
-import conversations.memory_admin  # noqa: F401  registers the admins before admin.site.urls is read
+import memory.admin  # noqa: F401  registers the admins before admin.site.urls is read
 from accounts.auth import BearerAuth
 from companion.api import authentication_error_to_response, domain_error_to_response, validation_error_to_response
 from companion.errors import DomainError
-from conversations.memory_api import router
+from memory.api import router
 
 api = NinjaAPI(auth=BearerAuth(), urls_namespace="memory-test-api")
 

@@ -1,10 +1,13 @@
-"""Background work of conversations (Celery tasks): the rolling summary and remembered facts.
+"""Background work of memory (Celery tasks): the rolling summary and remembered facts.
 
-Tasks are interfaces: they take ids, re-fetch, and call one service of
-`conversations.memory` with the configured provider (`llm.registry.provider_get`).
+Tasks are interfaces: they take ids, re-fetch, and call one service of `memory.services`
+with the configured provider (`llm.registry.provider_get`). The service is imported inside
+the task: `memory.services` imports this module to send the tasks.
 
-- Names are explicit ("conversations.summarize_conversation", ...), so a rename of this
-  module never strands queued messages.
+- Names are explicit, so moving this module never strands queued messages. They still
+  read "conversations.*", from when these tasks lived in conversations/tasks.py: messages
+  already queued (and beat's schedule, companion/beat.py) know them by these names, so
+  they stay.
 - `summarize_conversation` and `extract_memories` are idempotent (a summary only moves
   forward; a fact is matched by key), so they run with `acks_late` and
   `reject_on_worker_lost`: a worker killed mid-task leaves the message to be delivered
@@ -21,38 +24,31 @@ Tasks are interfaces: they take ids, re-fetch, and call one service of
 - Time limits: each task's soft limit raises inside it, the hard limit kills it; both sit
   under the project-wide CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT.
 
-Without `REDIS_URL` (CELERY_TASK_ALWAYS_EAGER) there is no worker: `task_enqueue` runs the
-same tasks on one in-process background thread, never in the caller's thread, so the
-websocket's event loop (and the single thread behind `database_sync_to_async`) never waits
-for a model. That thread also does the retries, after short pauses (Celery's own eager
-retries would run at once, nested): the task raises `Retry`, which Celery's eager tracer
-records as a retry (INFO), not a failure (an ERROR with a traceback). There is no beat
-either; each later turn checks again whether a summary is due.
+Without `REDIS_URL` (CELERY_TASK_ALWAYS_EAGER) there is no worker: `companion.background`
+runs the same tasks on one in-process background thread, retrying after the short pauses of
+`IN_PROCESS_RETRY_DELAYS`. There is no beat either; each later turn checks again whether a
+summary is due.
 """
 
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import Task, shared_task, states
+from celery import Task, shared_task
 from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
-from django.conf import settings
-from django.db import close_old_connections
 
+from companion import background
 from llm.base import LLMProvider
 from llm.errors import LLMError
 from llm.prompts.memory import OutputRejected
+from memory.selectors import summary_is_due
 
 logger = logging.getLogger("companion.memory")
 
 RETRY_MAX = 3
 RETRY_BACKOFF_SECONDS = 10  # 10, 20, 40 s (full jitter: anywhere up to those)
 RETRY_BACKOFF_MAX_SECONDS = 300
-IN_PROCESS_THREAD_NAME = "companion-tasks"
 IN_PROCESS_RETRY_DELAYS: tuple[float, ...] = (2.0, 4.0, 8.0)  # one per retry, RETRY_MAX of them
 
 # Tasks that call the model; each adds its own limits (the soft one raises in the task, the hard one kills it).
@@ -62,6 +58,7 @@ _LLM_TASK_OPTIONS: dict[str, Any] = {
     "reject_on_worker_lost": True,
     "max_retries": RETRY_MAX,
     "ignore_result": True,
+    "queue_setting": "MEMORY_TASK_QUEUE",  # companion.background.task_enqueue sends them there when it is set
 }
 
 
@@ -72,10 +69,11 @@ def provider_for_tasks() -> LLMProvider:
     return provider_get()
 
 
+# The names keep their "conversations." prefix: queued messages and beat know the tasks by them (see above).
 @shared_task(name="conversations.summarize_conversation", soft_time_limit=90, time_limit=120, **_LLM_TASK_OPTIONS)
 def summarize_conversation(self: Task[Any, Any], conversation_id: int) -> int | None:
     """Summarise the conversation when due; returns the id of the last message the summary now covers."""
-    from conversations.memory import summary_is_due, summary_update
+    from memory.services import summary_update
 
     try:
         summary = summary_update(conversation_id=conversation_id, provider=provider_for_tasks())
@@ -86,14 +84,14 @@ def summarize_conversation(self: Task[Any, Any], conversation_id: int) -> int | 
         return None
     # One run reads a bounded batch; a long backlog continues at once rather than waiting for a turn.
     if summary_is_due(conversation_id=conversation_id):
-        task_enqueue(summarize_conversation, conversation_id=conversation_id)
+        background.task_enqueue(summarize_conversation, conversation_id=conversation_id)
     return summary.covers_until_id
 
 
 @shared_task(name="conversations.extract_memories", soft_time_limit=60, time_limit=90, **_LLM_TASK_OPTIONS)
 def extract_memories(self: Task[Any, Any], message_id: int) -> list[int]:
     """Remember the durable facts of one user message; returns the ids of the facts created or changed."""
-    from conversations.memory import memory_extract
+    from memory.services import memory_extract
 
     try:
         memories = memory_extract(message_id=message_id, provider=provider_for_tasks())
@@ -106,18 +104,9 @@ def extract_memories(self: Task[Any, Any], message_id: int) -> list[int]:
 @shared_task(name="conversations.summarize_sweep", soft_time_limit=60, time_limit=90, ignore_result=True)
 def summarize_sweep() -> int:
     """Beat, every few minutes: queue the summaries whose enqueue was lost; returns how many."""
-    from conversations.memory import summary_sweep
+    from memory.services import summary_sweep
 
     return summary_sweep()
-
-
-# Lives here until accounts has a tasks module; the name is what beat and the queue know it by.
-@shared_task(name="accounts.api_token_delete_expired", soft_time_limit=300, time_limit=360, ignore_result=True)
-def api_token_delete_expired() -> int:
-    """Beat, daily: delete expired API tokens; returns how many."""
-    from accounts.services import api_token_delete_expired as delete_expired
-
-    return delete_expired()
 
 
 def _retry_or_give_up(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
@@ -168,71 +157,3 @@ def _retry_or_give_up(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
         },
     )
     raise task.retry(exc=exc, countdown=countdown)
-
-
-# --- sending: to the broker, or to the in-process thread ---------------------------------------
-
-_in_process = ThreadPoolExecutor(max_workers=1, thread_name_prefix=IN_PROCESS_THREAD_NAME)
-_in_process_stopping = threading.Event()
-
-
-def task_enqueue(task: Task[Any, Any], **kwargs: int) -> None:
-    """Send `task` with keyword arguments; never runs it in the caller's thread.
-
-    With a broker: `apply_async` (on `MEMORY_TASK_QUEUE` when that setting names one).
-    Without one (CELERY_TASK_ALWAYS_EAGER): on the single in-process background thread,
-    one task after another, so SQLite sees one background writer and a burst of turns
-    cannot start a burst of model calls.
-    """
-    if task.app.conf.task_always_eager:
-        _in_process.submit(_run_in_process, task, kwargs)
-        return
-    options: dict[str, Any] = {}
-    queue = getattr(settings, "MEMORY_TASK_QUEUE", None)
-    if queue:
-        options["queue"] = queue
-    # Fail fast when Redis is away: the caller is a turn that is already stored, and the sweep catches up.
-    task.apply_async(
-        kwargs=kwargs,
-        retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
-        **options,
-    )
-
-
-def _run_in_process(task: Task[Any, Any], kwargs: dict[str, int]) -> None:
-    # This thread keeps its own database connection; close it when it is old, as Django does per request.
-    close_old_connections()
-    try:
-        for attempt in range(RETRY_MAX + 1):
-            if _in_process_stopping.is_set():
-                return  # the process is exiting: the beat sweep or the next turn picks this work up again
-            # Done, given up (the task logged it) or failed (Celery logged the error): nothing more to do.
-            result = task.apply(kwargs=kwargs, retries=attempt, throw=False)
-            if result.state != states.RETRY or attempt == RETRY_MAX:
-                return
-            # A pause on this thread holds up only the memory work queued behind it, never a turn.
-            _in_process_stopping.wait(IN_PROCESS_RETRY_DELAYS[attempt])
-    except Exception:
-        logger.exception("in-process task crashed", extra={"data": {"task": task.name, **kwargs}})
-    finally:
-        close_old_connections()
-
-
-def in_process_tasks_wait(*, timeout: float = 30.0) -> bool:
-    """Wait until the in-process thread has run everything queued so far; False on timeout.
-
-    For tests and for commands that exit right after a turn (the terminal chat).
-    """
-    if threading.current_thread().name.startswith(IN_PROCESS_THREAD_NAME):
-        return True  # called from a task itself: waiting on our own queue would never end
-    try:
-        _in_process.submit(lambda: None).result(timeout=timeout)
-    except FutureTimeout:
-        return False
-    return True
-
-
-def in_process_tasks_stop() -> None:
-    """Drop queued in-process work and retries (a command that is exiting); a running attempt completes."""
-    _in_process_stopping.set()

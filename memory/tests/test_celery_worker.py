@@ -1,6 +1,6 @@
 """Memory work on a real Celery worker process, over the Redis of REDIS_URL and the PostgreSQL of DATABASE_URL.
 
-Each test starts its own worker (`celery -A conversations.tests.celery_worker_app worker`,
+Each test starts its own worker (`celery -A memory.tests.celery_worker_app worker`,
 the project's app on a queue of its own, see that module) from a fixture and stops it by its
 PID. The worker reads the test database (pytest-django's `test_<name>`, passed as its
 DATABASE_URL) and answers with `fake_summary_provider.FakeSummaryProvider` through
@@ -8,7 +8,7 @@ LLM_PROVIDER. Without REDIS_URL or PostgreSQL these tests skip, and fail when CI
 
 Run locally, e.g.:
     REDIS_URL=redis://127.0.0.1:6379/5 DATABASE_URL=postgres://postgres@127.0.0.1:5432/companion_memory \\
-        .venv/bin/pytest conversations/tests/test_celery_worker.py
+        .venv/bin/pytest memory/tests/test_celery_worker.py
 """
 
 import os
@@ -29,10 +29,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from companion import background
 from companion.celery import app
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
-from conversations import memory, tasks
-from conversations.models import Conversation, Memory, Message, Role, Summary
+from conversations.models import Conversation, Message, Role
+from memory import tasks
+from memory.models import Memory, Summary
+from memory.selectors import memory_list_for_prompt, summary_is_due
+from memory.services import conversation_memory_schedule
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -130,7 +134,7 @@ def start_worker(transactional_db: Any, queue: str, tmp_path: Path) -> Iterator[
         command = [
             str(Path(sys.executable).with_name("celery")),
             "-A",
-            "conversations.tests.celery_worker_app",
+            "memory.tests.celery_worker_app",
             "worker",
             f"--pool={pool}",
             "--concurrency=1",
@@ -176,7 +180,7 @@ def _worker_env(queue: str, extra: dict[str, str]) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": f"postgres://{credentials}@{host}/{quote(db['NAME'], safe='')}",
         "REDIS_URL": settings.REDIS_URL,
-        "LLM_PROVIDER": "conversations.tests.fake_summary_provider.FakeSummaryProvider",
+        "LLM_PROVIDER": "memory.tests.fake_summary_provider.FakeSummaryProvider",
         "LLM_SUMMARY_MODEL": SUMMARY_MODEL,
         "SUMMARY_KEEP_RECENT": str(KEEP_RECENT),
         "SUMMARY_TRIGGER_MESSAGES": str(TRIGGER_MESSAGES),
@@ -213,7 +217,7 @@ def history(conversation: Conversation, count: int, *, start: int = 0, first: st
 def turn_stored(conversation: Conversation, user_message: Message) -> None:
     """What the orchestrator does after each stored turn."""
     with transaction.atomic():
-        memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=user_message.pk)
+        conversation_memory_schedule(conversation_id=conversation.pk, message_id=user_message.pk)
 
 
 def marker_pid(marker: Path) -> int | None:
@@ -234,8 +238,8 @@ def test_a_long_conversation_gets_exactly_one_summary_covering_an_older_message(
 
     # When the last turn is stored, and the same summary is sent twice more (a duplicate and a sweep)
     turn_stored(conversation, messages[-1])
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
     worker.wait_idle(queue, redis_client)
 
     # Then there is exactly one summary, covering up to the newest message outside the window
@@ -245,7 +249,7 @@ def test_a_long_conversation_gets_exactly_one_summary_covering_an_older_message(
     assert summary.text == "They talked through 25 more messages, the last one being 'line 24'."
     assert summary.model == SUMMARY_MODEL
     # And the newest 20 are not summarised away; the extraction of "line 44" remembered nothing
-    assert memory.summary_is_due(conversation_id=conversation.pk) is False
+    assert summary_is_due(conversation_id=conversation.pk) is False
     assert not Memory.objects.exists()
 
 
@@ -258,7 +262,7 @@ def test_a_worker_killed_mid_summary_has_it_redelivered_and_leaves_one_summary(
     first = start_worker(env=env)
     conversation = new_conversation()
     messages = history(conversation, 45)
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
     wait_until(lambda: marker_pid(marker) is not None, what="the summary to start", worker=first)
     assert marker_pid(marker) == first.pid  # the solo pool runs tasks in the worker process itself
 
@@ -284,7 +288,7 @@ def test_a_pool_child_killed_mid_summary_is_requeued_by_reject_on_worker_lost(
     worker = start_worker(pool="prefork", env={"FAKE_LLM_HANG_MARKER": str(marker)})
     conversation = new_conversation()
     messages = history(conversation, 45)
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
     wait_until(lambda: marker_pid(marker) is not None, what="the summary to start", worker=worker)
     child = marker_pid(marker)
     assert child is not None
@@ -367,6 +371,6 @@ def test_a_pinned_fact_survives_ten_later_summaries(
     # And fifty messages later and beyond, the prompt still carries it first
     assert len(messages) == 250
     assert Summary.objects.count() == 1
-    assert memory.memory_list_for_prompt(user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=40) == (
+    assert memory_list_for_prompt(user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=40) == (
         pinned_text,
     )

@@ -9,9 +9,10 @@ from django.test import Client
 
 from accounts.services import token_pair_create
 from companion.testing import AvatarFactory, ConversationFactory, MessageFactory
-from conversations.models import Memory, Role
+from conversations.models import Role
+from memory.models import Memory
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("conversations.tests.memory_urls")]
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("memory.tests.memory_urls")]
 
 
 def bearer(user: User) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The project's Celery app as the worker tests start it: `celery -A conversations.tests.celery_worker_app worker`.
+"""The project's Celery app as the worker tests start it: `celery -A memory.tests.celery_worker_app worker`.
 
 The same app, settings and tasks as `celery -A companion worker`; the environment only
 narrows it for a test run:

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
+from companion import background
 from companion.errors import InvalidInput, NotFound
 from companion.logging import JsonFormatter
 from companion.testing import (
@@ -26,8 +27,7 @@ from companion.testing import (
     logger_captured,
     skip_or_fail,
 )
-from conversations import memory, tasks
-from conversations.models import Conversation, Memory, Message, Role, Status, Summary
+from conversations.models import Conversation, Message, Role, Status
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.errors import AuthenticationFailed, RateLimited, Unavailable
 from llm.fake import FakeProvider
@@ -43,6 +43,8 @@ from llm.prompts.memory import (
     summary_check,
     summary_prompt,
 )
+from memory import config, selectors, services, tasks
+from memory.models import Memory, Summary
 
 GOOD_SUMMARY = "Sam told Luna about the move to Lisbon and asked for help planning the boxes."
 
@@ -298,10 +300,10 @@ def test_summary_is_due_only_with_more_than_the_trigger_outside_the_window(small
     conversation = ConversationFactory()
     # 3 kept + 4 older: not more than the trigger
     history(conversation, 7)
-    assert memory.summary_is_due(conversation_id=conversation.pk) is False
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is False
     # one more older message (the window moves): 5 older than the newest 3
     history(conversation, 1, start=7)
-    assert memory.summary_is_due(conversation_id=conversation.pk) is True
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is True
 
 
 @pytest.mark.django_db
@@ -310,9 +312,9 @@ def test_failed_streaming_and_empty_messages_do_not_count(small_window: Any) -> 
     history(conversation, 7)
     MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="partial", status=Status.FAILED)
     MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="", status=Status.CANCELLED)
-    assert memory.summary_is_due(conversation_id=conversation.pk) is False
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is False
     history(conversation, 1, start=7, status=Status.FALLBACK)
-    assert memory.summary_is_due(conversation_id=conversation.pk) is True
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is True
 
 
 @pytest.mark.django_db
@@ -323,7 +325,7 @@ def test_summary_update_summarises_older_messages_and_never_the_newest_window(sm
     provider = FakeProvider(reply=GOOD_SUMMARY)
 
     # When the summary is updated
-    summary = memory.summary_update(conversation_id=conversation.pk, provider=provider)
+    summary = services.summary_update(conversation_id=conversation.pk, provider=provider)
 
     # Then one summary covers up to the newest message outside the window
     assert summary is not None
@@ -333,18 +335,18 @@ def test_summary_update_summarises_older_messages_and_never_the_newest_window(sm
     # And the model saw exactly those six messages, by name, with the summary model asked for
     assert sent_lines(provider) == [f"{'Sam' if i % 2 == 0 else 'Luna'}: line {i}" for i in range(6)]
     assert provider.params == [CompletionParams(model="summary-model", temperature=0.2, max_tokens=600)]
-    assert memory.summary_is_due(conversation_id=conversation.pk) is False
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is False
 
 
 @pytest.mark.django_db
 def test_the_next_summary_folds_in_the_previous_one_and_moves_forward(small_window: Any) -> None:
     conversation = ConversationFactory()
     messages = history(conversation, 9)
-    memory.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
+    services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
     messages += history(conversation, 5, start=9)
     provider = FakeProvider(reply="Sam moved; now they plan the housewarming.")
 
-    summary = memory.summary_update(conversation_id=conversation.pk, provider=provider)
+    summary = services.summary_update(conversation_id=conversation.pk, provider=provider)
 
     assert summary is not None
     assert summary.covers_until_id == messages[10].pk
@@ -361,7 +363,7 @@ def test_summary_update_when_not_due_calls_no_model_and_stores_nothing(small_win
     history(conversation, 7)
     provider = FakeProvider(reply=GOOD_SUMMARY)
 
-    assert memory.summary_update(conversation_id=conversation.pk, provider=provider) is None
+    assert services.summary_update(conversation_id=conversation.pk, provider=provider) is None
     assert provider.calls == []
     assert not Summary.objects.exists()
 
@@ -370,10 +372,10 @@ def test_summary_update_when_not_due_calls_no_model_and_stores_nothing(small_win
 def test_running_twice_leaves_one_summary_and_the_second_run_calls_no_model(small_window: Any) -> None:
     conversation = ConversationFactory()
     messages = history(conversation, 9)
-    memory.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
+    services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
     second = FakeProvider(reply="another text")
 
-    assert memory.summary_update(conversation_id=conversation.pk, provider=second) is None
+    assert services.summary_update(conversation_id=conversation.pk, provider=second) is None
 
     assert second.calls == []
     assert list(Summary.objects.values_list("text", "covers_until_id")) == [(GOOD_SUMMARY, messages[5].pk)]
@@ -389,7 +391,7 @@ class _OvertakenProvider(FakeProvider):
     async def complete(self, messages: Sequence[ChatMessage], *, params: CompletionParams | None = None) -> Completion:
         from asgiref.sync import sync_to_async
 
-        await sync_to_async(memory.summary_update)(
+        await sync_to_async(services.summary_update)(
             conversation_id=self.conversation_id, provider=FakeProvider(reply="the faster run")
         )
         return await super().complete(messages, params=params)
@@ -403,7 +405,7 @@ def test_a_run_overtaken_by_a_concurrent_one_stores_nothing(small_window: Any) -
     slow = _OvertakenProvider(conversation.pk, reply="the slower run")
 
     # When the first run gets its answer
-    result = memory.summary_update(conversation_id=conversation.pk, provider=slow)
+    result = services.summary_update(conversation_id=conversation.pk, provider=slow)
 
     # Then it stores nothing over the summary that already covers as much
     assert result is None
@@ -431,7 +433,7 @@ def test_two_runs_at_once_on_postgresql_leave_one_summary(small_window: Any) -> 
 
     def run(name: str) -> None:
         try:
-            results[name] = memory.summary_update(
+            results[name] = services.summary_update(
                 conversation_id=conversation.pk, provider=TogetherProvider(reply=f"summary by {name}")
             )
         finally:
@@ -457,7 +459,7 @@ def test_a_stale_run_never_moves_the_summary_backwards(small_window: Any) -> Non
     conversation = ConversationFactory()
     messages = history(conversation, 9)
     Summary.objects.create(conversation=conversation, text="newer", covers_until=messages[5])
-    plan = memory._SummaryPlan(
+    plan = services._SummaryPlan(
         conversation_id=conversation.pk,
         previous_text=None,
         previous_until=0,
@@ -468,7 +470,7 @@ def test_a_stale_run_never_moves_the_summary_backwards(small_window: Any) -> Non
         user_name="Sam",
     )
 
-    assert memory._summary_store(plan, text="older", model="m") is None
+    assert services._summary_store(plan, text="older", model="m") is None
     assert list(Summary.objects.values_list("text", "covers_until_id")) == [("newer", messages[5].pk)]
 
 
@@ -477,12 +479,12 @@ def test_a_stale_run_never_moves_the_summary_backwards(small_window: Any) -> Non
 def test_a_rejected_summary_never_replaces_a_good_one(small_window: Any, reply: str) -> None:
     conversation = ConversationFactory()
     history(conversation, 9)
-    memory.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
+    services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
     good = Summary.objects.get()
     history(conversation, 5, start=9)
 
     with pytest.raises(OutputRejected):
-        memory.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=reply))
+        services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=reply))
 
     assert list(Summary.objects.values_list("text", "covers_until_id")) == [(GOOD_SUMMARY, good.covers_until_id)]
 
@@ -494,7 +496,7 @@ def test_a_too_long_summary_is_rejected(small_window: Any) -> None:
     history(conversation, 9)
 
     with pytest.raises(OutputRejected) as caught:
-        memory.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply="Sam moved. " * 40))
+        services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply="Sam moved. " * 40))
 
     assert caught.value.reason == "too_long"
     assert not Summary.objects.exists()
@@ -510,7 +512,7 @@ def test_pinned_facts_go_into_the_summary_prompt_and_other_facts_do_not(small_wi
     Memory.objects.create(user=conversation.user, avatar=conversation.avatar, key="tea", text="Likes green tea.")
     provider = FakeProvider(reply=GOOD_SUMMARY)
 
-    memory.summary_update(conversation_id=conversation.pk, provider=provider)
+    services.summary_update(conversation_id=conversation.pk, provider=provider)
 
     prompt = provider.calls[0][-1].content
     assert "<pinned_facts>\n- Ana: 3 May.\n</pinned_facts>" in prompt
@@ -528,14 +530,14 @@ def test_a_long_backlog_is_summarised_in_batches_within_the_input_budget(small_w
     provider = FakeProvider(reply=GOOD_SUMMARY)
 
     # When it is summarised once
-    summary = memory.summary_update(conversation_id=conversation.pk, provider=provider)
+    summary = services.summary_update(conversation_id=conversation.pk, provider=provider)
 
     # Then the run took the oldest messages that fit, and the rest is still due
     assert summary is not None
     sent = len(sent_lines(provider))
     assert 1 <= sent < 40
     assert summary.covers_until_id == messages[sent - 1].pk
-    assert memory.summary_is_due(conversation_id=conversation.pk) is True
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is True
 
 
 @pytest.mark.django_db
@@ -546,8 +548,8 @@ def test_a_reply_still_streaming_stops_the_batch_before_it(small_window: Any) ->
     history(conversation, 10, start=2)
     provider = FakeProvider(reply=GOOD_SUMMARY)
 
-    assert memory.summary_is_due(conversation_id=conversation.pk) is False
-    assert memory.summary_update(conversation_id=conversation.pk, provider=provider) is None
+    assert selectors.summary_is_due(conversation_id=conversation.pk) is False
+    assert services.summary_update(conversation_id=conversation.pk, provider=provider) is None
     assert provider.calls == []
     assert not Summary.objects.exists()
 
@@ -555,10 +557,10 @@ def test_a_reply_still_streaming_stops_the_batch_before_it(small_window: Any) ->
 @pytest.mark.django_db
 def test_summary_get_for_prompt_gives_text_and_the_last_covered_id(small_window: Any) -> None:
     conversation = ConversationFactory()
-    assert memory.summary_get_for_prompt(conversation_id=conversation.pk) is None
+    assert selectors.summary_get_for_prompt(conversation_id=conversation.pk) is None
     messages = history(conversation, 9)
-    memory.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
-    assert memory.summary_get_for_prompt(conversation_id=conversation.pk) == memory.SummaryForPrompt(
+    services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
+    assert selectors.summary_get_for_prompt(conversation_id=conversation.pk) == selectors.SummaryForPrompt(
         text=GOOD_SUMMARY, covers_until=messages[5].pk
     )
 
@@ -566,14 +568,14 @@ def test_summary_get_for_prompt_gives_text_and_the_last_covered_id(small_window:
 def test_the_default_settings_leave_no_gap_between_summary_and_prompt(settings: Any) -> None:
     # 12 kept + 8 before a summary is due = 20 messages = 10 exchanges, the prompt's history
     assert (settings.SUMMARY_KEEP_RECENT, settings.SUMMARY_TRIGGER_MESSAGES, settings.CONTEXT_MAX_PAIRS) == (12, 8, 10)
-    assert memory.memory_settings_check() == []
+    assert config.memory_settings_check() == []
 
 
 def test_settings_that_leave_a_gap_are_warned_about(settings: Any) -> None:
     settings.SUMMARY_KEEP_RECENT = 20
     settings.SUMMARY_TRIGGER_MESSAGES = 20
 
-    problems = memory.memory_settings_check()
+    problems = config.memory_settings_check()
 
     assert [(p.id, p.level) for p in problems] == [("conversations.W001", checks.WARNING)]
     assert "40 is more than 2 * CONTEXT_MAX_PAIRS = 20" in problems[0].msg
@@ -606,7 +608,7 @@ def test_memory_extract_remembers_facts_with_their_source_message(chat: Conversa
         )
     )
 
-    created = memory.memory_extract(message_id=message.pk, provider=provider)
+    created = services.memory_extract(message_id=message.pk, provider=provider)
 
     rows = list(Memory.objects.order_by("id").values_list("user_id", "avatar_id", "key", "text", "source_message_id"))
     assert rows == [
@@ -622,10 +624,10 @@ def test_memory_extract_remembers_facts_with_their_source_message(chat: Conversa
 
 def test_the_same_key_updates_the_fact_instead_of_adding_one(chat: Conversation) -> None:
     first = say(chat, "I work as a nurse these days")
-    memory.memory_extract(message_id=first.pk, provider=FakeProvider(reply=facts_reply(("job", "Sam is a nurse."))))
+    services.memory_extract(message_id=first.pk, provider=FakeProvider(reply=facts_reply(("job", "Sam is a nurse."))))
     later = say(chat, "I switched jobs, I teach now")
 
-    changed = memory.memory_extract(
+    changed = services.memory_extract(
         message_id=later.pk, provider=FakeProvider(reply=facts_reply(("Job", "Sam is a teacher.")))
     )
 
@@ -637,12 +639,12 @@ def test_the_same_key_updates_the_fact_instead_of_adding_one(chat: Conversation)
 
 def test_a_near_duplicate_text_under_another_key_updates_the_existing_fact(chat: Conversation) -> None:
     first = say(chat, "I work night shifts")
-    memory.memory_extract(
+    services.memory_extract(
         message_id=first.pk, provider=FakeProvider(reply=facts_reply(("work_schedule", "Sam works night shifts.")))
     )
     later = say(chat, "night shifts again this week")
 
-    memory.memory_extract(
+    services.memory_extract(
         message_id=later.pk, provider=FakeProvider(reply=facts_reply(("job_hours", "Sam works on night shifts.")))
     )
 
@@ -657,7 +659,7 @@ def test_a_pinned_fact_is_never_rewritten(chat: Conversation) -> None:
     )
     message = say(chat, "my sister's birthday is 4 June")
 
-    changed = memory.memory_extract(
+    changed = services.memory_extract(
         message_id=message.pk,
         provider=FakeProvider(reply=facts_reply(("sister_birthday", "Ana's birthday is 4 June."))),
     )
@@ -671,9 +673,9 @@ def test_a_pinned_fact_is_never_rewritten(chat: Conversation) -> None:
 def test_running_extraction_twice_for_a_message_adds_nothing(chat: Conversation) -> None:
     message = say(chat, "My name is Sam")
     provider = FakeProvider(reply=facts_reply(("name", "The user's name is Sam.")))
-    memory.memory_extract(message_id=message.pk, provider=provider)
+    services.memory_extract(message_id=message.pk, provider=provider)
 
-    assert memory.memory_extract(message_id=message.pk, provider=provider) == []
+    assert services.memory_extract(message_id=message.pk, provider=provider) == []
     assert Memory.objects.count() == 1
 
 
@@ -682,10 +684,10 @@ def test_facts_are_kept_per_user_and_avatar(chat: Conversation) -> None:
     other_user_chat = ConversationFactory(avatar=chat.avatar)
     provider = FakeProvider(reply=facts_reply(("name", "The user's name is Sam.")))
     for conversation in (chat, other_avatar_chat, other_user_chat):
-        memory.memory_extract(message_id=say(conversation, "My name is Sam").pk, provider=provider)
+        services.memory_extract(message_id=say(conversation, "My name is Sam").pk, provider=provider)
 
     assert Memory.objects.count() == 3
-    assert memory.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=10) == (
+    assert selectors.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=10) == (
         "The user's name is Sam.",
     )
 
@@ -695,7 +697,7 @@ def test_malformed_fact_output_is_rejected_and_stores_nothing(chat: Conversation
     message = say(chat, "My name is Sam")
 
     with pytest.raises(OutputRejected):
-        memory.memory_extract(message_id=message.pk, provider=FakeProvider(reply=reply))
+        services.memory_extract(message_id=message.pk, provider=FakeProvider(reply=reply))
 
     assert not Memory.objects.exists()
 
@@ -705,7 +707,7 @@ def test_a_cut_off_fact_answer_is_rejected(chat: Conversation) -> None:
     provider = FakeProvider(reply=facts_reply(("name", "Sam.")), finish_reason="length")
 
     with pytest.raises(OutputRejected):
-        memory.memory_extract(message_id=message.pk, provider=provider)
+        services.memory_extract(message_id=message.pk, provider=provider)
     assert not Memory.objects.exists()
 
 
@@ -718,7 +720,7 @@ def test_assistant_messages_and_small_talk_call_no_model(chat: Conversation, rol
     message = MessageFactory(conversation=chat, role=role, content=content)
     provider = FakeProvider(reply=facts_reply(("name", "Sam.")))
 
-    assert memory.memory_extract(message_id=message.pk, provider=provider) == []
+    assert services.memory_extract(message_id=message.pk, provider=provider) == []
     assert provider.calls == []
     assert not Memory.objects.exists()
 
@@ -730,7 +732,7 @@ def test_at_the_bound_the_least_recently_updated_unpinned_fact_makes_room(chat: 
     newer = Memory.objects.create(user=chat.user, avatar=chat.avatar, key="c", text="Unpinned newer fact on cats.")
     message = say(chat, "I live in Lisbon now")
 
-    memory.memory_extract(
+    services.memory_extract(
         message_id=message.pk, provider=FakeProvider(reply=facts_reply(("home", "Sam lives in Lisbon.")))
     )
 
@@ -744,7 +746,7 @@ def test_at_the_bound_with_every_fact_pinned_nothing_is_added_or_dropped(chat: C
     Memory.objects.create(user=chat.user, avatar=chat.avatar, key="a", text="Pinned fact one.", pinned=True)
     message = say(chat, "I live in Lisbon now")
 
-    changed = memory.memory_extract(
+    changed = services.memory_extract(
         message_id=message.pk, provider=FakeProvider(reply=facts_reply(("home", "Sam lives in Lisbon.")))
     )
 
@@ -761,26 +763,29 @@ def test_memory_list_for_prompt_puts_pinned_first_then_the_most_recent(chat: Con
     Memory.objects.create(user=chat.user, avatar=chat.avatar, key="new", text="new")
     Memory.objects.filter(pk=old.pk).update(updated_at=timezone.now() - timedelta(days=1))
 
-    assert memory.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=10) == (
+    assert selectors.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=10) == (
         "pinned",
         "new",
         "old",
     )
-    assert memory.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=2) == ("pinned", "new")
+    assert selectors.memory_list_for_prompt(user_id=chat.user_id, avatar_id=chat.avatar_id, limit=2) == (
+        "pinned",
+        "new",
+    )
 
 
 def test_memory_update_edits_and_pins_only_the_users_own_fact(chat: Conversation, other_user: User) -> None:
     fact = Memory.objects.create(user=chat.user, avatar=chat.avatar, key="name", text="Sam.")
 
-    updated = memory.memory_update(user=chat.user, memory_id=fact.pk, text="  Samantha.  ", pinned=True)
+    updated = services.memory_update(user=chat.user, memory_id=fact.pk, text="  Samantha.  ", pinned=True)
 
     assert (updated.text, updated.pinned, updated.key) == ("Samantha.", True, "name")
     with pytest.raises(NotFound):
-        memory.memory_update(user=other_user, memory_id=fact.pk, text="hacked")
+        services.memory_update(user=other_user, memory_id=fact.pk, text="hacked")
     with pytest.raises(InvalidInput):
-        memory.memory_update(user=chat.user, memory_id=fact.pk, text="   ")
+        services.memory_update(user=chat.user, memory_id=fact.pk, text="   ")
     with pytest.raises(InvalidInput):
-        memory.memory_update(user=chat.user, memory_id=fact.pk, text="x" * 501)
+        services.memory_update(user=chat.user, memory_id=fact.pk, text="x" * 501)
     assert Memory.objects.values_list("text", "pinned").get() == ("Samantha.", True)
 
 
@@ -788,9 +793,9 @@ def test_memory_delete_forgets_only_the_users_own_fact(chat: Conversation, other
     fact = Memory.objects.create(user=chat.user, avatar=chat.avatar, key="name", text="Sam.")
 
     with pytest.raises(NotFound):
-        memory.memory_delete(user=other_user, memory_id=fact.pk)
+        services.memory_delete(user=other_user, memory_id=fact.pk)
     assert Memory.objects.count() == 1
-    memory.memory_delete(user=chat.user, memory_id=fact.pk)
+    services.memory_delete(user=chat.user, memory_id=fact.pk)
     assert not Memory.objects.exists()
 
 
@@ -800,7 +805,7 @@ def test_memory_delete_forgets_only_the_users_own_fact(chat: Conversation, other
 @pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, int]]]:
     sent: list[tuple[str, dict[str, int]]] = []
-    monkeypatch.setattr(tasks, "task_enqueue", lambda task, **kwargs: sent.append((task.name, kwargs)))
+    monkeypatch.setattr(background, "task_enqueue", lambda task, **kwargs: sent.append((task.name, kwargs)))
     return sent
 
 
@@ -812,10 +817,10 @@ def test_schedule_enqueues_on_commit_extraction_and_a_due_summary_once(
     messages = history(conversation, 9)
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
+        services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
         assert enqueued == []  # nothing before the commit
     with django_capture_on_commit_callbacks(execute=True):
-        memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
+        services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
 
     assert len(callbacks) == 1
     assert enqueued == [
@@ -833,12 +838,12 @@ def test_once_a_summary_is_stored_the_next_due_one_is_queued_at_once(
     conversation = ConversationFactory()
     messages = history(conversation, 9)
     with django_capture_on_commit_callbacks(execute=True):
-        memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
-    memory.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
+        services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
+    services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
     messages += history(conversation, 5, start=9)
 
     with django_capture_on_commit_callbacks(execute=True):
-        memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
+        services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
 
     summaries = [kwargs for name, kwargs in enqueued if name == "conversations.summarize_conversation"]
     assert summaries == [{"conversation_id": conversation.pk}, {"conversation_id": conversation.pk}]
@@ -852,7 +857,7 @@ def test_schedule_skips_the_summary_when_not_due(
     messages = history(conversation, 4)
 
     with django_capture_on_commit_callbacks(execute=True):
-        memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-2].pk)
+        services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-2].pk)
 
     assert enqueued == [("conversations.extract_memories", {"message_id": messages[-2].pk})]
 
@@ -874,7 +879,7 @@ def test_schedule_enqueues_extraction_only_for_messages_that_may_disclose_a_fact
     # When each turn is stored
     for message in (small_talk, question, fact, answer, declined):
         with django_capture_on_commit_callbacks(execute=True):
-            memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=message.pk)
+            services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=message.pk)
 
     # Then only the fact and the answer about family are sent for extraction
     assert enqueued == [
@@ -890,7 +895,7 @@ def test_a_rolled_back_turn_schedules_nothing(small_window: Any, enqueued: list[
 
     def failing_turn() -> None:
         with transaction.atomic():
-            memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
+            services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
             raise RuntimeError("the turn failed")
 
     with pytest.raises(RuntimeError):
@@ -908,24 +913,24 @@ def test_in_process_work_runs_on_the_background_thread_never_in_the_callers(
     messages = history(conversation, 9)
     release = threading.Event()
     ran_on: list[str] = []
-    real_update = memory.summary_update
+    real_update = services.summary_update
 
     def blocking_update(**kwargs: Any) -> Summary | None:
         ran_on.append(threading.current_thread().name)
         assert release.wait(timeout=30)
         return real_update(**kwargs)
 
-    monkeypatch.setattr(memory, "summary_update", blocking_update)
+    monkeypatch.setattr(services, "summary_update", blocking_update)
 
     # When a turn schedules its memory work outside a transaction (on_commit runs at once)
-    memory.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
+    services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
 
     # Then the caller got control back while the summary was still waiting, and nothing was stored yet
     assert not Summary.objects.exists()
     release.set()
-    assert tasks.in_process_tasks_wait(timeout=30)
+    assert background.in_process_tasks_wait(timeout=30)
     assert len(ran_on) == 1
-    assert ran_on[0].startswith(tasks.IN_PROCESS_THREAD_NAME)
+    assert ran_on[0].startswith(background.IN_PROCESS_THREAD_NAME)
     assert ran_on[0] != threading.current_thread().name
     assert Summary.objects.get().covers_until_id == messages[5].pk
 
@@ -967,9 +972,9 @@ def test_in_process_a_retryable_llm_error_is_retried_up_to_the_limit(
     history(conversation, 9)
     configured_provider.error = RateLimited("slow down")
 
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
 
-    assert tasks.in_process_tasks_wait(timeout=30)
+    assert background.in_process_tasks_wait(timeout=30)
     assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
     assert not Summary.objects.exists()
 
@@ -989,9 +994,9 @@ def test_in_process_a_rejected_summary_is_retried_and_the_retry_can_succeed(
 
     monkeypatch.setattr(configured_provider, "complete", complete)
 
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
 
-    assert tasks.in_process_tasks_wait(timeout=30)
+    assert background.in_process_tasks_wait(timeout=30)
     assert len(configured_provider.calls) == 2
     assert list(Summary.objects.values_list("text", "covers_until_id")) == [(GOOD_SUMMARY, messages[5].pk)]
 
@@ -1028,8 +1033,8 @@ def test_in_process_non_json_facts_end_with_one_warning_and_no_error(
     configured_provider.reply = "Sam works nights, it seems."
 
     # When the extraction runs in process, with its retries
-    tasks.task_enqueue(tasks.extract_memories, message_id=message.pk)
-    assert tasks.in_process_tasks_wait(timeout=30)
+    background.task_enqueue(tasks.extract_memories, message_id=message.pk)
+    assert background.in_process_tasks_wait(timeout=30)
 
     # Then it tried 1 + RETRY_MAX times and ended with exactly one structured WARNING, no ERROR
     assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
@@ -1064,8 +1069,8 @@ def test_in_process_a_summary_that_keeps_failing_the_guard_ends_with_one_warning
     history(conversation, 9)
     configured_provider.reply = "I'm sorry, but I can't summarise line 3 for you."
 
-    tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
-    assert tasks.in_process_tasks_wait(timeout=30)
+    background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
+    assert background.in_process_tasks_wait(timeout=30)
 
     assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
     assert warnings_and_worse(memory_logs) == [
@@ -1200,32 +1205,6 @@ def test_the_sweep_queues_only_recent_conversations_that_are_due(
     assert enqueued == [("conversations.summarize_conversation", {"conversation_id": due.pk})]
 
 
-@pytest.mark.django_db
-def test_the_daily_cleanup_deletes_expired_api_tokens(user: User) -> None:
-    from accounts.models import ApiToken
-
-    ApiToken.objects.create(
-        user=user, kind="access", token_hash="a" * 64, family="6f1c0a52-5c1b-4a57-9a53-1d7c8b1f0e01",
-        expires_at=timezone.now() - timedelta(minutes=1),
-    )  # fmt: skip
-    ApiToken.objects.create(
-        user=user, kind="refresh", token_hash="b" * 64, family="6f1c0a52-5c1b-4a57-9a53-1d7c8b1f0e01",
-        expires_at=timezone.now() + timedelta(days=1),
-    )  # fmt: skip
-
-    assert tasks.api_token_delete_expired.apply().result == 1
-    assert list(ApiToken.objects.values_list("kind", flat=True)) == ["refresh"]
-
-
-def test_the_beat_schedule_names_registered_tasks() -> None:
-    from companion.beat import BEAT_SCHEDULE
-    from companion.celery import app
-
-    app.loader.import_default_modules()
-    assert {entry["task"] for entry in BEAT_SCHEDULE.values()} <= set(app.tasks)
-    assert BEAT_SCHEDULE["summarize-sweep"]["schedule"] <= 600
-
-
 def test_the_tasks_are_idempotent_ones_with_late_acks_and_time_limits() -> None:
     for task in (tasks.summarize_conversation, tasks.extract_memories):
         assert (task.acks_late, task.reject_on_worker_lost, task.max_retries) == (True, True, tasks.RETRY_MAX)
@@ -1238,7 +1217,7 @@ def test_the_tasks_are_idempotent_ones_with_late_acks_and_time_limits() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.urls("conversations.tests.memory_urls")
+@pytest.mark.urls("memory.tests.memory_urls")
 def test_staff_see_summaries_and_memories_in_the_admin(small_window: Any) -> None:
     staff = UserFactory(username="staff", is_staff=True, is_superuser=True)
     conversation = ConversationFactory()
@@ -1249,14 +1228,12 @@ def test_staff_see_summaries_and_memories_in_the_admin(small_window: Any) -> Non
     client.force_login(staff)
 
     for url in (
-        "/admin/conversations/summary/",
-        "/admin/conversations/memory/",
-        f"/admin/conversations/memory/{fact.pk}/change/",
+        "/admin/memory/summary/",
+        "/admin/memory/memory/",
+        f"/admin/memory/memory/{fact.pk}/change/",
     ):
         assert client.get(url).status_code == 200, url
-    response = client.post(
-        "/admin/conversations/memory/", {"action": "pin", "_selected_action": [fact.pk]}, follow=True
-    )
+    response = client.post("/admin/memory/memory/", {"action": "pin", "_selected_action": [fact.pk]}, follow=True)
     assert response.status_code == 200
     assert Memory.objects.get().pinned is True
 
@@ -1265,7 +1242,7 @@ def test_staff_see_summaries_and_memories_in_the_admin(small_window: Any) -> Non
 def test_a_conversation_with_a_summary_can_be_deleted(small_window: Any) -> None:
     conversation = ConversationFactory()
     messages = history(conversation, 9)
-    memory.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
+    services.summary_update(conversation_id=conversation.pk, provider=FakeProvider(reply=GOOD_SUMMARY))
     assert Summary.objects.filter(covers_until=messages[5]).exists()
 
     conversation.delete()

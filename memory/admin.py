@@ -1,10 +1,10 @@
-"""Staff views of summaries and remembered facts; conversations/admin.py imports this module to register them."""
+"""Staff views of summaries and remembered facts."""
 
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from conversations.models import Memory, Summary
+from memory.models import Memory, Summary
 
 
 @admin.register(Summary)

@@ -17,12 +17,14 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 
+from companion import background
 from companion.testing import AvatarFactory, UserFactory, turn_complete
-from conversations import tasks
-from conversations.models import Conversation, Memory, Message, Summary
+from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from llm.base import ChatMessage, Completion, CompletionParams, StreamEvent
 from llm.fake import FakeProvider
+from memory import tasks
+from memory.models import Memory, Summary
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the in-process tasks use their own connection
 
@@ -102,7 +104,7 @@ def turn(conversation: Conversation, content: str, provider: MemoryAwareProvider
     async_to_sync(turn_complete)(
         user_id=conversation.user_id, conversation_id=conversation.pk, message={"content": content}, provider=provider
     )
-    assert tasks.in_process_tasks_wait(timeout=30)
+    assert background.in_process_tasks_wait(timeout=30)
     return provider.calls[-1]
 
 

@@ -2,7 +2,7 @@ from datetime import datetime
 
 from ninja import Field, Schema
 
-from conversations.memory import MEMORY_TEXT_MAX
+from memory.models import MEMORY_TEXT_MAX
 
 
 class MemoryOut(Schema):

@@ -1,9 +1,9 @@
-"""Long-term memory: the rolling summary of older messages and the facts remembered about a user.
+"""Long-term memory, the writes: the rolling summary of older messages and the facts remembered about a user.
 
 Services write (`summary_update`, `memory_extract`, `memory_update`, `memory_delete`,
-`summary_sweep`, `conversation_memory_schedule`); selectors read (`summary_is_due`,
+`summary_sweep`, `conversation_memory_schedule`); `memory.selectors` reads (`summary_is_due`,
 `summary_get_for_prompt`, `memory_list`, `memory_list_for_prompt`). Services that call the
-model take the provider as an argument; `conversations.tasks` passes the configured one.
+model take the provider as an argument; `memory.tasks` passes the configured one.
 
 The model is never called inside a transaction. Each write re-checks under a lock what it
 read before the call:
@@ -17,39 +17,27 @@ read before the call:
 - Facts of one user are written under a lock on the user's row, so two extractions (two
   conversations, two workers) cannot both create the same key.
 
-Settings (read on each call; the defaults are those of companion/settings.py):
-`SUMMARY_TRIGGER_MESSAGES` (8), `SUMMARY_KEEP_RECENT` (12), `SUMMARY_MAX_TOKENS` (600),
-`SUMMARY_INPUT_MAX_TOKENS` (6000), `SUMMARY_SWEEP_LOOKBACK_HOURS` (48), `MEMORY_MAX_FACTS`
-(200), `MEMORY_DEDUP_SCORE` (90), `LLM_SUMMARY_MODEL`. With `SUMMARY_KEEP_RECENT +
-SUMMARY_TRIGGER_MESSAGES <= 2 * CONTEXT_MAX_PAIRS` every message is in the prompt's history
-or in the summary (docs/memory.md); `memory_settings_check` warns when it is not.
+Settings are read on each call (`memory.config`).
 """
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
-from django.core import checks
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models import Count, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rapidfuzz import fuzz, process, utils
 
 from accounts.models import Profile
-from avatars.selectors import avatar_get_visible
-from companion.db import CompiledQuery
-from companion.errors import InvalidInput, NotFound
-from conversations import tasks
-from conversations.context import ContextBudget
-from conversations.models import Conversation, Memory, Message, Role, Status, Summary
+from companion import background
+from companion.errors import InvalidInput
+from conversations.models import Conversation, Message, Role
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
 from llm.prompts.memory import (
     KNOWN_FACTS_MAX,
@@ -65,68 +53,25 @@ from llm.prompts.memory import (
     summary_prompt,
 )
 from llm.tokens import count_tokens
+from memory import tasks
+from memory.config import MemorySettings
+from memory.models import MEMORY_TEXT_MAX, Memory, Summary
+from memory.selectors import (
+    COUNTED_STATUSES,
+    memory_extraction_is_worthwhile,
+    memory_get_owned,
+    memory_list_for_prompt,
+    reply_get_before,
+    summary_candidates,
+    summary_covered_until,
+    summary_is_due,
+)
 
 logger = logging.getLogger("companion.memory")
 
-COUNTED_STATUSES = (Status.COMPLETE, Status.FALLBACK, Status.CANCELLED)
-MEMORY_TEXT_MAX = 500  # Memory.text max_length
 SUMMARY_BATCH_MAX_MESSAGES = 400  # rows read for one summary, whatever their size
 SUMMARY_ENQUEUE_GUARD_SECONDS = 240  # a queued run from one summary state; after this a lost one is queued again
 FACTS_MAX_TOKENS = 400
-
-
-@dataclass(frozen=True)
-class MemorySettings:
-    trigger_messages: int
-    keep_recent: int
-    summary_max_tokens: int
-    summary_input_max_tokens: int
-    sweep_lookback: timedelta
-    facts_max: int
-    dedup_score: float
-    summary_model: str | None
-
-    @classmethod
-    def from_django_settings(cls) -> "MemorySettings":
-        return cls(
-            trigger_messages=max(0, int(getattr(settings, "SUMMARY_TRIGGER_MESSAGES", 8))),
-            keep_recent=max(0, int(getattr(settings, "SUMMARY_KEEP_RECENT", 12))),
-            summary_max_tokens=max(50, int(getattr(settings, "SUMMARY_MAX_TOKENS", 600))),
-            summary_input_max_tokens=max(200, int(getattr(settings, "SUMMARY_INPUT_MAX_TOKENS", 6000))),
-            sweep_lookback=timedelta(hours=float(getattr(settings, "SUMMARY_SWEEP_LOOKBACK_HOURS", 48))),
-            facts_max=max(1, int(getattr(settings, "MEMORY_MAX_FACTS", 200))),
-            dedup_score=float(getattr(settings, "MEMORY_DEDUP_SCORE", 90)),
-            summary_model=getattr(settings, "LLM_SUMMARY_MODEL", "") or None,
-        )
-
-
-def memory_settings_check(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
-    """A Django system check (for `checks.register` in an AppConfig's `ready`): the no-gap rule.
-
-    The prompt carries the messages after the summary, at most `CONTEXT_MAX_PAIRS` exchanges;
-    the summary leaves up to `SUMMARY_KEEP_RECENT + SUMMARY_TRIGGER_MESSAGES` messages
-    uncovered. When that is more than two messages per exchange, the oldest uncovered ones
-    are in neither, and the model never sees them.
-    """
-    config = MemorySettings.from_django_settings()
-    max_pairs = ContextBudget.from_django_settings().max_pairs
-    uncovered = config.keep_recent + config.trigger_messages
-    if uncovered <= 2 * max_pairs:
-        return []
-    return [
-        checks.Warning(
-            f"SUMMARY_KEEP_RECENT + SUMMARY_TRIGGER_MESSAGES = {uncovered} is more than "
-            f"2 * CONTEXT_MAX_PAIRS = {2 * max_pairs}: messages can fall between the summary and the prompt.",
-            hint="Lower SUMMARY_KEEP_RECENT or SUMMARY_TRIGGER_MESSAGES, or raise CONTEXT_MAX_PAIRS (docs/memory.md).",
-            id="conversations.W001",
-        )
-    ]
-
-
-@dataclass(frozen=True)
-class SummaryForPrompt:
-    text: str
-    covers_until: int  # the id of the last message the text covers; history after it is not in the summary
 
 
 # --- scheduling --------------------------------------------------------------------------------
@@ -138,10 +83,10 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
     Call it after the turn is stored, in or out of a transaction, with the id of the turn's
     user message. When the transaction commits: fact extraction for that message when
     `memory_extraction_is_worthwhile` (most small talk is not), and summarisation when
-    `summary_is_due`. With Redis the tasks go to the Celery worker;
-    without it they run on the in-process background thread (`tasks.task_enqueue`), never
-    in the caller's thread, so a caller inside `database_sync_to_async` never holds up the
-    event loop's database thread. A failure to enqueue is logged, never raised: the turn is
+    `summary_is_due`. With Redis the tasks go to the Celery worker; without it they run on
+    the in-process background thread (`companion.background.task_enqueue`), never in the
+    caller's thread, so a caller inside `database_sync_to_async` never holds up the event
+    loop's database thread. A failure to enqueue is logged, never raised: the turn is
     already stored, and the beat sweep (or the next turn) catches a summary that was lost.
     """
 
@@ -153,9 +98,9 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
 
 def _memory_enqueue(*, conversation_id: int, message_id: int) -> None:
     if memory_extraction_is_worthwhile(message_id=message_id):
-        tasks.task_enqueue(tasks.extract_memories, message_id=message_id)
+        background.task_enqueue(tasks.extract_memories, message_id=message_id)
     if _summary_due_and_claimed(conversation_id):
-        tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
+        background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
 
 
 def _summary_due_and_claimed(conversation_id: int) -> bool:
@@ -164,8 +109,8 @@ def _summary_due_and_claimed(conversation_id: int) -> bool:
     The claim is keyed by what the summary covers now, so once a run stores a summary the
     next one can be queued at once; a run that was lost is queued again after the guard.
     """
-    covered = _covered_until(conversation_id)
-    if not _summary_due_after(conversation_id, covered):
+    covered = summary_covered_until(conversation_id=conversation_id)
+    if not summary_is_due(conversation_id=conversation_id, covered_until=covered):
         return False
     key = f"memory:summary-queued:{conversation_id}:{covered}"
     return bool(cache.add(key, 1, timeout=SUMMARY_ENQUEUE_GUARD_SECONDS))
@@ -199,35 +144,12 @@ def summary_sweep(*, limit: int = 500) -> int:
     queued = 0
     for conversation_id in rough:
         if _summary_due_and_claimed(conversation_id):
-            tasks.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
+            background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
             queued += 1
     return queued
 
 
 # --- the rolling summary -----------------------------------------------------------------------
-
-
-def summary_is_due(*, conversation_id: int) -> bool:
-    """True when more than `SUMMARY_TRIGGER_MESSAGES` counted messages, older than the newest
-    `SUMMARY_KEEP_RECENT`, are not covered by the summary yet.
-
-    Counted: complete, fallback or cancelled messages with text (failed and streaming ones
-    never are).
-    """
-    return _summary_due_after(conversation_id, _covered_until(conversation_id))
-
-
-def _summary_due_after(conversation_id: int, covered: int) -> bool:
-    config = MemorySettings.from_django_settings()
-    candidates = _summary_candidates(conversation_id, after_id=covered, config=config)
-    return candidates[: config.trigger_messages + 1].count() > config.trigger_messages
-
-
-def summary_get_for_prompt(*, conversation_id: int) -> SummaryForPrompt | None:
-    row = Summary.objects.filter(conversation_id=conversation_id).values_list("text", "covers_until_id").first()
-    if row is None:
-        return None
-    return SummaryForPrompt(text=row[0], covers_until=row[1])
 
 
 def summary_update(*, conversation_id: int, provider: LLMProvider) -> Summary | None:
@@ -262,7 +184,7 @@ def summary_update(*, conversation_id: int, provider: LLMProvider) -> Summary | 
             completion.text, finish_reason=completion.finish_reason, max_tokens=config.summary_max_tokens
         )
     except OutputRejected as exc:
-        # INFO: the task retries; only its last failure is a WARNING (conversations.tasks).
+        # INFO: the task retries; only its last failure is a WARNING (memory.tasks).
         logger.info(
             "summary rejected",
             extra={
@@ -285,44 +207,13 @@ class _SummaryPlan:
     user_name: str
 
 
-def _covered_until(conversation_id: int) -> int:
-    covered = Summary.objects.filter(conversation_id=conversation_id).values_list("covers_until_id", flat=True).first()
-    return covered or 0
-
-
-def _counted(conversation_id: int) -> QuerySet[Message]:
-    return Message.objects.filter(conversation_id=conversation_id, status__in=COUNTED_STATUSES, content__gt="")
-
-
-def _summary_candidates(conversation_id: int, *, after_id: int, config: MemorySettings) -> QuerySet[Message]:
-    """Counted messages after `after_id` and older than the recent window, oldest first."""
-    counted = _counted(conversation_id)
-    candidates = counted.filter(id__gt=after_id)
-    if config.keep_recent:
-        window = counted.order_by("-id").values_list("id", flat=True)[config.keep_recent - 1 : config.keep_recent]
-        window_start = list(window)
-        if not window_start:
-            return Message.objects.none()
-        candidates = candidates.filter(id__lt=window_start[0])
-    # A reply still being written keeps its place: nothing after it is summarised before it is.
-    in_flight = (
-        Message.objects.filter(conversation_id=conversation_id, status=Status.STREAMING, id__gt=after_id)
-        .order_by("id")
-        .values_list("id", flat=True)
-        .first()
-    )
-    if in_flight is not None:
-        candidates = candidates.filter(id__lt=in_flight)
-    return candidates.order_by("id")
-
-
 def _summary_plan(conversation_id: int, *, config: MemorySettings) -> _SummaryPlan | None:
     conversation = Conversation.objects.select_related("avatar", "user").filter(pk=conversation_id).first()
     if conversation is None:
         return None
     previous = Summary.objects.filter(conversation_id=conversation_id).values_list("text", "covers_until_id").first()
     previous_text, previous_until = previous if previous is not None else (None, 0)
-    candidates = _summary_candidates(conversation_id, after_id=previous_until, config=config)
+    candidates = summary_candidates(conversation_id=conversation_id, after_id=previous_until, config=config)
     if candidates[: config.trigger_messages + 1].count() <= config.trigger_messages:
         return None
     user_name = _user_name(conversation.user)
@@ -418,7 +309,7 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
     message = Message.objects.select_related("conversation__avatar", "conversation__user").filter(pk=message_id).first()
     if message is None or message.role != Role.USER:
         return []
-    previous_reply = _previous_reply(message)
+    previous_reply = reply_get_before(message=message)
     if not facts_worth_extracting(message.content, previous_reply=previous_reply):
         return []
     config = MemorySettings.from_django_settings()
@@ -445,35 +336,12 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
     try:
         facts = facts_parse(completion.text)
     except OutputRejected as exc:
-        # INFO: the task retries; only its last failure is a WARNING (conversations.tasks).
+        # INFO: the task retries; only its last failure is a WARNING (memory.tasks).
         logger.info("facts rejected", extra={"data": {"message_id": message_id, "reason": exc.reason}})
         raise
     if not facts:
         return []
     return _facts_store(user_id=user_id, avatar_id=avatar_id, message_id=message.pk, facts=facts, config=config)
-
-
-def memory_extraction_is_worthwhile(*, message_id: int) -> bool:
-    """Whether a stored message may disclose a durable fact, so that extracting it is worth a model call.
-
-    A user message that passes `llm.prompts.memory.facts_worth_extracting`, read with the
-    companion's reply before it (an answer to "when is her birthday?" passes whatever it says).
-    """
-    message = Message.objects.filter(pk=message_id).only("id", "conversation_id", "role", "content").first()
-    if message is None or message.role != Role.USER:
-        return False
-    return facts_worth_extracting(message.content, previous_reply=_previous_reply(message))
-
-
-def _previous_reply(message: Message) -> str | None:
-    return (
-        Message.objects.filter(
-            conversation_id=message.conversation_id, role=Role.ASSISTANT, id__lt=message.pk, status__in=COUNTED_STATUSES
-        )
-        .order_by("-id")
-        .values_list("content", flat=True)
-        .first()
-    )
 
 
 def _facts_store(
@@ -524,37 +392,6 @@ def _near_duplicate(text: str, existing: dict[str, Memory], *, score: float) -> 
 def _least_recent_unpinned(existing: dict[str, Memory]) -> Memory | None:
     unpinned = [memory for memory in existing.values() if not memory.pinned]
     return min(unpinned, key=lambda memory: (memory.updated_at, memory.pk)) if unpinned else None
-
-
-def memory_list_for_prompt(*, user_id: int, avatar_id: int, limit: int, pinned_only: bool = False) -> tuple[str, ...]:
-    """The texts of what the avatar remembers about the user, pinned first, then the most recently updated."""
-    rows = _MEMORY_FOR_PROMPT.rows(shape=(max(0, limit), pinned_only), user_id=user_id, avatar_id=avatar_id)
-    return tuple(text for (text,) in rows)
-
-
-def _memory_for_prompt_query(*, user_id: int, avatar_id: int, shape: tuple[int, bool]) -> QuerySet[Memory, Any]:
-    limit, pinned_only = shape
-    memories = Memory.objects.filter(user_id=user_id, avatar_id=avatar_id)
-    if pinned_only:
-        memories = memories.filter(pinned=True)
-    return memories.order_by("-pinned", "-updated_at", "-id").values_list("text")[:limit]
-
-
-# Read on every turn before the model is called: compiled once (companion/db.py).
-_MEMORY_FOR_PROMPT = CompiledQuery(_memory_for_prompt_query, arguments=("user_id", "avatar_id"))
-
-
-def memory_list(*, user: User, avatar_id: int) -> QuerySet[Memory]:
-    """The facts one avatar remembers about the user, pinned first; `NotFound` for an avatar they cannot see."""
-    avatar_get_visible(user=user, avatar_id=avatar_id)
-    return Memory.objects.filter(user_id=user.pk, avatar_id=avatar_id).order_by("-pinned", "id")
-
-
-def memory_get_owned(*, user: User, memory_id: int) -> Memory:
-    memory = Memory.objects.filter(pk=memory_id, user_id=user.pk).first()
-    if memory is None:
-        raise NotFound("Memory not found.")
-    return memory
 
 
 def memory_update(*, user: User, memory_id: int, text: str | None = None, pinned: bool | None = None) -> Memory:
