@@ -5,7 +5,7 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from accounts.selectors import user_get_by_access_token
-from companion.errors import AuthenticationFailed
+from core.errors import AuthenticationFailed
 
 
 class BearerAuth(HttpBearer):

@@ -1,6 +1,6 @@
 """Domain errors of accounts, each with the stable code clients switch on."""
 
-from companion.errors import AuthenticationFailed, Conflict, InvalidInput
+from core.errors import AuthenticationFailed, Conflict, InvalidInput
 
 
 class UsernameTaken(Conflict):

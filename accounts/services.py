@@ -23,7 +23,7 @@ from accounts.models import ApiToken, Profile, TokenKind
 from accounts.throttling import login_throttle_forgive, login_throttle_hit, register_throttle_hit
 from accounts.tokens import token_generate, token_hash
 from accounts.validators import PASSWORD_MAX_LENGTH, TOKEN_MAX_LENGTH, display_name_clean, username_clean
-from companion.errors import InvalidInput
+from core.errors import InvalidInput
 
 _INVALID_CREDENTIALS = "Invalid username or password."
 _INVALID_REFRESH = "The refresh token is invalid or expired. Sign in again."

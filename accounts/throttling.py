@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
-from companion.errors import Throttled
+from core.errors import Throttled
 
 _KEY_PREFIX = "accounts:throttle"
 _REGISTER_WINDOW_SECONDS = 3600

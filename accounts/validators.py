@@ -7,7 +7,7 @@ rules again because not every caller comes through the API (seed data, commands,
 import re
 import unicodedata
 
-from companion.errors import InvalidInput
+from core.errors import InvalidInput
 
 USERNAME_MIN_LENGTH = 3
 USERNAME_MAX_LENGTH = 40

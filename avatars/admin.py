@@ -17,7 +17,7 @@ from avatars.cards import card_read_upload
 from avatars.forms import AvatarAdminForm, CardImportForm
 from avatars.models import Avatar, AvatarPhrase
 from avatars.services import avatar_import_card
-from companion.errors import DomainError
+from core.errors import DomainError
 from core.modes import Mode
 from llm.prompts import PromptContext, persona_from_avatar, post_history_prompt, system_prompt_for_mode
 from llm.tokens import count_tokens

@@ -1,6 +1,6 @@
 """Avatar and character card errors, each with a stable code (translated to HTTP in companion/api.py)."""
 
-from companion.errors import Conflict, Forbidden, InvalidInput, PayloadTooLarge
+from core.errors import Conflict, Forbidden, InvalidInput, PayloadTooLarge
 
 
 class AvatarReadOnly(Forbidden):

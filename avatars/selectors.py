@@ -13,7 +13,7 @@ from django.db.models.functions import Lower
 
 from avatars.errors import AvatarReadOnly
 from avatars.models import Avatar
-from companion.errors import NotFound
+from core.errors import NotFound
 
 DEFAULT_FALLBACK_LINES: Final = (
     "Sorry, I lost my train of thought for a moment. Could you say that again in a little while?",

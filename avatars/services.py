@@ -23,7 +23,7 @@ from avatars.errors import AvatarLimitReached, CardInvalidField, PublicNotAllowe
 from avatars.models import Avatar, AvatarPhrase
 from avatars.selectors import avatar_count_owned
 from avatars.validation import avatar_data_clean
-from companion.errors import Forbidden, InvalidInput
+from core.errors import Forbidden, InvalidInput
 
 AVATAR_MAX_PER_USER_DEFAULT: Final = 50
 CARD_IMAGE_MAX_PIXELS_DEFAULT: Final = 4096 * 4096

@@ -17,7 +17,7 @@ from avatars.models import (
     TAGS_MAX_ITEMS,
     Avatar,
 )
-from companion.errors import InvalidInput
+from core.errors import InvalidInput
 from core.modes import Mode
 
 

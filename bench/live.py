@@ -1,6 +1,6 @@
 """What the real-time benchmarks share: a live stack (database, llmock, one server process) and a client.
 
-The server is started by `companion.live_server` exactly as the end-to-end tests start it,
+The server is started by `testing.live_server` exactly as the end-to-end tests start it,
 with production-like settings (DEBUG off, so Django does not record every query) and the
 per-user limits raised, because one benchmark client plays hundreds of users' turns.
 """
@@ -25,8 +25,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from companion.live_server import LiveServer, ServerKind, live_database, live_server
 from llm.testing import LlmockServer, llmock_server
+from testing.live_server import LiveServer, ServerKind, live_database, live_server
 
 PASSWORD = "correct-horse-battery-staple-9"
 BENCH_ENV = {

@@ -54,12 +54,12 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import Profile
 from avatars.demo import demo_seed
 from avatars.models import Avatar
-from companion import background
 from companion.celery import app as celery_app
 from conversations.context import ContextBudget
 from conversations.models import Conversation, Message, Role
 from conversations.services import conversation_create
 from conversations.turns import TurnResult, turn_start
+from core import background
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.fake import FakeProvider
 from llm.registry import provider_reset

@@ -6,7 +6,7 @@
 
 Each starts its own stack (`bench.live`): a migrated, seeded database (SQLite, or a fresh
 PostgreSQL database when DATABASE_URL names one), llmock with fixed latency settings, and
-one server process (uvicorn by default) from `companion.live_server`. The channel layer is
+one server process (uvicorn by default) from `testing.live_server`. The channel layer is
 the in-memory one unless `--layer` names a Redis one (`bench/layer_settings.py`); `--env
 NAME=VALUE` passes a setting to the server. Figures are printed as JSON (and appended to
 `--json FILE`); docs/performance.md has them with their targets.
@@ -60,7 +60,7 @@ from bench.live import (
     stack_running,
     summary_ms,
 )
-from companion.live_server import LiveServer
+from testing.live_server import LiveServer
 
 TURNS_PER_CONVERSATION = 5  # then a new one: history (and the prompt) stays the size of a young chat
 

@@ -7,8 +7,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from accounts.api import router as accounts_router
 from accounts.auth import BearerAuth
 from avatars.api import router as avatars_router
-from companion.errors import DomainError, Throttled
 from conversations.api import router as conversations_router
+from core.errors import DomainError, Throttled
 from memory.api import router as memory_router
 
 api = NinjaAPI(

@@ -14,8 +14,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from companion.db import sqlite_wal_keeper_open  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from core.db import sqlite_wal_keeper_open  # noqa: E402
 
 
 class BrowserOriginValidator(OriginValidator):

@@ -19,12 +19,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from companion.errors import DomainError
 from conversations import realtime, services
 from conversations.selectors import message_dict, message_list_after
 from conversations.tickets import ws_ticket_redeem
 from conversations.turns import turn_cancel_local, turn_running, turn_start
 from conversations.turns.events import ErrorEvent, ModeChanged, ReplyStart, Token, TurnEvent
+from core.errors import DomainError
 from core.modes import Mode
 from llm.registry import provider_get
 

@@ -9,9 +9,9 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from avatars.models import Avatar
-from companion.errors import NotFound
 from conversations.intents import PhraseBank, phrase_bank_for_avatar
 from conversations.models import Conversation, Message, Status
+from core.errors import NotFound
 from llm.prompts import Persona, persona_from_avatar
 
 MESSAGE_PAGE_DEFAULT = 50

@@ -12,9 +12,9 @@ from django.utils import timezone
 from accounts.models import Profile
 from accounts.selectors import intimate_block_reason
 from avatars.models import Avatar
-from companion.errors import DomainError, InvalidInput
 from conversations.models import Conversation, Message, Role
 from conversations.turns.events import ModeChanged
+from core.errors import DomainError, InvalidInput
 from core.modes import Mode
 
 # --- Conversations -------------------------------------------------------------------------

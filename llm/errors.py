@@ -6,13 +6,13 @@ redacted description (status, server error code, a trimmed server message) that 
 at DEBUG only and shown by `manage.py llm_check`.
 
 `InvalidParams` is not a provider failure: it is the caller's bad model / temperature /
-max_tokens, raised before any network call, and it is a `companion.errors.InvalidInput`
+max_tokens, raised before any network call, and it is a `core.errors.InvalidInput`
 (so the API answers 422 with the field) as well as a `ValueError`.
 """
 
 from typing import ClassVar
 
-from companion.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 class LLMError(Exception):

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import httpx
 
-from companion.net import free_port, process_stop
+from core.net import free_port, process_stop
 
 STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 5.0

@@ -12,9 +12,9 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from avatars.selectors import avatar_get_visible
-from companion.db import CompiledQuery
-from companion.errors import NotFound
 from conversations.models import Conversation, Message, Role, Status
+from core.db import CompiledQuery
+from core.errors import NotFound
 from llm.prompts.memory import facts_worth_extracting
 from memory.config import MemorySettings
 from memory.models import Memory, Summary
@@ -133,7 +133,7 @@ def _memory_for_prompt_query(*, user_id: int, avatar_id: int, shape: tuple[int, 
     return memories.order_by("-pinned", "-updated_at", "-id").values_list("text")[:limit]
 
 
-# Read on every turn before the model is called: compiled once (companion/db.py).
+# Read on every turn before the model is called: compiled once (core/db.py).
 _MEMORY_FOR_PROMPT = CompiledQuery(_memory_for_prompt_query, arguments=("user_id", "avatar_id"))
 
 

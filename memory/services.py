@@ -35,9 +35,9 @@ from django.utils import timezone
 from rapidfuzz import fuzz, process, utils
 
 from accounts.models import Profile
-from companion import background
-from companion.errors import InvalidInput
 from conversations.models import Conversation, Message, Role
+from core import background
+from core.errors import InvalidInput
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
 from llm.prompts.memory import (
     KNOWN_FACTS_MAX,
@@ -84,7 +84,7 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
     user message. When the transaction commits: fact extraction for that message when
     `memory_extraction_is_worthwhile` (most small talk is not), and summarisation when
     `summary_is_due`. With Redis the tasks go to the Celery worker; without it they run on
-    the in-process background thread (`companion.background.task_enqueue`), never in the
+    the in-process background thread (`core.background.task_enqueue`), never in the
     caller's thread, so a caller inside `database_sync_to_async` never holds up the event
     loop's database thread. A failure to enqueue is logged, never raised: the turn is
     already stored, and the beat sweep (or the next turn) catches a summary that was lost.

@@ -24,7 +24,7 @@ the task: `memory.services` imports this module to send the tasks.
 - Time limits: each task's soft limit raises inside it, the hard limit kills it; both sit
   under the project-wide CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT.
 
-Without `REDIS_URL` (CELERY_TASK_ALWAYS_EAGER) there is no worker: `companion.background`
+Without `REDIS_URL` (CELERY_TASK_ALWAYS_EAGER) there is no worker: `core.background`
 runs the same tasks on one in-process background thread, retrying after the short pauses of
 `IN_PROCESS_RETRY_DELAYS`. There is no beat either; each later turn checks again whether a
 summary is due.
@@ -38,7 +38,7 @@ from celery import Task, shared_task
 from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from companion import background
+from core import background
 from llm.base import LLMProvider
 from llm.errors import LLMError
 from llm.prompts.memory import OutputRejected
@@ -58,7 +58,7 @@ _LLM_TASK_OPTIONS: dict[str, Any] = {
     "reject_on_worker_lost": True,
     "max_retries": RETRY_MAX,
     "ignore_result": True,
-    "queue_setting": "MEMORY_TASK_QUEUE",  # companion.background.task_enqueue sends them there when it is set
+    "queue_setting": "MEMORY_TASK_QUEUE",  # core.background.task_enqueue sends them there when it is set
 }
 
 

@@ -16,7 +16,7 @@ from accounts.services import (
     token_pair_refresh,
     user_register,
 )
-from companion.errors import InvalidInput
+from core.errors import InvalidInput
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@
 import pytest
 
 from accounts import throttling
-from companion.errors import Throttled
+from core.errors import Throttled
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ from django.urls import reverse
 from avatars.admin import AvatarAdmin
 from avatars.models import Avatar, AvatarPhrase
 from avatars.tests.factories import png_bytes
-from companion.testing import AvatarFactory, UserFactory
 from conversations.intents import PhraseBank
 from conversations.selectors import avatar_for_turn
+from testing import AvatarFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from avatars.selectors import (
     avatar_get_visible,
     avatar_list_visible,
 )
-from companion.errors import NotFound
-from companion.testing import AvatarFactory
+from core.errors import NotFound
+from testing import AvatarFactory
 
 pytestmark = pytest.mark.django_db
 

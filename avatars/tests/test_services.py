@@ -6,8 +6,8 @@ from django.db import IntegrityError
 from avatars.errors import AvatarLimitReached, CardInvalidField, PublicNotAllowed
 from avatars.models import Avatar, AvatarPhrase
 from avatars.services import avatar_create, avatar_delete, avatar_import_card, avatar_update
-from companion.errors import Forbidden, InvalidInput
-from companion.testing import AvatarFactory, ConversationFactory, UserFactory
+from core.errors import Forbidden, InvalidInput
+from testing import AvatarFactory, ConversationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-PACKAGES = ("accounts", "avatars", "bench", "companion", "conversations", "llm", "memory", "web")
+PACKAGES = ("accounts", "avatars", "bench", "companion", "conversations", "core", "llm", "memory", "testing", "web")
 
 
 def module_files(root: Path) -> dict[str, Path]:

@@ -1,7 +1,7 @@
 """The real services of the PostgreSQL/Redis configuration, used for real.
 
 Outside CI these skip when DATABASE_URL / REDIS_URL are not set; with CI=true a missing
-or unreachable service fails them (companion.testing.skip_or_fail).
+or unreachable service fails them (testing.skip_or_fail).
 """
 
 import uuid
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.db import connection
 
-from companion.testing import skip_or_fail
+from testing import skip_or_fail
 
 
 @pytest.mark.postgres

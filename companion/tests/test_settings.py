@@ -39,7 +39,7 @@ def test_with_nothing_set_everything_is_embedded() -> None:
 
     assert settings["db"] == "django.db.backends.sqlite3"
     assert str(settings["db_name"]).endswith("db.sqlite3")
-    assert settings["layer"] == "companion.layers.InMemoryChannelLayer"
+    assert settings["layer"] == "core.layers.InMemoryChannelLayer"
     assert settings["cache"] == "django.core.cache.backends.locmem.LocMemCache"
     assert settings["eager"] is True
     assert settings["debug"] is True

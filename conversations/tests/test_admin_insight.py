@@ -10,9 +10,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 from conversations.admin_usage import UsageFilters, UsageRow, message_usage_report
 from conversations.models import Conversation, Message, Role, Status
+from testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -9,10 +9,10 @@ from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
 from django.test import AsyncClient, Client
 
-from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 from conversations.models import Conversation, Message, Role, Status
 from llm.testing import provider_configured
 from memory.models import Summary
+from testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

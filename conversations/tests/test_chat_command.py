@@ -7,9 +7,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import Profile
-from companion.testing import AvatarFactory, UserFactory
 from conversations.models import Conversation, Message, Role
 from llm.testing import provider_configured
+from testing import AvatarFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

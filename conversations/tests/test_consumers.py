@@ -8,13 +8,13 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from companion.testing import ConversationFactory, UserFactory
 from conversations.consumers import FRAME_MAX_BYTES
 from conversations.models import Conversation, Message, Role, Status
 from conversations.routing import websocket_urlpatterns
 from conversations.tests.providers import SlowFakeProvider
 from conversations.tickets import ws_ticket_issue
 from llm.testing import provider_configured
+from testing import ConversationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -172,7 +172,7 @@ async def test_a_ticket_works_once_and_only_for_its_conversation(conversation: C
 
 
 async def test_no_ticket_for_another_users_conversation(conversation: Conversation) -> None:
-    from companion.errors import NotFound
+    from core.errors import NotFound
 
     stranger = await database_sync_to_async(UserFactory)(username="stranger")
 

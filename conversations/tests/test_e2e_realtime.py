@@ -1,6 +1,6 @@
 """End to end: real server processes, a real websocket client, and llmock as the model.
 
-Each server is a uvicorn process started by `companion.live_server` against a database of
+Each server is a uvicorn process started by `testing.live_server` against a database of
 its own (migrated and seeded by subprocesses), so these tests do not use pytest-django's
 database: they see only what a client sees, through the REST API and the sockets. llmock
 paces its chunks (`CHUNK_DELAY_MS`), so a reply lasts long enough to stop, drop and resume
@@ -28,9 +28,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
-from companion.live_server import LiveDatabase, LiveServer, live_database, live_server
-from companion.testing import skip_or_fail
 from llm.testing import LlmockServer, llmock_server
+from testing import skip_or_fail
+from testing.live_server import LiveDatabase, LiveServer, live_database, live_server
 
 pytestmark = pytest.mark.e2e
 

@@ -15,14 +15,14 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Profile
-from companion.errors import InvalidInput, NotFound, Throttled
-from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, turn_complete
 from conversations.models import Conversation, Message, Role, Status
 from conversations.services import conversation_create
 from conversations.turns import Busy, TurnEvent, turn_running, turn_start
 from conversations.turns import run as turns_run
+from core.errors import InvalidInput, NotFound, Throttled
 from llm.errors import NotConfigured, Unavailable
 from llm.fake import FakeProvider
+from testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, turn_complete
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from companion.errors import DomainError, Throttled
+from core.errors import DomainError, Throttled
 
 
 class Busy(DomainError):

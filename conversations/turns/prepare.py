@@ -16,14 +16,14 @@ from django.utils import timezone
 
 from accounts.models import Profile
 from accounts.selectors import intimate_block_reason
-from companion.db import CompiledQuery
-from companion.errors import NotFound
 from conversations.context import ContextBudget, HistoryItem, context_build
 from conversations.intents import RouteDecision, RouterSettings, route_message
 from conversations.models import Conversation, Message, Role, Status
 from conversations.selectors import AvatarForTurn, avatar_for_turn, message_dict
 from conversations.turns.events import ModeChanged
 from conversations.turns.request import TurnRequest
+from core.db import CompiledQuery
+from core.errors import NotFound
 from core.modes import Mode
 from llm.base import ChatMessage, CompletionParams
 from llm.prompts import PromptContext, post_history_prompt, system_prompt_for_mode
@@ -222,7 +222,7 @@ def _history_query(*, conversation_id: int, after_id: int, shape: int) -> QueryS
     )
 
 
-# Read on every turn before the model is called: compiled once (companion/db.py).
+# Read on every turn before the model is called: compiled once (core/db.py).
 _TURN_CONVERSATION = CompiledQuery(_turn_conversation_query, arguments=("user_id", "conversation_id"))
 _HISTORY = CompiledQuery(_history_query, arguments=("conversation_id", "after_id"))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from companion.errors import InvalidInput
+from core.errors import InvalidInput
 from llm.base import CompletionParams
 from llm.params import completion_params_validate
 

@@ -11,11 +11,11 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from companion.errors import Conflict
 from conversations.models import Conversation, Message, Role, Status
 from conversations.selectors import message_dict
 from conversations.turns.prepare import DuplicateTurn, TurnPlan, turn_duplicate_get
 from conversations.turns.stream import ReplyOutcome
+from core.errors import Conflict
 
 
 @dataclass(frozen=True, slots=True)

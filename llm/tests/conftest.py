@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from companion.testing import logger_captured
 from llm.testing import LlmockServer, llmock_server, provider_configured
+from testing import logger_captured
 
 
 @pytest.fixture(scope="session")

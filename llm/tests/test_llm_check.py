@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from pytest_django.fixtures import Settings
 
-from companion.net import free_port
+from core.net import free_port
 from llm.errors import (
     AuthenticationFailed,
     CircuitOpen,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import respx
 
-from companion.logging import JsonFormatter
+from core.logging import JsonFormatter
 from llm.base import ChatMessage, CompletionParams, StreamEnd, StreamEvent, TextDelta, Usage
 from llm.errors import AuthenticationFailed, StreamIncomplete, Unavailable
 from llm.fake import FakeProvider

@@ -13,7 +13,7 @@ from ninja.errors import AuthenticationError, ValidationError
 import memory.admin  # noqa: F401  registers the admins before admin.site.urls is read
 from accounts.auth import BearerAuth
 from companion.api import authentication_error_to_response, domain_error_to_response, validation_error_to_response
-from companion.errors import DomainError
+from core.errors import DomainError
 from memory.api import router
 
 api = NinjaAPI(auth=BearerAuth(), urls_namespace="memory-test-api")

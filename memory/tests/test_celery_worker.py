@@ -29,14 +29,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from companion import background
 from companion.celery import app
-from companion.testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
 from conversations.models import Conversation, Message, Role
+from core import background
 from memory import tasks
 from memory.models import Memory, Summary
 from memory.selectors import memory_list_for_prompt, summary_is_due
 from memory.services import conversation_memory_schedule
+from testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 

@@ -16,18 +16,10 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from companion import background
-from companion.errors import InvalidInput, NotFound
-from companion.logging import JsonFormatter
-from companion.testing import (
-    AvatarFactory,
-    ConversationFactory,
-    MessageFactory,
-    UserFactory,
-    logger_captured,
-    skip_or_fail,
-)
 from conversations.models import Conversation, Message, Role, Status
+from core import background
+from core.errors import InvalidInput, NotFound
+from core.logging import JsonFormatter
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.errors import AuthenticationFailed, RateLimited, Unavailable
 from llm.fake import FakeProvider
@@ -45,6 +37,14 @@ from llm.prompts.memory import (
 )
 from memory import config, selectors, services, tasks
 from memory.models import Memory, Summary
+from testing import (
+    AvatarFactory,
+    ConversationFactory,
+    MessageFactory,
+    UserFactory,
+    logger_captured,
+    skip_or_fail,
+)
 
 GOOD_SUMMARY = "Sam told Luna about the move to Lisbon and asked for help planning the boxes."
 

@@ -8,9 +8,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from accounts.services import token_pair_create
-from companion.testing import AvatarFactory, ConversationFactory, MessageFactory
 from conversations.models import Role
 from memory.models import Memory
+from testing import AvatarFactory, ConversationFactory, MessageFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("memory.tests.memory_urls")]
 

@@ -17,14 +17,14 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 
-from companion import background
-from companion.testing import AvatarFactory, UserFactory, turn_complete
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create
+from core import background
 from llm.base import ChatMessage, Completion, CompletionParams, StreamEvent
 from llm.fake import FakeProvider
 from memory import tasks
 from memory.models import Memory, Summary
+from testing import AvatarFactory, UserFactory, turn_complete
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the in-process tasks use their own connection
 

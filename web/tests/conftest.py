@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from companion.testing import skip_or_fail
+from testing import skip_or_fail
 from web.browser import DESKTOP_VIEWPORT, chromium_missing_reason
 
 PASSWORD = "a-long-passphrase-42"
@@ -26,7 +26,7 @@ class Live:
 
     def shell(self, code: str) -> None:
         """Run Python in `manage.py shell` against the live server's database (to set up rows fast)."""
-        from companion.live_server import PROJECT_DIR
+        from testing.live_server import PROJECT_DIR
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_SETTINGS", "REDIS_URL"))}
         env.update({"DATABASE_URL": self.database_url, "DJANGO_SETTINGS_MODULE": "companion.settings"})
@@ -56,8 +56,8 @@ def live() -> Iterator[Live]:
     missing = chromium_missing_reason()
     if missing:
         skip_or_fail(missing)
-    from companion.live_server import live_database, live_server
     from llm.testing import llmock_server
+    from testing.live_server import live_database, live_server
 
     with (
         live_database() as database,

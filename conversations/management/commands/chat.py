@@ -17,12 +17,12 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from avatars.models import Avatar
-from companion.background import in_process_tasks_stop, in_process_tasks_wait
-from companion.errors import DomainError
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from conversations.turns import turn_start
 from conversations.turns.events import ErrorEvent, MessageCreated, ModeChanged, ReplyEnd, ReplyStart, Token, TurnEvent
+from core.background import in_process_tasks_stop, in_process_tasks_wait
+from core.errors import DomainError
 from llm.registry import provider_get
 
 HELP_LINE = "Type a message. /secretary, /intimate and /auto switch modes; Ctrl-C stops a reply; Ctrl-D quits."

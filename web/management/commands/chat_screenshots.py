@@ -3,8 +3,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from companion.live_server import PROJECT_DIR, live_database, live_server
 from llm.testing import llmock_server
+from testing.live_server import PROJECT_DIR, live_database, live_server
 from web.browser import chromium_browser, chromium_missing_reason
 from web.screenshots import screenshots_take
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from companion.net import free_port, process_stop, wait_for_port
+from core.net import free_port, process_stop, wait_for_port
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 40.0

@@ -21,7 +21,7 @@ from celery import Task, states
 from django.conf import settings
 from django.db import close_old_connections
 
-logger = logging.getLogger("companion.background")
+logger = logging.getLogger("core.background")
 
 IN_PROCESS_THREAD_NAME = "companion-tasks"
 

@@ -9,7 +9,7 @@ import pytest
 from celery import Task, shared_task
 from celery.exceptions import Retry
 
-from companion import background
+from core import background
 
 attempts: list[int] = []
 

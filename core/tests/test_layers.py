@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from asgiref.sync import async_to_sync
 
-from companion.layers import InMemoryChannelLayer
+from core.layers import InMemoryChannelLayer
 
 
 def test_a_group_send_reaches_every_member_with_its_own_copy_in_order() -> None:

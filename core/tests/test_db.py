@@ -11,9 +11,9 @@ from django.db.models import QuerySet
 from django.test.utils import CaptureQueriesContext
 
 from avatars.models import Avatar
-from companion.db import CompiledQuery, sqlite_wal_keeper_open
-from companion.testing import AvatarFactory, ConversationFactory, UserFactory
 from conversations.models import Conversation
+from core.db import CompiledQuery, sqlite_wal_keeper_open
+from testing import AvatarFactory, ConversationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
