@@ -1,4 +1,4 @@
-"""Conversations and messages over REST: thin views over conversations.services and selectors."""
+"""Conversations and messages over REST: thin views over conversations.services, selectors and the turn's door."""
 
 import asyncio
 import contextlib
