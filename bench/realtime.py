@@ -1,6 +1,6 @@
 """Real-time benchmarks against llmock on 127.0.0.1: time to first token, load, stop.
 
-    python -m bench.realtime ttft [--server uvicorn|daphne] [--turns 300]
+    python -m bench.realtime ttft [--server uvicorn|daphne] [--turns 300] [--peer litellm]
     python -m bench.realtime load [--server uvicorn|daphne] [--streams 200] [--idle 1000]
     python -m bench.realtime stop [--server uvicorn|daphne] [--turns 200]
 
@@ -16,6 +16,15 @@ ttft  Added time to first token. The same turn two ways, interleaved: a websocke
       SDK straight to llmock with the very request our server sent (create -> first text
       chunk). Added = percentile of the first minus the same percentile of the second.
       Target: at most 5 ms p50 and 20 ms p99 added.
+      `--peer litellm`: a neutral comparison. The LiteLLM proxy (`litellm[proxy]`, pinned,
+      installed on first use into its own virtualenv `.bench/litellm-venv/`, never the
+      project's requirements) runs on 127.0.0.1 on a free port in front of the same llmock,
+      with a fixed master key, and is stopped by its PID at the end. Each turn is then
+      taken three ways, interleaved in a rotating order: our websocket, the SDK straight
+      to llmock, and the SDK through the proxy with the same request body (the model named
+      as the proxy knows it, the master key as API key) -> first text chunk. The added
+      p50 / p90 / p99 of both, each over the direct call, are in the JSON (`added_ms`,
+      `peer.added_ms`) and in the closing lines.
 load  `--streams` conversations streaming at once (each runs `--turns-per-stream` turns back
       to back) while `--idle` other sockets stay open and silent on the same process.
       Added inter-token delay: the gaps between token frames at the client minus the gaps
@@ -29,11 +38,19 @@ stop  Stop latency: after the third token, send `stop` and time until `reply.end
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import os
 import random
+import subprocess
+import sys
+import tempfile
+import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -60,9 +77,106 @@ from bench.live import (
     stack_running,
     summary_ms,
 )
-from testing.live_server import LiveServer
+from core.net import free_port, process_stop
+from testing.live_server import PROJECT_DIR, LiveServer
 
 TURNS_PER_CONVERSATION = 5  # then a new one: history (and the prompt) stays the size of a young chat
+
+# --- the peer: the LiteLLM proxy in front of the same llmock ------------------------------------
+
+# Pinned, in a virtualenv of its own (never the project's requirements). 1.82.6 is the last release
+# before the March 2026 compromise of litellm's PyPI releases (1.82.7 and 1.82.8 carried a
+# credential stealer; later, 1.107.0 was withdrawn for the same reason): do not move the pin
+# without checking the release.
+LITELLM_REQUIREMENT = "litellm[proxy]==1.82.6"
+LITELLM_VENV = PROJECT_DIR / ".bench" / "litellm-venv"
+LITELLM_MASTER_KEY = "sk-bench-litellm-master-key"
+LITELLM_UPSTREAM_MODEL = "openai/gpt-4o-mini"
+LITELLM_STARTUP_TIMEOUT_SECONDS = 180.0
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    version: str
+    pid: int
+    base_url: str  # what an OpenAI client needs: http://127.0.0.1:PORT/v1
+    api_key: str
+    model: str  # the model name as the peer knows it
+    log_path: Path
+
+
+def litellm_installed() -> Path:
+    """The `litellm` command of the benchmark's own virtualenv, created and installed on first use."""
+    command = LITELLM_VENV / "bin" / "litellm"
+    marker = LITELLM_VENV / ".installed"
+    if command.exists() and marker.exists() and marker.read_text().strip() == LITELLM_REQUIREMENT:
+        return command
+    print(f"installing {LITELLM_REQUIREMENT} into {LITELLM_VENV} (first use)", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(LITELLM_VENV)], check=True)
+    pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
+    subprocess.run([*pip, LITELLM_REQUIREMENT], check=True)
+    marker.write_text(LITELLM_REQUIREMENT + "\n")
+    return command
+
+
+@contextlib.contextmanager
+def litellm_running(upstream_base_url: str) -> Iterator[Peer]:
+    """The LiteLLM proxy on 127.0.0.1 on a free port in front of `upstream_base_url`; stopped by its PID."""
+    command = litellm_installed()
+    port = free_port()
+    # Only what the proxy needs: no DATABASE_URL (it would want Prisma), none of our settings or secrets.
+    env = {
+        "PATH": f"{command.parent}:/usr/bin:/bin",
+        "HOME": tempfile.gettempdir(),
+        "LITELLM_MASTER_KEY": LITELLM_MASTER_KEY,
+        "OPENAI_API_KEY": "bench",  # what the proxy sends upstream; llmock takes any
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no download of the model price list at startup
+        "LITELLM_LOG": "ERROR",
+    }
+    arguments = [
+        str(command), "--model", LITELLM_UPSTREAM_MODEL, "--api_base", upstream_base_url,
+        "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1", "--telemetry", "False",
+    ]  # fmt: skip
+    log_file = tempfile.NamedTemporaryFile(prefix="bench-litellm-", suffix=".log", delete=False)  # noqa: SIM115
+    log_path = Path(log_file.name)
+    process = subprocess.Popen(
+        arguments, env=env, cwd=tempfile.gettempdir(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        model = _litellm_wait_ready(process, url, log_path)
+        yield Peer(
+            name="litellm",
+            version=LITELLM_REQUIREMENT.split("==")[1],
+            pid=process.pid,
+            base_url=f"{url}/v1",
+            api_key=LITELLM_MASTER_KEY,
+            model=model,
+            log_path=log_path,
+        )
+    finally:
+        process_stop(process, timeout=10)
+        log_file.close()
+
+
+def _litellm_wait_ready(process: "subprocess.Popen[bytes]", url: str, log_path: Path) -> str:
+    """Wait until the proxy answers its model list (with the master key); the first model's name."""
+    deadline = time.monotonic() + LITELLM_STARTUP_TIMEOUT_SECONDS
+    headers = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"litellm exited with {process.returncode} at startup:\n{tail}")
+        try:
+            answer = httpx.get(f"{url}/v1/models", headers=headers, timeout=2)
+            if answer.status_code == 200:
+                return str(answer.json()["data"][0]["id"])
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    tail = log_path.read_text(errors="replace")[-4000:]
+    raise TimeoutError(f"litellm did not answer within {LITELLM_STARTUP_TIMEOUT_SECONDS:g}s:\n{tail}")
 
 
 def added_ms(ours: dict[str, float], direct: dict[str, float]) -> dict[str, float]:
@@ -70,13 +184,17 @@ def added_ms(ours: dict[str, float], direct: dict[str, float]) -> dict[str, floa
 
 
 def direct_client(stack: Stack, connections: int) -> openai.AsyncOpenAI:
+    return sdk_client(stack.llm.base_url, "bench", connections)
+
+
+def sdk_client(base_url: str, api_key: str, connections: int) -> openai.AsyncOpenAI:
     http = httpx.AsyncClient(
         timeout=60, limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     )
     # The SDK takes a plain httpx client at run time; only its annotation names httpx2 (as in llm.providers.openai).
     return openai.AsyncOpenAI(
-        base_url=stack.llm.base_url,
-        api_key="bench",
+        base_url=base_url,
+        api_key=api_key,
         max_retries=0,
         http_client=http,  # type: ignore[arg-type]
     )
@@ -131,11 +249,12 @@ class Chat:
 # --- ttft ------------------------------------------------------------------------------------
 
 
-async def ttft_run(stack: Stack, *, turns: int, warmup: int) -> dict[str, Any]:
+async def ttft_run(stack: Stack, *, turns: int, warmup: int, peer: Peer | None = None) -> dict[str, Any]:
     api = Api(stack.server)
     account = await api.account_create("ttft")
     chat = Chat(api, account)
     client = direct_client(stack, 4)
+    peer_client = sdk_client(peer.base_url, peer.api_key, 4) if peer is not None else None
 
     phases: dict[str, list[float]] = {"message.created": [], "reply.start": [], "token": []}
 
@@ -158,36 +277,46 @@ async def ttft_run(stack: Stack, *, turns: int, warmup: int) -> dict[str, Any]:
     for values in phases.values():
         values.clear()
     body = request_body(stack)
+    # The peer gets the very same body, with the model named as the peer knows it.
+    peer_body = {**body, "model": peer.model} if peer is not None else body
     for _ in range(warmup):
         await direct_stream(client, body)
+        if peer_client is not None:
+            await direct_stream(peer_client, peer_body)
 
-    ours_s: list[float] = []
-    direct_s: list[float] = []
+    async def direct() -> float:
+        return (await direct_stream(client, body))[0]
+
+    async def peered() -> float:
+        assert peer_client is not None
+        return (await direct_stream(peer_client, peer_body))[0]
+
+    ways = {"ours": ours, "direct": direct} | ({"peer": peered} if peer_client is not None else {})
+    taken: dict[str, list[float]] = {name: [] for name in ways}
+    order = list(ways)
     cpu = CpuTimes(stack.server.pid)
     cpu.start()
     for i in range(turns):
-        # Interleaved, alternating who goes first: both see the same machine at the same time.
-        if i % 2:
-            direct_s.append((await direct_stream(client, body))[0])
-            ours_s.append(await ours())
-        else:
-            ours_s.append(await ours())
-            direct_s.append((await direct_stream(client, body))[0])
+        # Interleaved, rotating who goes first: every way sees the same machine at the same time.
+        for name in order[i % len(order) :] + order[: i % len(order)]:
+            taken[name].append(await ways[name]())
     server_cpu = cpu.used()
     await chat.close()
     await client.close()
+    if peer_client is not None:
+        await peer_client.close()
     await api.aclose()
 
+    ours_s, direct_s = taken["ours"], taken["direct"]
     ours_ms, direct_ms = summary_ms(ours_s), summary_ms(direct_s)
-    paired = [a - b for a, b in zip(ours_s, direct_s, strict=True)]
     added = added_ms(ours_ms, direct_ms)
-    return {
+    result: dict[str, Any] = {
         "server": stack.kind,
         "settings": {"latency_ms": stack.latency_ms, "chunk_delay_ms": stack.chunk_delay_ms, "turns": turns},
         "ttft_ours_ms": ours_ms,
         "ttft_direct_ms": direct_ms,
         "added_ms": added,
-        "added_paired_ms": {p: round(percentile(paired, int(p[1:])) * 1000, 2) for p in ("p50", "p99")},
+        "added_paired_ms": paired_ms(ours_s, direct_s),
         # Where our time goes, as the client sees it: send -> message.created (validate, store,
         # route, build the prompt) -> reply.start -> first token (the model's answer).
         "ours_phases_p50_ms": {k: round(percentile(v, 50) * 1000, 2) for k, v in phases.items()},
@@ -195,6 +324,36 @@ async def ttft_run(stack: Stack, *, turns: int, warmup: int) -> dict[str, Any]:
         "target": "added p50 <= 5 ms and p99 <= 20 ms",
         "met": added.get("p50", 1e9) <= 5 and added.get("p99", 1e9) <= 20,
     }
+    if peer is not None:
+        peer_ms = summary_ms(taken["peer"])
+        result["peer"] = {
+            "name": peer.name,
+            "version": peer.version,
+            "model": peer.model,
+            "ttft_ms": peer_ms,
+            "added_ms": added_ms(peer_ms, direct_ms),
+            "added_paired_ms": paired_ms(taken["peer"], direct_s),
+        }
+    return result
+
+
+def paired_ms(ours: list[float], direct: list[float]) -> dict[str, float]:
+    """Percentiles of the per-turn differences (each turn's way minus the direct call beside it)."""
+    paired = [a - b for a, b in zip(ours, direct, strict=True)]
+    return {p: round(percentile(paired, int(p[1:])) * 1000, 2) for p in ("p50", "p99")}
+
+
+def ttft_summary(result: dict[str, Any]) -> str:
+    """The added time to first token of each way over the direct call, one line each."""
+
+    def line(name: str, added: dict[str, float]) -> str:
+        return f"  {name:<16} " + " / ".join(f"{added.get(p, float('nan')):.2f}" for p in ("p50", "p90", "p99"))
+
+    lines = ["added to first token over the SDK straight to llmock, p50 / p90 / p99 ms:"]
+    lines.append(line("companion", result["added_ms"]))
+    if "peer" in result:
+        lines.append(line(f"{result['peer']['name']} {result['peer']['version']}", result["peer"]["added_ms"]))
+    return "\n".join(lines)
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -475,6 +634,12 @@ def main() -> None:
     ttft.add_argument("--turns", type=int, default=300)
     ttft.add_argument("--warmup", type=int, default=20)
     ttft.add_argument("--words", type=int, default=5)
+    ttft.add_argument(
+        "--peer",
+        choices=["litellm"],
+        help="also time the same request through this proxy in front of the same llmock (installed on first use "
+        f"into {LITELLM_VENV.relative_to(PROJECT_DIR)}/)",
+    )
     load = command("load", 20, 50)
     load.add_argument("--streams", type=int, default=200)
     load.add_argument("--idle", type=int, default=1000)
@@ -502,7 +667,9 @@ def main() -> None:
         redis_url=args.redis if args.layer != "in-memory" else None,
     ) as stack:
         if args.bench == "ttft":
-            result = uvloop.run(ttft_run(stack, turns=args.turns, warmup=args.warmup))
+            with contextlib.ExitStack() as peers:
+                peer = peers.enter_context(litellm_running(stack.llm.base_url)) if args.peer == "litellm" else None
+                result = uvloop.run(ttft_run(stack, turns=args.turns, warmup=args.warmup, peer=peer))
         elif args.bench == "load":
             result = uvloop.run(
                 load_run(
@@ -529,6 +696,8 @@ def main() -> None:
     result["machine"] = info
     result["server_env"] = args.env
     report_print(args.bench, result)
+    if args.bench == "ttft":
+        print(ttft_summary(result))
     report_save(args.json, args.bench, result)
 
 
