@@ -15,7 +15,6 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
-from core.db import sqlite_wal_keeper_open  # noqa: E402
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -28,9 +27,6 @@ class BrowserOriginValidator(OriginValidator):
     def valid_origin(self, parsed_origin: object) -> bool:
         return parsed_origin is None or bool(super().valid_origin(parsed_origin))
 
-
-# On SQLite, closing a unit of work's connection must not checkpoint the log each time (see the helper).
-sqlite_keeper = sqlite_wal_keeper_open(settings.DATABASES["default"])
 
 allowed_hosts = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
 

@@ -316,6 +316,9 @@ async def _turn_run(
         logger.exception("storing the reply failed", extra={"data": {"message_id": stored.reply_id}})
         outcome = replace(outcome, status=Status.FAILED, error=StoreFailed("the reply could not be stored"))
         reply = {}
+    if running.reply.closing is not None:
+        # reply.end says the model stopped: the upstream response is closed before it is sent.
+        await asyncio.gather(running.reply.closing, return_exceptions=True)
     error = outcome.error
     await emit(
         ReplyEnd(

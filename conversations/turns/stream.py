@@ -48,6 +48,9 @@ class ReplyState:
     message_id: int
     mode: str
     deltas: list[str] = field(default_factory=list)  # every piece shown, in order: seq is the index
+    # A stopped reply's stream, still closing its upstream response: the reply is stored
+    # meanwhile, and reply.end waits for both (run.py).
+    closing: "asyncio.Future[None] | None" = None
 
     def snapshot(self) -> dict[str, object]:
         """The reply so far, for a socket that resumes."""
@@ -151,17 +154,22 @@ async def reply_stream(
     try:
         await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if not consumer.done():
+            # Stopped. The text is final once the consumer is cancelled; closing the upstream
+            # response (its `finally`) can take tens of milliseconds under load, so it goes on
+            # while the reply is stored instead of before (docs/performance.md, "Stop latency").
             cancelled = True
             consumer.cancel()
-        try:
-            await consumer
-        except asyncio.CancelledError:
-            cancelled = True
-        except LLMError as exc:
-            error = exc
-        except Exception as exc:  # a provider broke its contract: treat it as unavailable, never a 500
-            logger.exception("provider raised an untyped error")
-            error = Unavailable(type(exc).__name__)
+            reply.closing = consumer
+        else:
+            try:
+                await consumer
+            except asyncio.CancelledError:
+                cancelled = True
+            except LLMError as exc:
+                error = exc
+            except Exception as exc:  # a provider broke its contract: treat it as unavailable, never a 500
+                logger.exception("provider raised an untyped error")
+                error = Unavailable(type(exc).__name__)
     except asyncio.CancelledError:
         # Our own task is being cancelled (the SSE client went away): stop upstream, keep what we have.
         consumer.cancel()

@@ -1,8 +1,5 @@
-"""CompiledQuery: the ORM's SQL compiled once, run with new arguments, rows converted as the ORM does.
-sqlite_wal_keeper_open: closing a unit of work's connection no longer checkpoints SQLite's log."""
+"""CompiledQuery: the ORM's SQL compiled once, run with new arguments, rows converted as the ORM does."""
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from avatars.models import Avatar
 from conversations.models import Conversation
-from core.db import CompiledQuery, sqlite_wal_keeper_open
+from core.db import CompiledQuery
 from testing import AvatarFactory, ConversationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -88,70 +85,3 @@ def test_an_argument_the_query_does_not_use_is_refused_when_compiling() -> None:
 
     with pytest.raises(ValueError, match="avatar_id"):
         query.rows(user_id=1, avatar_id=2)
-
-
-SQLITE = "django.db.backends.sqlite3"
-
-
-def _unit_of_work(path: Path, text: str) -> None:
-    """What one database_sync_to_async call does on SQLite: connect as the settings say, write, close."""
-    work = sqlite3.connect(path, isolation_level=None)
-    work.execute("PRAGMA journal_mode=WAL")
-    work.execute("INSERT INTO notes(text) VALUES (?)", (text,))
-    work.close()
-
-
-@pytest.fixture
-def wal_database(tmp_path: Path) -> Path:
-    path = tmp_path / "companion.sqlite3"
-    setup = sqlite3.connect(path, isolation_level=None)
-    setup.execute("PRAGMA journal_mode=WAL")
-    setup.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, text TEXT)")
-    setup.close()
-    return path
-
-
-def test_without_a_keeper_the_last_close_checkpoints_and_deletes_the_log(wal_database: Path) -> None:
-    # Given no other connection: the premise the keeper exists for
-    _unit_of_work(wal_database, "first")
-
-    assert not Path(f"{wal_database}-wal").exists()
-
-
-def test_with_the_keeper_open_a_unit_of_work_closes_without_checkpointing(wal_database: Path) -> None:
-    # Given the keeper a server process opens at startup
-    keeper = sqlite_wal_keeper_open({"ENGINE": SQLITE, "NAME": str(wal_database)})
-    assert keeper is not None
-    try:
-        # When units of work write and close, as every turn's do
-        _unit_of_work(wal_database, "first")
-        _unit_of_work(wal_database, "second")
-
-        # Then the log stays (no checkpoint on their close), and what they wrote is there for the next reader
-        assert Path(f"{wal_database}-wal").stat().st_size > 0
-        reader = sqlite3.connect(wal_database)
-        assert reader.execute("SELECT text FROM notes ORDER BY id").fetchall() == [("first",), ("second",)]
-        reader.close()
-        # and the keeper holds no transaction: a writer is never kept waiting by it
-        assert not keeper.in_transaction
-    finally:
-        keeper.close()
-
-
-@pytest.mark.parametrize(
-    "database",
-    [
-        {"ENGINE": "django.db.backends.postgresql", "NAME": "companion"},
-        {"ENGINE": SQLITE, "NAME": ":memory:"},
-        {"ENGINE": SQLITE, "NAME": "file:memorydb_default?mode=memory&cache=shared"},
-    ],
-)
-def test_no_keeper_for_another_engine_or_an_in_memory_database(database: dict[str, str]) -> None:
-    assert sqlite_wal_keeper_open(database) is None
-
-
-def test_no_keeper_and_no_file_created_for_a_database_not_yet_migrated(tmp_path: Path) -> None:
-    missing = tmp_path / "not-yet.sqlite3"
-
-    assert sqlite_wal_keeper_open({"ENGINE": SQLITE, "NAME": str(missing)}) is None
-    assert not missing.exists()
