@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 
-from testing import UserFactory
+from testing.support import UserFactory
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 
 from accounts.services import TokenPair, token_pair_create
 
-PASSWORD = "correct-horse-battery-staple"  # what testing.UserFactory sets
+PASSWORD = "correct-horse-battery-staple"  # what testing.support.UserFactory sets
 
 
 @pytest.fixture

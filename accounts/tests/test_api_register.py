@@ -8,7 +8,7 @@ from django.test import Client
 
 from accounts import throttling
 from accounts.models import ApiToken, Profile
-from testing import UserFactory
+from testing.support import UserFactory
 
 URL = "/api/auth/register"
 STRONG = "plum-orbit-velvet-42"

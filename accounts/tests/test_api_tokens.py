@@ -13,7 +13,7 @@ from accounts import throttling
 from accounts.models import ApiToken, TokenKind
 from accounts.services import TokenPair, token_pair_create
 from accounts.tests.conftest import PASSWORD, bearer
-from testing import UserFactory
+from testing.support import UserFactory
 
 pytestmark = pytest.mark.django_db
 

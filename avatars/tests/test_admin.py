@@ -11,7 +11,7 @@ from avatars.models import Avatar, AvatarPhrase
 from avatars.tests.factories import png_bytes
 from conversations.intents import PhraseBank
 from conversations.selectors import avatar_for_turn
-from testing import AvatarFactory, UserFactory
+from testing.support import AvatarFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

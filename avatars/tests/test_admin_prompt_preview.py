@@ -10,7 +10,7 @@ from django.urls import reverse
 from avatars.admin import PREVIEW_FACTS, PREVIEW_NOW, PREVIEW_SUMMARY, PREVIEW_TIMEZONE, PREVIEW_USER_NAME
 from avatars.models import AvatarPhrase
 from llm.prompts import PromptContext, persona_from_avatar, post_history_prompt, system_prompt_for_mode
-from testing import AvatarFactory, UserFactory
+from testing.support import AvatarFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.test import Client
 
 from avatars.models import Avatar
 from avatars.tests.factories import auth_header
-from testing import AvatarFactory, UserFactory
+from testing.support import AvatarFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

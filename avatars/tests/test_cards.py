@@ -334,7 +334,7 @@ def test_export_then_import_gives_the_same_avatar(db, card_bytes):
     from avatars.cards import avatar_export_card
     from avatars.models import AvatarPhrase
     from avatars.services import avatar_import_card
-    from testing import UserFactory
+    from testing.support import UserFactory
 
     # Given an avatar imported from a V3 card with our extension, phrases and unknown fields
     user = UserFactory()
@@ -363,7 +363,7 @@ def test_export_then_import_gives_the_same_avatar(db, card_bytes):
 
 def test_export_of_a_plain_avatar_is_a_complete_v2_card(db):
     from avatars.cards import avatar_export_card
-    from testing import AvatarFactory
+    from testing.support import AvatarFactory
 
     avatar = AvatarFactory(name="Plain", tags=["x"], card_extensions={})
 

@@ -10,7 +10,7 @@ from avatars.selectors import (
     avatar_list_visible,
 )
 from core.errors import NotFound
-from testing import AvatarFactory
+from testing.support import AvatarFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from avatars.errors import AvatarLimitReached, CardInvalidField, PublicNotAllowe
 from avatars.models import Avatar, AvatarPhrase
 from avatars.services import avatar_create, avatar_delete, avatar_import_card, avatar_update
 from core.errors import Forbidden, InvalidInput
-from testing import AvatarFactory, ConversationFactory, UserFactory
+from testing.support import AvatarFactory, ConversationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

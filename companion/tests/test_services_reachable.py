@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.db import connection
 
-from testing import skip_or_fail
+from testing.support import skip_or_fail
 
 
 @pytest.mark.postgres

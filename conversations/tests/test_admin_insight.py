@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from conversations.admin_usage import UsageFilters, UsageRow, message_usage_report
 from conversations.models import Conversation, Message, Role, Status
-from testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
+from testing.support import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.test import AsyncClient, Client
 from conversations.models import Conversation, Message, Role, Status
 from llm.testing import provider_configured
 from memory.models import Summary
-from testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
+from testing.support import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from accounts.models import Profile
 from conversations.models import Conversation, Message, Role
 from llm.testing import provider_configured
-from testing import AvatarFactory, UserFactory
+from testing.support import AvatarFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,7 @@ from conversations.routing import websocket_urlpatterns
 from conversations.tests.providers import SlowFakeProvider
 from conversations.tickets import ws_ticket_issue
 from llm.testing import provider_configured
-from testing import ConversationFactory, UserFactory
+from testing.support import ConversationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

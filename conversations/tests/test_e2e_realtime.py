@@ -29,8 +29,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from llm.testing import LlmockServer, llmock_server
-from testing import skip_or_fail
 from testing.live_server import LiveDatabase, LiveServer, live_database, live_server
+from testing.support import skip_or_fail
 
 pytestmark = pytest.mark.e2e
 

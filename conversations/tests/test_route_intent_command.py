@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from avatars.models import AvatarPhrase
-from testing import AvatarFactory
+from testing.support import AvatarFactory
 
 
 def run(*args: str, stdin: str = "") -> list[str]:

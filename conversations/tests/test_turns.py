@@ -22,7 +22,7 @@ from conversations.turns import run as turns_run
 from core.errors import InvalidInput, NotFound, Throttled
 from llm.errors import NotConfigured, Unavailable
 from llm.fake import FakeProvider
-from testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, turn_complete
+from testing.support import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, turn_complete
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

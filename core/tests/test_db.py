@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from avatars.models import Avatar
 from conversations.models import Conversation
 from core.db import CompiledQuery
-from testing import AvatarFactory, ConversationFactory, UserFactory
+from testing.support import AvatarFactory, ConversationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from llm.testing import LlmockServer, llmock_server, provider_configured
-from testing import logger_captured
+from testing.support import logger_captured
 
 
 @pytest.fixture(scope="session")

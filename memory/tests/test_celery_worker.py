@@ -36,7 +36,7 @@ from memory import tasks
 from memory.models import Memory, Summary
 from memory.selectors import memory_list_for_prompt, summary_is_due
 from memory.services import conversation_memory_schedule
-from testing import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
+from testing.support import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, skip_or_fail
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 

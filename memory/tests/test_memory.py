@@ -37,7 +37,7 @@ from llm.prompts.memory import (
 )
 from memory import config, selectors, services, tasks
 from memory.models import Memory, Summary
-from testing import (
+from testing.support import (
     AvatarFactory,
     ConversationFactory,
     MessageFactory,

@@ -10,7 +10,7 @@ from django.test import Client
 from accounts.services import token_pair_create
 from conversations.models import Role
 from memory.models import Memory
-from testing import AvatarFactory, ConversationFactory, MessageFactory
+from testing.support import AvatarFactory, ConversationFactory, MessageFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("memory.tests.memory_urls")]
 

@@ -24,7 +24,7 @@ from llm.base import ChatMessage, Completion, CompletionParams, StreamEvent
 from llm.fake import FakeProvider
 from memory import tasks
 from memory.models import Memory, Summary
-from testing import AvatarFactory, UserFactory, turn_complete
+from testing.support import AvatarFactory, UserFactory, turn_complete
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the in-process tasks use their own connection
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from testing import skip_or_fail
+from testing.support import skip_or_fail
 from web.browser import DESKTOP_VIEWPORT, chromium_missing_reason
 
 PASSWORD = "a-long-passphrase-42"
