@@ -189,7 +189,6 @@ LOGIN_THROTTLE_PER_USERNAME: int = env.int("LOGIN_THROTTLE_PER_USERNAME", defaul
 LOGIN_THROTTLE_PER_IP: int = env.int("LOGIN_THROTTLE_PER_IP", default=20)
 LOGIN_THROTTLE_WINDOW_SECONDS: int = env.int("LOGIN_THROTTLE_WINDOW_SECONDS", default=15 * 60)
 REGISTER_THROTTLE_PER_IP: int = env.int("REGISTER_THROTTLE_PER_IP", default=10)
-MESSAGE_MAX_CHARS: int = 8000
 CARD_MAX_BYTES: int = env.int("CARD_MAX_BYTES", default=2 * 1024 * 1024)
 
 # --- LLM ------------------------------------------------------------------------------------

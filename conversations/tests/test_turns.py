@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import Profile
 from conversations.models import Conversation, Message, Role, Status
 from conversations.services import conversation_create
-from conversations.turns import Busy, TurnEvent, turn_running, turn_start
+from conversations.turns import Busy, TurnEvent, turn_cancel_local, turn_running, turn_start
 from conversations.turns import run as turns_run
 from core.errors import InvalidInput, NotFound, Throttled
 from llm.errors import NotConfigured, Unavailable
@@ -513,3 +513,37 @@ def test_a_caller_cancelled_while_the_turn_starts_leaves_no_lock_and_the_reply_i
     assert cache.get(f"turn-lock:{conversation.pk}") is None
     assert cache.get(f"user-replies:{conversation.user_id}") == 0
     assert run_turn(conversation, "and again", provider)[-1]["status"] == "complete"
+
+
+def test_a_repeated_client_id_while_its_reply_streams_answers_with_that_reply_and_stop_still_reaches_it() -> None:
+    # Given a reply that is still streaming for client_id c-1
+    conversation = ConversationFactory()
+    provider = FakeProvider(reply="one two three four five six seven eight", chunks=8, delay=0.05)
+    again: list[dict[str, Any]] = []
+
+    async def scenario() -> tuple[Any, Any]:
+        async def listener(event: TurnEvent) -> None:
+            again.append(event.frame())
+
+        message = {"content": "tell me a story", "client_id": "c-1"}
+        ids = {"user_id": conversation.user_id, "conversation_id": conversation.pk}
+        first = await turn_start(**ids, message=message, provider=provider)
+        await asyncio.sleep(0.08)  # a token or two out
+        # When the same message arrives again (a retry from the app), and then the user stops
+        second = await turn_start(**ids, message=message, provider=provider, listener=listener)
+        stopped = turn_cancel_local(conversation.pk)
+        assert stopped
+        return await first.result(), await second.result()
+
+    first, second = async_to_sync(scenario)()
+
+    # Then the model was called once, the stop reached the streaming turn, and the repeat's
+    # answer is that turn's reply as stored: never a reply.end saying "streaming"
+    assert len(provider.calls) == 1
+    assert first.assistant_message["status"] == "cancelled"
+    assert [f["type"] for f in again] == ["message.created", "reply.end"]
+    assert again[0]["message"]["duplicate"] is True
+    assert (again[1]["status"], again[1]["content"]) == ("cancelled", first.assistant_message["content"])
+    assert second.duplicate is True
+    assert second.assistant_message["id"] == first.assistant_message["id"]
+    assert Message.objects.filter(conversation=conversation).count() == 2

@@ -1,6 +1,7 @@
 """Preparing a turn: what it reads, the mode it routes to, and the prompt it sends.
 
-Nothing here writes. `turn_plan_make` reads the conversation (with its user, profile,
+Nothing here writes (but the profile row of a user made outside the API, created on first
+use). `turn_plan_make` reads the conversation (with its user, profile,
 summary and the avatar's version) in one query, the history the summary does not cover
 and the remembered facts, asks the pure mode router (`conversations.intents`) and builds
 the prompt (`conversations.context`, `llm.prompts`). The result is a frozen `TurnPlan`:
@@ -25,7 +26,7 @@ from conversations.turns.request import TurnRequest
 from core.db import CompiledQuery
 from core.errors import NotFound
 from core.modes import Mode
-from llm.base import ChatMessage, CompletionParams
+from llm.base import ChatMessage
 from llm.prompts import PromptContext, post_history_prompt, system_prompt_for_mode
 from memory.selectors import SummaryForPrompt, memory_list_for_prompt
 
@@ -67,7 +68,6 @@ class TurnPlan:
     mode_locked: bool
     messages: tuple[ChatMessage, ...]
     prompt_tokens: int
-    params: CompletionParams
     fallback_lines: tuple[str, ...]
     last_fallback: str | None  # the fallback line last shown here, not to be repeated at once
     created_at: datetime
@@ -152,7 +152,6 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> T
         mode_locked=conversation.mode_locked if decision.lock is None else decision.lock,
         messages=tuple(built.messages),
         prompt_tokens=built.prompt_tokens,
-        params=request.params,
         fallback_lines=avatar.fallback_lines,
         last_fallback=next((m.content for m in reversed(history) if m.status == Status.FALLBACK), None),
         created_at=now,

@@ -17,7 +17,7 @@ from core.errors import InvalidInput
 from llm.base import CompletionParams
 from llm.params import completion_params_validate
 
-CONTENT_MAX_CHARS = 8000  # settings.MESSAGE_MAX_CHARS may lower it
+CONTENT_MAX_CHARS = 8000  # the web page's counter (web/static/web/chat.js) says the same
 CLIENT_ID_MAX_CHARS = 64
 FIELDS = frozenset({"content", "client_id", "model", "temperature", "max_tokens"})
 
@@ -52,8 +52,8 @@ def turn_request_parse(payload: Mapping[str, Any]) -> TurnRequest:
     content = content.strip()
     if not content:
         raise InvalidInput("content must not be empty.", field="content")
-    if len(content) > content_max_chars():
-        raise InvalidInput(f"content is longer than {content_max_chars()} characters.", field="content")
+    if len(content) > CONTENT_MAX_CHARS:
+        raise InvalidInput(f"content is longer than {CONTENT_MAX_CHARS:,} characters.", field="content")
     request = TurnRequest(
         content=content,
         client_id=_client_id(payload.get("client_id")),
@@ -66,10 +66,6 @@ def turn_request_parse(payload: Mapping[str, Any]) -> TurnRequest:
     # refused here (an `InvalidParams`, which is an `InvalidInput`), before a lock or a row.
     completion_params_validate(params=request.params)
     return request
-
-
-def content_max_chars() -> int:
-    return int(getattr(settings, "MESSAGE_MAX_CHARS", CONTENT_MAX_CHARS))
 
 
 def _client_id(value: Any) -> str | None:

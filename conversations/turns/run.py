@@ -4,7 +4,7 @@
       1. turn_request_parse(message)              request.py   refused here: InvalidInput
       2. _turn_prepare            (database)      prepare.py   NotFound, Throttled, Busy; reads,
                                                                routes, builds the prompt
-      3. stream_start                             stream.py    the model call goes out
+      3. StartedStream                            stream.py    the model call goes out
       4. turn_messages_store      (database)      store.py     user message + reply row, while
                                                                the call is under way
       5. a task of its own: _turn_run -> RunningTurn, returned at once
@@ -52,8 +52,8 @@ from conversations.turns.stream import (
     StartedStream,
     StoreFailed,
     reply_stream,
-    stream_start,
 )
+from core.errors import DomainError
 from llm.base import LLMProvider
 from memory.services import conversation_memory_schedule
 
@@ -131,31 +131,43 @@ async def _turn_begin(
 ) -> "RunningTurn":
     prepared = await _on_begin_thread(_turn_prepare, user_id=user_id, conversation_id=conversation_id, request=request)
     if isinstance(prepared, DuplicateTurn):
-        return _turn_task_start(conversation_id, listener, partial(_duplicate_replay, prepared))
+        return _duplicate_start(prepared, listener)
     plan = prepared
     # The model call goes out now; the writes below overlap its latency instead of adding to
     # the time to first token. The user message is still stored before message.created.
     try:
-        stream = stream_start(provider, plan)
+        stream = StartedStream(provider, plan)
     except BaseException:
         await _on_begin_thread(turn_locks_release, user_id=user_id, conversation_id=conversation_id)
         raise
     try:
         stored = await _on_begin_thread(_turn_store, plan)
     except BaseException:
-        await stream.aclose()
+        await _stream_close_quietly(stream)
         raise
     if isinstance(stored, DuplicateTurn):
-        await stream.aclose()  # the same client_id won a race: that turn is the reply
-        return _turn_task_start(conversation_id, listener, partial(_duplicate_replay, stored))
+        await _stream_close_quietly(stream)  # the same client_id won a race: that turn is the reply
+        return _duplicate_start(stored, listener)
     default_model = getattr(provider, "default_model", "")
     return _turn_task_start(conversation_id, listener, partial(_turn_run, plan, stored, stream, default_model))
 
 
+async def _stream_close_quietly(stream: StartedStream) -> None:
+    # A failure to close must not hide why the turn did not start.
+    try:
+        await stream.aclose()
+    except Exception:
+        logger.warning("closing the model call of a turn that did not start failed", exc_info=True)
+
+
 def _exception_retrieve(task: "asyncio.Task[RunningTurn]") -> None:
-    # The caller that awaited it may be gone; its refusal (Busy, NotFound...) is not an error to log.
-    if not task.cancelled():
-        task.exception()
+    # The caller that awaited it may be gone. A refusal (Busy, NotFound...) is its answer, not
+    # an error to log; anything else (the database down) is.
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, DomainError):
+        logger.error("a turn could not start", exc_info=error)
 
 
 def turn_running(conversation_id: int) -> bool:
@@ -263,11 +275,16 @@ def _turn_task_start(conversation_id: int, listener: EventSink | None, body: Tur
 
 
 def _emitter(conversation_id: int, listener: EventSink | None) -> EventSink:
-    """Every event to the conversation's sockets and the caller's listener. A failing sink (a
-    socket gone, the channel layer down) is logged once and skipped: the turn goes on and is stored."""
+    """Every event to the caller's listener and the conversation's sockets."""
     sinks: list[EventSink] = [realtime.conversation_event_sink(conversation_id)]
     if listener is not None:
         sinks.insert(0, listener)
+    return _emitter_of(*sinks)
+
+
+def _emitter_of(*sinks: EventSink) -> EventSink:
+    """Each event to each sink. A failing sink (a socket gone, the channel layer down) is logged
+    once and skipped: the turn goes on and is stored."""
     broken: set[int] = set()
 
     async def emit(event: TurnEvent) -> None:
@@ -283,11 +300,30 @@ def _emitter(conversation_id: int, listener: EventSink | None) -> EventSink:
     return emit
 
 
-async def _duplicate_replay(duplicate: DuplicateTurn, running: "RunningTurn", emit: EventSink) -> TurnResult:
+def _duplicate_start(duplicate: DuplicateTurn, listener: EventSink | None) -> RunningTurn:
+    """A repeated client_id: a task that answers with the first turn's messages. It is not the
+    conversation's running turn (a stop or a resume goes to that one), and calls no model."""
+    running = RunningTurn(conversation_id=duplicate.conversation_id)
+    running.task = asyncio.get_running_loop().create_task(
+        _duplicate_replay(duplicate, _emitter(duplicate.conversation_id, listener), listener),
+        context=contextvars.Context(),
+    )
+    return running
+
+
+async def _duplicate_replay(duplicate: DuplicateTurn, emit: EventSink, listener: EventSink | None) -> TurnResult:
     await emit(MessageCreated(duplicate.user_message))
-    if duplicate.reply is not None:
-        await emit(_reply_end_from_dict(duplicate.reply))
-    return TurnResult(duplicate.user_message, duplicate.reply, duplicate.mode, None, duplicate=True)
+    reply = duplicate.reply
+    if reply is not None and reply["status"] == Status.STREAMING:
+        # The first turn is still streaming: its events reach every socket as they come. Its
+        # end is this one's answer; the caller's own listener (SSE) gets that reply.end too.
+        live = _running.get(duplicate.conversation_id)
+        reply = (await live.result()).assistant_message if live is not None else None
+        if reply and listener is not None:
+            await _emitter_of(listener)(_reply_end_from_dict(reply))
+    elif reply is not None:
+        await emit(_reply_end_from_dict(reply))
+    return TurnResult(duplicate.user_message, reply or None, duplicate.mode, None, duplicate=True)
 
 
 async def _turn_run(
@@ -298,15 +334,21 @@ async def _turn_run(
     running: RunningTurn,
     emit: EventSink,
 ) -> TurnResult:
-    await emit(MessageCreated(stored.user_message))
-    if plan.mode_event is not None:
-        await emit(plan.mode_event)
-    running.reply = ReplyState(message_id=stored.reply_id, mode=plan.mode)
-    await emit(ReplyStart(message_id=stored.reply_id, mode=plan.mode))
-
+    reply_state = ReplyState(message_id=stored.reply_id, mode=plan.mode)
+    try:
+        await emit(MessageCreated(stored.user_message))
+        if plan.mode_event is not None:
+            await emit(plan.mode_event)
+        running.reply = reply_state
+        await emit(ReplyStart(message_id=stored.reply_id, mode=plan.mode))
+    except asyncio.CancelledError:
+        # Cancelled before the reply began (the process is stopping): close the call, end the
+        # reply's row as cancelled and free the locks, or they would outlive the turn.
+        running.cancel.set()
     outcome = await reply_stream(
-        plan=plan, stream=stream, reply=running.reply, cancel=running.cancel, emit=emit, default_model=default_model
+        plan=plan, stream=stream, reply=reply_state, cancel=running.cancel, emit=emit, default_model=default_model
     )
+    reply_state.ended = True  # a socket resuming from now on reads the stored reply
     # The reply is stored even if this task is being cancelled (client gone): shield the write.
     try:
         end = database_sync_to_async(_turn_end, thread_sensitive=False, executor=_END_EXECUTOR)
@@ -316,9 +358,9 @@ async def _turn_run(
         logger.exception("storing the reply failed", extra={"data": {"message_id": stored.reply_id}})
         outcome = replace(outcome, status=Status.FAILED, error=StoreFailed("the reply could not be stored"))
         reply = {}
-    if running.reply.closing is not None:
+    if outcome.closing is not None:
         # reply.end says the model stopped: the upstream response is closed before it is sent.
-        await asyncio.gather(running.reply.closing, return_exceptions=True)
+        await asyncio.gather(outcome.closing, return_exceptions=True)
     error = outcome.error
     await emit(
         ReplyEnd(

@@ -1,6 +1,6 @@
 """Running a reply: the model's stream in, token events out, a stop honoured at any point.
 
-`stream_start` sends the model call as soon as the prompt is built (the turn's writes then
+A `StartedStream` sends the model call as soon as the prompt is built (the turn's writes then
 run while it is under way). `reply_stream` reads it to the end, or until `cancel` is set,
 and returns a frozen `ReplyOutcome`; what changes meanwhile is the small `ReplyState`
 (the text shown so far, which a resuming socket is sent). The call's figures (time to first
@@ -48,18 +48,22 @@ class ReplyState:
     message_id: int
     mode: str
     deltas: list[str] = field(default_factory=list)  # every piece shown, in order: seq is the index
-    # A stopped reply's stream, still closing its upstream response: the reply is stored
-    # meanwhile, and reply.end waits for both (run.py).
-    closing: "asyncio.Future[None] | None" = None
+    ended: bool = False  # its outcome is final: a resuming socket reads the stored message instead
 
-    def snapshot(self) -> dict[str, object]:
-        """The reply so far, for a socket that resumes."""
+    def snapshot(self) -> dict[str, object] | None:
+        """The reply so far, for a socket that resumes; None once it has ended."""
+        if self.ended:
+            return None
         return {"message_id": self.message_id, "mode": self.mode, "deltas": list(self.deltas)}
 
 
 @dataclass(frozen=True, slots=True)
 class ReplyOutcome:
-    """How a reply ended: what is stored on its row and sent in `reply.end`."""
+    """How a reply ended: what is stored on its row and sent in `reply.end`.
+
+    `closing` is set for a stopped reply whose stream is still closing its upstream response:
+    the reply is stored meanwhile, and reply.end waits for both (run.py).
+    """
 
     text: str
     status: str
@@ -70,6 +74,7 @@ class ReplyOutcome:
     ttft_ms: int | None
     duration_ms: int
     error: LLMError | TurnError | None = None
+    closing: "asyncio.Future[None] | None" = field(default=None, compare=False, repr=False)
 
 
 class StartedStream:
@@ -86,7 +91,7 @@ class StartedStream:
         self._first: asyncio.Task[StreamEvent] | None = None
         self._refused: LLMError | None = None
         try:
-            self._stream = call_stream(provider=provider, messages=plan.messages, params=plan.params)
+            self._stream = call_stream(provider=provider, messages=plan.messages, params=plan.request.params)
         except LLMError as exc:
             self._refused = exc
             return
@@ -118,10 +123,6 @@ class StartedStream:
             await self._stream.aclose()
 
 
-def stream_start(provider: LLMProvider, plan: TurnPlan) -> StartedStream:
-    return StartedStream(provider, plan)
-
-
 async def reply_stream(
     *,
     plan: TurnPlan,
@@ -151,6 +152,7 @@ async def reply_stream(
     stopper = asyncio.ensure_future(cancel.wait())
     error: LLMError | None = None
     cancelled = False
+    closing: asyncio.Future[None] | None = None
     try:
         await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if not consumer.done():
@@ -159,7 +161,7 @@ async def reply_stream(
             # while the reply is stored instead of before (docs/performance.md, "Stop latency").
             cancelled = True
             consumer.cancel()
-            reply.closing = consumer
+            closing = consumer
         else:
             try:
                 await consumer
@@ -183,11 +185,13 @@ async def reply_stream(
         stats.duration_ms if stats.duration_ms is not None else int((time.perf_counter() - stream.started) * 1000)
     )
     text = "".join(reply.deltas)
-    model = ends[0].model if ends else (plan.params.model or stats.model or default_model)
+    model = ends[0].model if ends else (plan.request.model or stats.model or default_model)
     model = model or default_model
     estimated = (plan.prompt_tokens, count_tokens(text))
     if cancelled:
-        return ReplyOutcome(text, Status.CANCELLED, "cancelled", model, *estimated, stats.ttft_ms, duration_ms)
+        return ReplyOutcome(
+            text, Status.CANCELLED, "cancelled", model, *estimated, stats.ttft_ms, duration_ms, closing=closing
+        )
     if error is None and ends:
         usage = ends[0].usage
         return ReplyOutcome(
