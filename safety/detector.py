@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -197,10 +197,14 @@ def _lines(name: str) -> list[list[str]]:
 @lru_cache(maxsize=1)
 def crisis_bank_default() -> CrisisBank:
     """The packaged bank, read and compiled on first use."""
-    phrases = tuple(
-        Phrase(text=text_normalise(text), weight=float(weight), category=category)
-        for weight, category, text in _lines("crisis.txt")
-    )
+    # Phrases that stem alike ("kill myself", "killing myself") are one phrase: the strongest weight.
+    unique: dict[tuple[str, ...], Phrase] = {}
+    for weight, category, text in _lines("crisis.txt"):
+        phrase = Phrase(text=text_normalise(text), weight=float(weight), category=category)
+        key = tuple(word_stem(w) for w in phrase.text.split())
+        if key not in unique or unique[key].weight < phrase.weight:
+            unique[key] = phrase
+    phrases = tuple(unique.values())
     modifiers: dict[str, list[str]] = {}
     for kind, words in _lines("modifiers.txt"):
         modifiers.setdefault(kind, []).append(text_normalise(words.translate(_LAUGHING)))
@@ -304,7 +308,19 @@ def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, r
 
 def message_matches(text: str, *, bank: CrisisBank | None = None, message_index: int = 0) -> list[Match]:
     """Every crisis phrase in one message, with its weight after modifiers; at most one per phrase."""
-    bank = bank or crisis_bank_default()
+    if bank is None:
+        # A turn reads its earlier messages again: the default bank's answers are kept per process.
+        cached = _message_matches_default(text)
+        return [m if m.message_index == message_index else replace(m, message_index=message_index) for m in cached]
+    return _message_matches(text, bank, message_index)
+
+
+@lru_cache(maxsize=4096)
+def _message_matches_default(text: str) -> tuple[Match, ...]:
+    return tuple(_message_matches(text, crisis_bank_default(), 0))
+
+
+def _message_matches(text: str, bank: CrisisBank, message_index: int) -> list[Match]:
     best: dict[str, Match] = {}
     for clause in clauses_split(text):
         for match in _clause_matches(clause, bank, message_index):
@@ -336,7 +352,6 @@ def crisis_assess(messages: Sequence[str], *, bank: CrisisBank | None = None) ->
     """Assess a conversation's recent user messages, oldest first; the last one is the newest."""
     if not messages:
         return NO_CRISIS
-    bank = bank or crisis_bank_default()
     newest = _independent(message_matches(messages[-1], bank=bank))
     own = score_join([m.weight for m in newest])
     earlier: list[Match] = []
@@ -351,3 +366,50 @@ def crisis_assess(messages: Sequence[str], *, bank: CrisisBank | None = None) ->
         score = score_join([own, *decayed])
     matches = tuple(sorted([*newest, *earlier], key=lambda m: (m.message_index, -m.weight)))
     return CrisisAssessment(crisis=score >= CRISIS_THRESHOLD, score=score, own_score=own, matches=matches)
+
+
+@dataclass(frozen=True, slots=True)
+class CrisisEvaluation:
+    """The detector on labelled conversations: recall on crisis rows, false alarms on the others."""
+
+    n: int
+    true_positive: int
+    false_positive: int
+    false_negative: int
+    true_negative: int
+
+    @property
+    def precision(self) -> float:
+        flagged = self.true_positive + self.false_positive
+        return self.true_positive / flagged if flagged else 0.0
+
+    @property
+    def recall(self) -> float:
+        crises = self.true_positive + self.false_negative
+        return self.true_positive / crises if crises else 0.0
+
+    @property
+    def false_positive_rate(self) -> float:
+        calm = self.false_positive + self.true_negative
+        return self.false_positive / calm if calm else 0.0
+
+
+def crisis_evaluate(rows: Sequence[tuple[Sequence[str], bool]], *, bank: CrisisBank | None = None) -> CrisisEvaluation:
+    """`rows`: (a conversation's user messages oldest first, whether it is a crisis)."""
+    counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    for messages, is_crisis in rows:
+        flagged = crisis_assess(messages, bank=bank).crisis
+        key = ("tp" if flagged else "fn") if is_crisis else ("fp" if flagged else "tn")
+        counts[key] += 1
+    return CrisisEvaluation(
+        n=len(rows),
+        true_positive=counts["tp"],
+        false_positive=counts["fp"],
+        false_negative=counts["fn"],
+        true_negative=counts["tn"],
+    )
+
+
+def crisis_cache_clear() -> None:
+    """Forget the per-process answers on messages already read (benchmarks and tests)."""
+    _message_matches_default.cache_clear()
