@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from rapidfuzz import fuzz, process
-from rapidfuzz.distance import Levenshtein
+from rapidfuzz.distance import OSA
 
 PHRASES_DIR = Path(__file__).resolve().parent / "phrases"
 
@@ -97,6 +97,7 @@ _WORD_MAP: dict[str, str] = {
     "bc": "because",
     "cuz": "because",
     "sh": "self harm",
+    "kil": "kill",
     "unalive": "unalive",
     "sewerslide": "suicide",
     "suicde": "suicide",
@@ -172,6 +173,7 @@ class CrisisBank:
 
 def text_normalise(text: str) -> str:
     """Lower case, contractions expanded, punctuation dropped, spaces collapsed (one clause)."""
+    text = text.lower().replace("can't", "can not").replace("won't", "will not")
     text = _CONTRACTION.sub(lambda m: _CONTRACTIONS[m.group(1)], text)
     text = _NON_WORD.sub(" ", text.replace("'", ""))
     words = [_WORD_MAP.get(word, word) for word in text.split()]
@@ -288,7 +290,7 @@ def _word_correct(word: str, bank: CrisisBank) -> str:
 
 @lru_cache(maxsize=65536)
 def _word_correct_cached(word: str, long_words: tuple[str, ...]) -> str:
-    found = process.extractOne(word, long_words, scorer=Levenshtein.distance, score_cutoff=1)
+    found = process.extractOne(word, long_words, scorer=OSA.distance, score_cutoff=1)
     return found[0] if found is not None else word
 
 
