@@ -35,7 +35,7 @@ def test_crisis_check_writes_one_json_object_per_line() -> None:
         ("i want to kill myself", True),
         ("this deadline is killing me", False),
     ]
-    assert lines[0]["score"] == 1.0 and lines[0]["matched"][0] == "kill myself"
+    assert (lines[0]["score"], lines[0]["matched"][0]) == (1.0, "kill myself")
     assert (lines[1]["score"], lines[1]["matched"]) == (0.0, [])
 
 
@@ -63,7 +63,7 @@ def test_crisis_check_eval_refuses_a_malformed_row(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"messages": "not a list", "label": "crisis"}\n', encoding="utf-8")
 
-    with pytest.raises(CommandError, match="bad.jsonl:1"):
+    with pytest.raises(CommandError, match=r"bad\.jsonl:1"):
         run("crisis_check", "--eval", str(path))
 
 
@@ -109,4 +109,5 @@ def test_a_crisis_turn_is_counted_and_no_text_reaches_the_report() -> None:
     # Then the day counts one detection, one referral and one notice (the first turn's)
     output = run("safety_report", "--from", "2026-05-04", "--to", "2026-05-04")
     assert output.splitlines()[1] == "2026-05-04,1,1,1"
-    assert "kill" not in output and "thank" not in output
+    assert "kill" not in output
+    assert "thank" not in output
