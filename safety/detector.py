@@ -39,7 +39,7 @@ from rapidfuzz.distance import OSA
 PHRASES_DIR = Path(__file__).resolve().parent / "phrases"
 
 # A message at or above this score is a crisis; docs/safety.md gives the measured trade-off.
-CRISIS_THRESHOLD = 0.5
+CRISIS_THRESHOLD = 0.45
 # How much each earlier user message counts, newest first (the newest message itself is 1.0).
 CONTEXT_DECAY = (0.6, 0.4, 0.3, 0.2)
 # The newest message must carry at least this much signal of its own for context to flag it.
@@ -57,6 +57,7 @@ MODIFIER_FACTORS: dict[str, float] = {
     "hypothetical": 0.3,
     "third_person": 0.35,
     "past": 0.4,
+    "context": 0.3,  # implicit phrases only
 }
 NEGATION_WINDOW = 3  # words before the phrase where a negation counts
 MAX_CHARS = 4000  # longer messages are read up to here (the turn's own limit is lower)
@@ -108,6 +109,7 @@ _IRREGULAR: dict[str, str] = {"dying": "die", "died": "die", "dies": "die", "too
 _LAUGHING = str.maketrans({"😂": " lol ", "🤣": " lol ", "💀": " lol ", "😭": " lol "})
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u02bc": "'"})
 _CLAUSE_SPLIT = re.compile(r"[.!?;:\n\r]+|,\s*but\s|\sbut\s|\s+-\s+")
+_IS = re.compile(r"\b(it|that|what|there|here|he|she|who|everything|nothing|life)'s\b")
 _CONTRACTION = re.compile(r"(n't|'m|'re|'ve|'ll|'d)\b")
 _NON_WORD = re.compile(r"[^a-z0-9 ]+")
 _SPACES = re.compile(r"\s+")
@@ -173,7 +175,7 @@ class CrisisBank:
 
 def text_normalise(text: str) -> str:
     """Lower case, contractions expanded, punctuation dropped, spaces collapsed (one clause)."""
-    text = text.lower().replace("can't", "can not").replace("won't", "will not")
+    text = _IS.sub(r"\1 is", text.lower().replace("can't", "can not").replace("won't", "will not"))
     text = _CONTRACTION.sub(lambda m: _CONTRACTIONS[m.group(1)], text)
     text = _NON_WORD.sub(" ", text.replace("'", ""))
     words = [_WORD_MAP.get(word, word) for word in text.split()]
@@ -253,9 +255,7 @@ def _clause_matches(clause: str, bank: CrisisBank, message_index: int) -> list[M
         original = clause.split()
         span = " ".join(original[start:end])
         similarity = fuzz.ratio(phrase.text, span)
-        kinds = _modifiers_found(
-            bank, phrase, span, " ".join(original[:start]), " ".join(original[:start] + original[end:])
-        )
+        kinds = _modifiers_found(bank, phrase, span, " ".join(original[:start]), clause)
         weight = phrase.weight * (0.5 + similarity / 200.0)
         for kind in kinds:
             weight *= MODIFIER_FACTORS[kind]
@@ -294,7 +294,7 @@ def _word_correct_cached(word: str, long_words: tuple[str, ...]) -> str:
     return found[0] if found is not None else word
 
 
-def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, rest: str) -> tuple[str, ...]:
+def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, clause: str) -> tuple[str, ...]:
     kinds: list[str] = []
     window = " ".join(before.split()[-NEGATION_WINDOW:])
     phrase_words = set(phrase.text.split())
@@ -302,8 +302,11 @@ def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, r
     span_negated = any(_contains(span, n) and n not in phrase_words for n in ("not", "never", "no"))
     if span_negated or any(_contains(window, n) for n in negators):
         kinds.append("negation")
-    for kind in ("figurative", "fiction", "hypothetical", "third_person", "past"):
-        if any(_contains(rest, words) for words in bank.modifiers.get(kind, ())):
+    # Words of the phrase itself ("no longer" in "no longer want to live") are not a modifier of it.
+    for kind in ("figurative", "fiction", "hypothetical", "third_person", "past", "context"):
+        if kind == "context" and phrase.category != "implicit":
+            continue
+        if any(_contains(clause, w) and not _contains(phrase.text, w) for w in bank.modifiers.get(kind, ())):
             kinds.append(kind)
     return tuple(kinds)
 

@@ -148,3 +148,37 @@ def test_the_evaluation_counts_recall_and_false_alarms() -> None:
 
     assert (result.true_positive, result.false_negative, result.false_positive, result.true_negative) == (1, 1, 1, 1)
     assert (result.recall, result.false_positive_rate, result.precision) == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        ["hey", "rough day again", "honestly i don't want to be here anymore"],
+        ["i can't keep living like this"],
+        ["i keep thinking about ending things"],
+        ["i just want to go to sleep and not wake up"],
+        ["i have the pills in front of me"],
+        ["i'm scared of what i might do to myself"],
+        ["nobody would even notice if i disappeared", "i think it's time"],
+        ["i've been giving my stuff away", "i wrote goodbye letters to my family"],
+        ["im thinking of jumping"],
+    ],
+)
+def test_a_crisis_said_the_way_people_write_to_a_companion_is_flagged(messages: list[str]) -> None:
+    assert flagged(*messages) is True
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "i'm exhausted, i can't do this homework anymore",
+        "i want to disappear under a blanket all weekend",
+        "can you remind me to take my pills at 8",
+        "i failed my driving test, my life is over lol",
+        "i'm so bored i could die",
+        "goodbye for now, talk tomorrow!",
+        "the plant is dying, what should i do",
+    ],
+)
+def test_everyday_chat_that_sounds_dark_is_not_flagged(message: str) -> None:
+    assert flagged(message) is False
