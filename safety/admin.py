@@ -1,9 +1,11 @@
 """Operators edit the crisis lines per locale and read the daily counts (numbers only) here."""
 
 import io
+from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
+from django.forms import Field as FormField
 from django.http import HttpRequest, HttpResponse
 
 from safety.models import CrisisResource, SafetyDailyCount
@@ -17,6 +19,13 @@ class CrisisResourceAdmin(admin.ModelAdmin):
     list_editable = ("position", "active")
     list_filter = ("locale", "active")
     search_fields = ("name", "locale")
+
+    def formfield_for_dbfield(
+        self, db_field: "Field[Any, Any]", request: HttpRequest, **kwargs: Any
+    ) -> FormField | None:
+        if db_field.name == "url":
+            kwargs["assume_scheme"] = "https"  # crisis lines are https; Django 6's default
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
 @admin.register(SafetyDailyCount)
