@@ -56,10 +56,14 @@ MODIFIER_FACTORS: dict[str, float] = {
     "fiction": 0.15,
     "hypothetical": 0.3,
     "third_person": 0.35,
+    "reported": 0.2,
     "past": 0.4,
     "context": 0.3,  # implicit phrases only
 }
 NEGATION_WINDOW = 3  # words before the phrase where a negation counts
+# Phrases of hope that a negation turns into the crisis ("no reason to live", "no future").
+NEGATION_AFFIRMS = frozenset({"reason", "point", "will", "future", "hope", "way", "meaning", "purpose", "sense"})
+FIRST_PERSON = frozenset({"i", "me", "my", "myself", "mine"})
 MAX_CHARS = 4000  # longer messages are read up to here (the turn's own limit is lower)
 
 _CONTRACTIONS: dict[str, str] = {
@@ -297,13 +301,22 @@ def _word_correct_cached(word: str, long_words: tuple[str, ...]) -> str:
 def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, clause: str) -> tuple[str, ...]:
     kinds: list[str] = []
     window = " ".join(before.split()[-NEGATION_WINDOW:])
-    phrase_words = set(phrase.text.split())
-    negators = bank.modifiers.get("negation", ())
-    span_negated = any(_contains(span, n) and n not in phrase_words for n in ("not", "never", "no"))
-    if span_negated or any(_contains(window, n) for n in negators):
-        kinds.append("negation")
+    phrase_words = phrase.text.split()
+    # "no reason to live", "no point in life": a negation before a phrase of hope is the crisis itself.
+    if phrase_words[0] not in NEGATION_AFFIRMS:
+        negators = bank.modifiers.get("negation", ())
+        span_negated = any(_contains(span, n) and n not in phrase_words for n in ("not", "never", "no"))
+        if span_negated or any(_contains(window, n) for n in negators):
+            kinds.append("negation")
+    if any(_contains(window, w) for w in bank.modifiers.get("reported", ())):
+        kinds.append("reported")  # "someone told me to kill myself"
+    # Someone else's crisis: only for a phrase that does not name the speaker, the other person named before it.
+    if not FIRST_PERSON.intersection(phrase_words) and any(
+        _contains(before, w) for w in bank.modifiers.get("third_person", ())
+    ):
+        kinds.append("third_person")
     # Words of the phrase itself ("no longer" in "no longer want to live") are not a modifier of it.
-    for kind in ("figurative", "fiction", "hypothetical", "third_person", "past", "context"):
+    for kind in ("figurative", "fiction", "hypothetical", "past", "context"):
         if kind == "context" and phrase.category != "implicit":
             continue
         if any(_contains(clause, w) and not _contains(phrase.text, w) for w in bank.modifiers.get(kind, ())):

@@ -182,3 +182,26 @@ def test_a_crisis_said_the_way_people_write_to_a_companion_is_flagged(messages: 
 )
 def test_everyday_chat_that_sounds_dark_is_not_flagged(message: str) -> None:
     assert flagged(message) is False
+
+
+@pytest.mark.parametrize("message", ["i have no reason to live", "there's no point in living", "i see no future"])
+def test_a_negation_before_a_phrase_of_hope_is_the_crisis_not_its_denial(message: str) -> None:
+    assessment = crisis_assess([message])
+
+    assert all("negation" not in label for label in assessment.matched)
+    assert assessment.score > 0.0
+
+
+def test_words_said_to_the_user_are_not_the_users_crisis() -> None:
+    assessment = crisis_assess(["some guy online told me to kill myself, people are awful"])
+
+    assert assessment.crisis is False
+    assert assessment.matched == ["kill myself (reported)"]
+
+
+def test_someone_else_named_after_a_first_person_phrase_does_not_weigh_it_down() -> None:
+    # "a friend" here is who the user called, not who is at risk
+    assessment = crisis_assess(["i tried to kill myself last week and then called a friend"])
+
+    assert assessment.crisis is True
+    assert assessment.matched[0] == "kill myself"
