@@ -174,7 +174,7 @@ class CrisisBank:
     vocabulary: frozenset[str]
     long_words: tuple[str, ...]  # the vocabulary's words a typo may stand for
     modifiers: dict[str, tuple[str, ...]]
-    anchors: frozenset[str]  # words that occur in some phrase: a clause with none of them is skipped
+    by_anchor: dict[str, tuple[int, ...]]  # each phrase under its longest word: only those present are tried
 
 
 def text_normalise(text: str) -> str:
@@ -217,7 +217,9 @@ def crisis_bank_default() -> CrisisBank:
     for kind, words in _lines("modifiers.txt"):
         modifiers.setdefault(kind, []).append(text_normalise(words.translate(_LAUGHING)))
     vocabulary = frozenset(word for phrase in phrases for word in phrase.text.split())
-    anchors = frozenset(word_stem(max(p.text.split(), key=len)) for p in phrases)
+    by_anchor: dict[str, list[int]] = {}
+    for index, phrase in enumerate(phrases):
+        by_anchor.setdefault(word_stem(max(phrase.text.split(), key=len)), []).append(index)
     return CrisisBank(
         phrases=phrases,
         sequences=tuple(tuple(word_stem(w) for w in p.text.split()) for p in phrases),
@@ -225,7 +227,7 @@ def crisis_bank_default() -> CrisisBank:
         vocabulary=vocabulary,
         long_words=tuple(sorted(word for word in vocabulary if len(word) >= TYPO_MIN_LENGTH)),
         modifiers={kind: tuple(words) for kind, words in modifiers.items()},
-        anchors=anchors,
+        by_anchor={word: tuple(indices) for word, indices in by_anchor.items()},
     )
 
 
@@ -245,11 +247,10 @@ def word_stem(word: str) -> str:
 def _clause_matches(clause: str, bank: CrisisBank, message_index: int) -> list[Match]:
     words = [word_stem(_word_correct(word, bank)) for word in clause.split()]
     present = frozenset(words)
-    if not present & bank.anchors:
-        return []
+    candidates = sorted({index for word in present for index in bank.by_anchor.get(word, ())})
     matches: list[Match] = []
-    for index, phrase_words in enumerate(bank.phrase_words):
-        if not phrase_words.issubset(present):
+    for index in candidates:
+        if not bank.phrase_words[index].issubset(present):
             continue
         found = _words_find(words, bank.sequences[index])
         if found is None:
