@@ -260,3 +260,23 @@ async def test_asked_whether_it_is_human_the_prompt_says_it_is_an_ai() -> None:
     prompt = system_prompt_sent()
     assert "you are an AI, not a human" in prompt
     assert "say plainly that you are an AI companion, even mid role-play" in prompt
+
+
+def test_the_terminal_chat_shows_the_notice_and_the_crisis_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    from testing import AvatarFactory
+
+    UserFactory(username="terminal")
+    AvatarFactory(slug="milo", name="Milo")
+    monkeypatch.setattr("sys.stdin", io.StringIO("i want to kill myself\n"))
+    monkeypatch.setattr("conversations.turns.run.conversation_memory_schedule", lambda **_: None)
+    out = io.StringIO()
+
+    call_command("chat", "milo", "--user", "terminal", stdout=out, stderr=io.StringIO())
+
+    output = out.getvalue()
+    assert "[A reminder: you are talking with an AI companion, not a person." in output
+    assert "[You are not alone. Support right now: 988 Suicide & Crisis Lifeline 988 Text 988" in output
