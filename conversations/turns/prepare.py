@@ -5,7 +5,8 @@ summary and the avatar's version) in one query, the history the summary does not
 and the remembered facts, asks the pure crisis detector (`safety.detector`) about the
 user's recent messages, then the pure mode router (`conversations.intents`), and builds
 the prompt (`conversations.context`, `llm.prompts`): the crisis prompt for a flagged turn.
-The result is a frozen `TurnPlan`: everything decided before the model is called and before anything is stored.
+The result is a frozen `TurnPlan`: everything decided before the model is called and
+before anything is stored.
 """
 
 from dataclasses import dataclass
@@ -28,7 +29,13 @@ from core.db import CompiledQuery
 from core.errors import NotFound
 from core.modes import Mode
 from llm.base import ChatMessage, CompletionParams
-from llm.prompts import PromptContext, crisis_prompt, post_history_prompt, system_prompt_for_mode
+from llm.prompts import (
+    PromptContext,
+    crisis_fallback_line,
+    crisis_prompt,
+    post_history_prompt,
+    system_prompt_for_mode,
+)
 from memory.selectors import SummaryForPrompt, memory_list_for_prompt
 from safety.detector import CrisisAssessment, crisis_assess
 from safety.selectors import Resource, crisis_resources_for_locale
@@ -158,10 +165,13 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> T
         now=now,
     )
     resources: tuple[Resource, ...] = ()
+    fallback_lines = avatar.fallback_lines
     if crisis.crisis:
         resources = crisis_resources_for_locale(locale=profile.locale)
-        system_prompt = crisis_prompt(prompt_context, resources=tuple(r.as_line() for r in resources))
+        lines = tuple(r.as_line() for r in resources)
+        system_prompt = crisis_prompt(prompt_context, resources=lines)
         post_history = ""  # the card's last word has no place in a crisis reply
+        fallback_lines = (crisis_fallback_line(resources=lines),)  # if the model fails: help, not a quip
     else:
         system_prompt = system_prompt_for_mode(decision.mode, prompt_context)
         post_history = post_history_prompt(prompt_context)
@@ -184,7 +194,7 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> T
         messages=tuple(built.messages),
         prompt_tokens=built.prompt_tokens,
         params=request.params,
-        fallback_lines=avatar.fallback_lines,
+        fallback_lines=fallback_lines,
         last_fallback=next((m.content for m in reversed(history) if m.status == Status.FALLBACK), None),
         created_at=now,
         crisis=crisis,

@@ -37,6 +37,16 @@ stay in this conversation with them.
 _NO_RESOURCES = "- Their local emergency number; a crisis line near them at https://findahelpline.com"
 
 
+def crisis_fallback_line(*, resources: tuple[str, ...]) -> str:
+    """What a crisis turn says when the model cannot answer: never the avatar's playful fallback lines."""
+    lines = "; ".join(resources) if resources else "a crisis line near you (findahelpline.com)"
+    return (
+        "I can't answer properly right now, but I don't want you to be alone with this. "
+        f"Please reach out to someone now: {lines}. "
+        "If you are in immediate danger, call your local emergency number."
+    )
+
+
 def crisis_prompt(ctx: PromptContext, *, resources: tuple[str, ...]) -> str:
     """The system prompt of a flagged turn; `resources` are one line each ("988 Lifeline: call 988")."""
     names = _Names.of(ctx)

@@ -14,3 +14,9 @@ def crisis_resources_seeded(request: pytest.FixtureRequest) -> None:
     seed = importlib.import_module("safety.migrations.0002_crisis_resources_seed")
     schema_editor: Any = None
     seed.resources_seed(apps, schema_editor)
+
+
+@pytest.fixture(autouse=True)
+def memory_work_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory work has its own tests; here it would outlive a test and race the database flush."""
+    monkeypatch.setattr("conversations.turns.run.conversation_memory_schedule", lambda **_: None)

@@ -272,7 +272,6 @@ def test_the_terminal_chat_shows_the_notice_and_the_crisis_lines(monkeypatch: py
     UserFactory(username="terminal")
     AvatarFactory(slug="milo", name="Milo")
     monkeypatch.setattr("sys.stdin", io.StringIO("i want to kill myself\n"))
-    monkeypatch.setattr("conversations.turns.run.conversation_memory_schedule", lambda **_: None)
     out = io.StringIO()
 
     call_command("chat", "milo", "--user", "terminal", stdout=out, stderr=io.StringIO())
@@ -280,3 +279,22 @@ def test_the_terminal_chat_shows_the_notice_and_the_crisis_lines(monkeypatch: py
     output = out.getvalue()
     assert "[A reminder: you are talking with an AI companion, not a person." in output
     assert "[You are not alone. Support right now: 988 Suicide & Crisis Lifeline 988 Text 988" in output
+
+
+async def test_when_the_model_fails_on_a_crisis_the_fallback_gives_the_crisis_line_not_a_quip() -> None:
+    from llm.errors import Unavailable
+
+    conversation = await database_sync_to_async(conversation_make)(mode="intimate")
+    provider = provider_get()
+    assert isinstance(provider, FakeProvider)
+    provider.error = Unavailable("down")
+
+    frames = await turn_over_socket(conversation, CRISIS)
+
+    end = frames[-1]
+    assert end["status"] == "fallback"
+    assert end["content"] == (
+        "I can't answer properly right now, but I don't want you to be alone with this. Please reach out to someone "
+        "now: 988 Suicide & Crisis Lifeline: call 988, Text 988, https://988lifeline.org. If you are in immediate "
+        "danger, call your local emergency number."
+    )
