@@ -80,11 +80,12 @@ def me_get(request: HttpRequest) -> Profile:
 
 @router.patch("/me", response={200: ProfileOut, 422: ErrorOut})
 def me_update(request: HttpRequest, payload: ProfilePatchIn) -> Status[Profile]:
-    """Change the signed-in user's display name, adult confirmation or intimate-mode opt-in."""
+    """Change the signed-in user's display name, adult confirmation or intimate-mode opt-in, or locale."""
     profile = profile_update(
         profile=profile_get(user=request_user(request)),
         display_name=payload.display_name,
         adult_confirmed=payload.adult_confirmed,
         intimate_opt_in=payload.intimate_opt_in,
+        locale=payload.locale,
     )
     return Status(200, profile)

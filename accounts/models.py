@@ -13,6 +13,9 @@ class Profile(models.Model):
     intimate_opt_in = models.BooleanField(
         default=False, help_text="The user chose to allow intimate mode. Requires adult confirmation."
     )
+    locale = models.CharField(
+        max_length=8, default="US", help_text='A country code ("US", "GB", "FR", "DE"...): which crisis lines to show.'
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -91,6 +91,7 @@ class ProfileOut(Schema):
     display_name: str
     adult_confirmed: bool
     intimate_opt_in: bool
+    locale: str
     created_at: datetime
 
     @staticmethod
@@ -117,8 +118,9 @@ class ProfilePatchIn(Schema):
     display_name: Annotated[DisplayName, StringConstraints(min_length=1)] | None = None
     adult_confirmed: StrictBool | None = None
     intimate_opt_in: StrictBool | None = None
+    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None  # a country code: crisis lines
 
-    @field_validator("display_name", "adult_confirmed", "intimate_opt_in")
+    @field_validator("display_name", "adult_confirmed", "intimate_opt_in", "locale")
     @classmethod
     def _refuse_null(cls, value: object) -> object:
         # Runs only for fields the client sent (defaults are not validated), so it sees explicit nulls.

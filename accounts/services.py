@@ -221,6 +221,7 @@ def profile_update(
     display_name: str | None = None,
     adult_confirmed: bool | None = None,
     intimate_opt_in: bool | None = None,
+    locale: str | None = None,
 ) -> Profile:
     """Change the given fields of a profile (None leaves a field as it is) and return it fresh.
 
@@ -229,6 +230,7 @@ def profile_update(
       withdraws the confirmation and also turns `intimate_opt_in` off.
     - intimate_opt_in: true requires adult confirmation, already given or given in the same
       call, else `AdultConfirmationRequired` (422, field `intimate_opt_in`) and nothing changes.
+    - locale: a two-letter country code, stored upper case; which crisis lines the user is shown.
     """
     if display_name is not None:
         display_name = display_name_clean(display_name)
@@ -258,5 +260,8 @@ def profile_update(
         if intimate_opt_in is not None:
             profile.intimate_opt_in = intimate_opt_in
             update_fields.append("intimate_opt_in")
+        if locale is not None:
+            profile.locale = locale.upper()
+            update_fields.append("locale")
         profile.save(update_fields=sorted(set(update_fields)))
     return profile

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "avatars",
     "conversations",
     "memory",
+    "safety",
     "llm",
     "web",
 ]
@@ -245,6 +246,10 @@ ROUTER_SWITCH_THRESHOLD: float = env.float("ROUTER_SWITCH_THRESHOLD", default=80
 ROUTER_SWITCH_MARGIN: float = env.float("ROUTER_SWITCH_MARGIN", default=10.0)
 ROUTER_MIN_CHARS: int = env.int("ROUTER_MIN_CHARS", default=4)
 ROUTER_COMMAND_THRESHOLD: float = env.float("ROUTER_COMMAND_THRESHOLD", default=90.0)
+
+# Duty of care (docs/safety.md): the AI notice is shown at the start of a conversation and
+# again after this many hours of continued use (SB 243 asks for at least every three).
+SAFETY_AI_NOTICE_HOURS: float = env.float("SAFETY_AI_NOTICE_HOURS", default=3.0)
 # Memory: with KEEP_RECENT + TRIGGER <= 2 * CONTEXT_MAX_PAIRS, every message is either in the
 # prompt's history or in the summary: nothing falls in between.
 SUMMARY_KEEP_RECENT: int = env.int("SUMMARY_KEEP_RECENT", default=12)

@@ -12,6 +12,9 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SECRETARY)
     mode_locked = models.BooleanField(default=False, help_text="A user lock: automatic switching is off.")
+    # "crisis" from a flagged turn until the next calm one: intimate mode stays closed meanwhile (docs/safety.md).
+    safety_state = models.CharField(max_length=16, choices=[("", "calm"), ("crisis", "crisis")], default="", blank=True)
+    ai_notice_at = models.DateTimeField(null=True, blank=True, help_text="When the AI notice was last shown here.")
     message_count = models.PositiveIntegerField(default=0)
     last_message_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -48,6 +51,8 @@ class Message(models.Model):
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # The mode decision that routed this user message: {mode, score, matched, switch, source, blocked, ...}
     route = models.JSONField(null=True, blank=True)
+    # "crisis" on a user message the crisis detector flagged; "" otherwise.
+    safety = models.CharField(max_length=16, choices=[("", "none"), ("crisis", "crisis")], default="", blank=True)
     # LLM accounting for assistant messages.
     model = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=32, blank=True)

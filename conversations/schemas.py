@@ -63,6 +63,7 @@ class MessageOut(Schema):
     client_id: str | None
     reply_to: int | None
     route: dict[str, Any] | None
+    safety: str | None = None  # "crisis" on a user message the crisis detector flagged
     model: str | None
     finish_reason: str | None
     error_code: str | None

@@ -103,6 +103,7 @@ def message_dict(message: Message) -> dict[str, Any]:
         "client_id": message.client_id,
         "reply_to": message.reply_to_id,
         "route": message.route,
+        "safety": message.safety or None,
         "model": message.model or None,
         "finish_reason": message.finish_reason or None,
         "error_code": message.error_code or None,

@@ -28,6 +28,7 @@ def test_me_returns_the_profile(client: Client, user: User, tokens: TokenPair) -
         "username": "sam",
         "display_name": "Sam",
         "adult_confirmed": False,
+        "locale": "US",
         "intimate_opt_in": False,
         # the API's JSON encoder (Django's) writes milliseconds
         "created_at": DjangoJSONEncoder().default(user.date_joined),

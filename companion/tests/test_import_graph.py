@@ -13,7 +13,19 @@ from pathlib import Path
 
 from django.conf import settings
 
-PACKAGES = ("accounts", "avatars", "bench", "companion", "conversations", "core", "llm", "memory", "testing", "web")
+PACKAGES = (
+    "accounts",
+    "avatars",
+    "bench",
+    "companion",
+    "conversations",
+    "core",
+    "llm",
+    "memory",
+    "safety",
+    "testing",
+    "web",
+)
 
 
 def module_files(root: Path) -> dict[str, Path]:

@@ -273,9 +273,10 @@ async def test_sse_streams_the_turn_events_in_contract_order(bearer_for: Headers
     assert response["Content-Type"].startswith("text/event-stream")
     events = [chunk.split("\n")[0].removeprefix("event: ") for chunk in chunks]
     assert events[0] == "message.created"
-    assert events[1] == "reply.start"
+    assert events[1] == "notice"  # the AI notice: the conversation's first turn
+    assert events[2] == "reply.start"
     assert events[-1] == "reply.end"
-    assert set(events[2:-1]) == {"token"}
+    assert set(events[3:-1]) == {"token"}
     end = json.loads(chunks[-1].split("\n")[1].removeprefix("data: "))
     assert end["status"] == "complete"
     reply = await database_sync_to_async(Message.objects.get)(conversation=conversation, role=Role.ASSISTANT)

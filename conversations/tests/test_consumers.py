@@ -66,7 +66,7 @@ async def test_a_message_streams_a_reply_in_contract_order(conversation: Convers
     types = [f["type"] for f in frames]
     assert types[0] == "message.created"
     assert frames[0]["message"]["client_id"] == "a1"
-    assert types[1] == "reply.start"
+    assert types[1:3] == ["notice", "reply.start"]  # the AI notice: the conversation's first turn
     tokens = [f for f in frames if f["type"] == "token"]
     assert [t["seq"] for t in tokens] == list(range(PIECES))
     assert frames[-1]["status"] == "complete"

@@ -235,8 +235,8 @@ async def test_a_message_streams_its_reply_in_contract_order(
     message = {"content": "hello", "client_id": "c-1"}
     conversation_id, frames = await turn_over_a_new_socket(server, http, alice, message)
 
-    assert turn_shape(frames) == ["message.created", "reply.start", "token*", "reply.end"]
-    created, start, *tokens, end = frames
+    assert turn_shape(frames) == ["message.created", "notice", "reply.start", "token*", "reply.end"]
+    created, _notice, start, *tokens, end = frames
     assert (created["message"]["content"], created["message"]["client_id"]) == ("hello", "c-1")
     assert start["message_id"] == end["message_id"]
     assert [t["seq"] for t in tokens] == list(range(REPLY_WORDS))
@@ -288,7 +288,7 @@ async def test_a_model_connection_dropped_mid_reply_is_resumed_and_the_user_sees
     )
     conversation_id, frames = await turn_over_a_new_socket(server, http, alice, {"content": "tell me everything"})
 
-    assert turn_shape(frames) == ["message.created", "reply.start", "token*", "reply.end"]  # no error frame
+    assert turn_shape(frames) == ["message.created", "notice", "reply.start", "token*", "reply.end"]  # no error frame
     tokens = [f for f in frames if f["type"] == "token"]
     assert [t["seq"] for t in tokens] == list(range(len(tokens)))
     assert "".join(t["delta"] for t in tokens) == REPLY  # each word once, none missing
@@ -506,7 +506,7 @@ async def test_sse_streams_the_same_events_as_the_websocket(
         on_socket = await frames_until(watcher, "reply.end")
 
     assert (response.status_code, response.headers["content-type"]) == (201, "text/event-stream")
-    assert turn_shape(sse) == ["message.created", "reply.start", "token*", "reply.end"]
+    assert turn_shape(sse) == ["message.created", "notice", "reply.start", "token*", "reply.end"]
     assert sse == on_socket
     assert (sse[-1]["status"], sse[-1]["content"]) == ("complete", REPLY)
 
@@ -526,7 +526,7 @@ async def test_an_sse_client_that_disconnects_cancels_the_reply(
 
     reply = await reply_settled(http, alice, conversation_id)
     assert reply["status"] == "cancelled"
-    assert reply["id"] == received[1]["message_id"]
+    assert reply["id"] == received[2]["message_id"]  # after message.created and the AI notice
     words = reply["content"].split()
     assert 3 <= len(words) < REPLY_WORDS
     assert REPLY.startswith(reply["content"])
@@ -629,7 +629,7 @@ async def test_two_devices_on_two_server_processes_see_the_same_reply_stream(
             on_phone = await frames_until(phone, "reply.end")
             on_tablet = await frames_until(tablet, "reply.end")
 
-    assert turn_shape(on_phone) == ["message.created", "reply.start", "token*", "reply.end"]
+    assert turn_shape(on_phone) == ["message.created", "notice", "reply.start", "token*", "reply.end"]
     assert on_tablet == on_phone
     assert on_phone[-1]["content"] == REPLY
 

@@ -51,10 +51,10 @@ def test_a_turn_emits_contract_events_in_order_and_stores_both_messages() -> Non
     # When the user sends a message
     frames = run_turn(conversation, "Please note the budget review", provider)
 
-    # Then the events come in contract order, tokens numbered from 0
+    # Then the events come in contract order (the AI notice on a conversation's first turn), tokens numbered from 0
     types = [f["type"] for f in frames]
     assert types[0] == "message.created"
-    assert types[1] == "reply.start"
+    assert types[1:3] == ["notice", "reply.start"]
     assert types[-1] == "reply.end"
     tokens = [f for f in frames if f["type"] == "token"]
     assert [t["seq"] for t in tokens] == [0, 1, 2, 3]
@@ -71,7 +71,7 @@ def test_a_turn_emits_contract_events_in_order_and_stores_both_messages() -> Non
     assert reply.reply_to_id == user_message.pk
     assert reply.model == "fake-model"
     assert reply.ttft_ms is not None
-    assert frames[1]["message_id"] == reply.pk
+    assert frames[2]["message_id"] == reply.pk
     conversation.refresh_from_db()
     assert conversation.message_count == 2
 
@@ -307,7 +307,7 @@ def test_a_clear_request_for_help_switches_to_secretary_and_the_decision_is_stor
     mode = next(f for f in frames if f["type"] == "mode")
     assert (mode["mode"], mode["previous"], mode["reason"]["source"]) == ("secretary", "intimate", "intent")
     assert mode["reason"]["matched"]
-    assert [f["type"] for f in frames[:3]] == ["message.created", "mode", "reply.start"]
+    assert [f["type"] for f in frames[:4]] == ["message.created", "mode", "notice", "reply.start"]
     conversation.refresh_from_db()
     assert conversation.mode == "secretary"
     user_message = Message.objects.get(conversation=conversation, role=Role.USER)

@@ -2,7 +2,8 @@
 
 Each event is a small dataclass; `frame()` gives the JSON object clients receive. The
 orchestrator emits them in contract order: message.created, mode (only on a change or a
-block), reply.start, token..., reply.end; error for anything refused or failed.
+block), notice (the AI notice, when due), safety (a crisis turn), reply.start, token...,
+reply.end; error for anything refused or failed.
 """
 
 from dataclasses import dataclass, field
@@ -42,6 +43,29 @@ class ModeChanged:
             frame["blocked"] = self.blocked
             frame["reason"]["code"] = self.blocked_reason
         return frame
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyAlert:
+    """A crisis turn (CONTRACT.md, "Duty of care"): the crisis lines of the user's locale, before reply.start."""
+
+    message_id: int  # the user message the detector flagged
+    resources: tuple[dict[str, str], ...]
+    kind: str = "crisis"
+
+    def frame(self) -> Frame:
+        return {"type": "safety", "kind": self.kind, "message_id": self.message_id, "resources": list(self.resources)}
+
+
+@dataclass(frozen=True, slots=True)
+class AiNotice:
+    """That the companion is an AI: at a conversation's start and again every few hours of use."""
+
+    text: str
+    kind: str = "ai"
+
+    def frame(self) -> Frame:
+        return {"type": "notice", "kind": self.kind, "text": self.text}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,4 +127,4 @@ class ErrorEvent:
         return frame
 
 
-TurnEvent = MessageCreated | ModeChanged | ReplyStart | Token | ReplyEnd | ErrorEvent
+TurnEvent = MessageCreated | ModeChanged | AiNotice | SafetyAlert | ReplyStart | Token | ReplyEnd | ErrorEvent

@@ -3,15 +3,18 @@
 Nothing here writes (but the profile row of a user made outside the API, created on first
 use). `turn_plan_make` reads the conversation (with its user, profile,
 summary and the avatar's version) in one query, the history the summary does not cover
-and the remembered facts, asks the pure mode router (`conversations.intents`) and builds
-the prompt (`conversations.context`, `llm.prompts`). The result is a frozen `TurnPlan`:
-everything decided before the model is called and before anything is stored.
+and the remembered facts, asks the pure crisis detector (`safety.detector`) about the
+user's recent messages, then the pure mode router (`conversations.intents`), and builds
+the prompt (`conversations.context`, `llm.prompts`): the crisis prompt for a flagged turn.
+The result is a frozen `TurnPlan`: everything decided before the model is called and
+before anything is stored.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -27,10 +30,21 @@ from core.db import CompiledQuery
 from core.errors import NotFound
 from core.modes import Mode
 from llm.base import ChatMessage
-from llm.prompts import PromptContext, post_history_prompt, system_prompt_for_mode
+from llm.prompts import (
+    PromptContext,
+    crisis_fallback_line,
+    crisis_prompt,
+    post_history_prompt,
+    system_prompt_for_mode,
+)
 from memory.selectors import SummaryForPrompt, memory_list_for_prompt
+from safety.detector import CrisisAssessment, crisis_assess
+from safety.selectors import Resource, crisis_resources_for_locale
 
 FACTS_IN_PROMPT = 30
+CRISIS_CONTEXT_MESSAGES = 4  # earlier user messages the crisis detector reads with the new one
+SAFETY_CRISIS = "crisis"
+SAFETY_BLOCK_REASON = "safety"  # why intimate mode is closed while a crisis is unresolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +57,8 @@ class TurnConversation:
     avatar_version: datetime  # the avatar's updated_at: the key of its per-version cache
     mode: str
     mode_locked: bool
+    safety_state: str  # "crisis" from a flagged turn until the next calm one
+    ai_notice_at: datetime | None
     username: str
     profile: Profile  # unsaved: read-only here
     summary: SummaryForPrompt | None
@@ -71,6 +87,10 @@ class TurnPlan:
     fallback_lines: tuple[str, ...]
     last_fallback: str | None  # the fallback line last shown here, not to be repeated at once
     created_at: datetime
+    crisis: CrisisAssessment  # the detector's answer on the user's recent messages
+    resources: tuple[Resource, ...]  # the crisis lines of the user's locale, on a flagged turn
+    safety_state: str  # the conversation's state after this turn: "crisis" or "" (calm)
+    ai_notice: bool  # the AI notice is due and goes out with this turn
 
     @property
     def mode(self) -> str:
@@ -83,8 +103,8 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
     if not rows:
         raise NotFound("Conversation not found.")
     row = rows[0]
-    pk, owner_id, avatar_id, avatar_version, mode, mode_locked, username = row[:7]
-    profile_id, display_name, adult_confirmed_at, intimate_opt_in, summary_text, covers_until = row[7:]
+    pk, owner_id, avatar_id, avatar_version, mode, mode_locked, safety_state, ai_notice_at, username = row[:9]
+    profile_id, display_name, adult_confirmed_at, intimate_opt_in, locale, summary_text, covers_until = row[9:]
     if profile_id is None:  # no profile row yet (a user made outside the API)
         profile, _ = Profile.objects.get_or_create(user_id=owner_id)
     else:
@@ -94,6 +114,7 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
             display_name=display_name,
             adult_confirmed_at=adult_confirmed_at,
             intimate_opt_in=intimate_opt_in,
+            locale=locale,
         )
     return TurnConversation(
         pk=pk,
@@ -102,6 +123,8 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
         avatar_version=avatar_version,
         mode=mode,
         mode_locked=mode_locked,
+        safety_state=safety_state,
+        ai_notice_at=ai_notice_at,
         username=username,
         profile=profile,
         summary=SummaryForPrompt(text=summary_text, covers_until=covers_until) if summary_text is not None else None,
@@ -117,13 +140,20 @@ def message_list_for_prompt(*, conversation_id: int, after_id: int) -> list[Hist
 
 
 def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> TurnPlan:
-    """Route the message and build the prompt. The caller holds the conversation's lock, so
-    no other message can be stored in it before this turn's are."""
+    """Assess the message for a crisis, route it and build the prompt. The caller holds the
+    conversation's lock, so no other message can be stored in it before this turn's are."""
     avatar = avatar_for_turn(avatar_id=conversation.avatar_id, version=conversation.avatar_version)
     profile = conversation.profile
-    decision, mode_event = _mode_route(conversation, avatar, profile, request.content)
     summary = conversation.summary
     history = message_list_for_prompt(conversation_id=conversation.pk, after_id=summary.covers_until if summary else 0)
+    # Before the mode router: a crisis in either mode, read with the user's recent messages.
+    recent = [m.content for m in history if m.role == Role.USER][-CRISIS_CONTEXT_MESSAGES:]
+    crisis = crisis_assess([*recent, request.content])
+    # Intimate mode stays closed on a flagged turn and on the calm turn after it (docs/safety.md).
+    safety_hold = crisis.crisis or conversation.safety_state == SAFETY_CRISIS
+    decision, mode_event = _mode_route(
+        conversation, avatar, profile, request.content, safety_block=SAFETY_BLOCK_REASON if safety_hold else None
+    )
     facts = memory_list_for_prompt(
         user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT
     )
@@ -134,12 +164,23 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> T
         facts=facts,
         now=now,
     )
+    resources: tuple[Resource, ...] = ()
+    fallback_lines = avatar.fallback_lines
+    if crisis.crisis:
+        resources = crisis_resources_for_locale(locale=profile.locale)
+        lines = tuple(r.as_line() for r in resources)
+        system_prompt = crisis_prompt(prompt_context, resources=lines)
+        post_history = ""  # the card's last word has no place in a crisis reply
+        fallback_lines = (crisis_fallback_line(resources=lines),)  # if the model fails: help, not a quip
+    else:
+        system_prompt = system_prompt_for_mode(decision.mode, prompt_context)
+        post_history = post_history_prompt(prompt_context)
     built = context_build(
-        system_prompt=system_prompt_for_mode(decision.mode, prompt_context),
+        system_prompt=system_prompt,
         summary=summary.text if summary else None,
         history=[HistoryItem(role=m.role, content=m.content) for m in history],
         user_message=request.content,
-        post_history_instructions=post_history_prompt(prompt_context),
+        post_history_instructions=post_history,
         budget=ContextBudget.from_django_settings(),
     )
     return TurnPlan(
@@ -152,16 +193,27 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> T
         mode_locked=conversation.mode_locked if decision.lock is None else decision.lock,
         messages=tuple(built.messages),
         prompt_tokens=built.prompt_tokens,
-        fallback_lines=avatar.fallback_lines,
+        fallback_lines=fallback_lines,
         last_fallback=next((m.content for m in reversed(history) if m.status == Status.FALLBACK), None),
         created_at=now,
+        crisis=crisis,
+        resources=resources,
+        safety_state=SAFETY_CRISIS if crisis.crisis else "",
+        ai_notice=ai_notice_due(last=conversation.ai_notice_at, now=now),
     )
 
 
+def ai_notice_due(*, last: datetime | None, now: datetime) -> bool:
+    """Whether the AI notice goes out now: at a conversation's first turn, then every SAFETY_AI_NOTICE_HOURS."""
+    if last is None:
+        return True
+    return now - last >= timedelta(hours=float(settings.SAFETY_AI_NOTICE_HOURS))
+
+
 def _mode_route(
-    conversation: TurnConversation, avatar: AvatarForTurn, profile: Profile, content: str
+    conversation: TurnConversation, avatar: AvatarForTurn, profile: Profile, content: str, *, safety_block: str | None
 ) -> tuple[RouteDecision, ModeChanged | None]:
-    block = intimate_block_reason(profile=profile, avatar_allows=avatar.intimate_allowed)
+    block: str | None = safety_block or intimate_block_reason(profile=profile, avatar_allows=avatar.intimate_allowed)
     current = conversation.mode
     gate_event: ModeChanged | None = None
     if current == Mode.INTIMATE and block:
@@ -202,11 +254,14 @@ def _turn_conversation_query(*, user_id: int, conversation_id: int) -> QuerySet[
         "avatar__updated_at",
         "mode",
         "mode_locked",
+        "safety_state",
+        "ai_notice_at",
         "user__username",
         "user__profile__id",
         "user__profile__display_name",
         "user__profile__adult_confirmed_at",
         "user__profile__intimate_opt_in",
+        "user__profile__locale",
         "summary__text",
         "summary__covers_until_id",
     )

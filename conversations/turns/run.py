@@ -8,7 +8,8 @@
       4. turn_messages_store      (database)      store.py     user message + reply row, while
                                                                the call is under way
       5. a task of its own: _turn_run -> RunningTurn, returned at once
-           message.created, mode?, reply.start    events.py
+           message.created, mode?, notice?,       events.py
+           safety?, reply.start
            reply_stream: token...                 stream.py    until the end, an error or a stop
            reply_outcome_store    (its thread)    store.py     the reply's row, locks released
            reply.end, error?
@@ -34,7 +35,15 @@ from channels.db import database_sync_to_async
 
 from conversations import realtime
 from conversations.models import Status
-from conversations.turns.events import ErrorEvent, MessageCreated, ReplyEnd, ReplyStart, TurnEvent
+from conversations.turns.events import (
+    AiNotice,
+    ErrorEvent,
+    MessageCreated,
+    ReplyEnd,
+    ReplyStart,
+    SafetyAlert,
+    TurnEvent,
+)
 from conversations.turns.locks import message_rate_check, turn_locks_acquire, turn_locks_release
 from conversations.turns.prepare import (
     DuplicateTurn,
@@ -55,6 +64,7 @@ from conversations.turns.stream import (
 )
 from core.errors import DomainError
 from llm.base import LLMProvider
+from llm.prompts import AI_NOTICE
 from memory.services import conversation_memory_schedule
 
 logger = logging.getLogger("companion.turns")
@@ -339,6 +349,23 @@ async def _turn_run(
         await emit(MessageCreated(stored.user_message))
         if plan.mode_event is not None:
             await emit(plan.mode_event)
+        if plan.ai_notice:
+            await emit(AiNotice(text=AI_NOTICE))
+        if plan.crisis.crisis:
+            # Numbers only in the log: never the message, nor the phrases it matched.
+            logger.info(
+                "crisis detected",
+                extra={
+                    "data": {
+                        "conversation_id": plan.conversation_id,
+                        "message_id": stored.user_message["id"],
+                        "score": round(plan.crisis.score, 3),
+                        "categories": sorted({m.category for m in plan.crisis.matches}),
+                    }
+                },
+            )
+            resources = tuple(resource.as_dict() for resource in plan.resources)
+            await emit(SafetyAlert(message_id=stored.user_message["id"], resources=resources))
         running.reply = reply_state
         await emit(ReplyStart(message_id=stored.reply_id, mode=plan.mode))
     except asyncio.CancelledError:

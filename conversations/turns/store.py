@@ -1,7 +1,8 @@
 """The turn's writes: its messages when it starts, the reply's outcome when it ends.
 
-`turn_messages_store` writes the user message, the reply's "streaming" row and the
-conversation's mode in one transaction, while the model call is already under way.
+`turn_messages_store` writes the user message, the reply's "streaming" row, the
+conversation's mode and safety state and the day's safety counts in one transaction,
+while the model call is already under way.
 `reply_outcome_store` finishes the reply's row with one UPDATE.
 """
 
@@ -16,6 +17,7 @@ from conversations.selectors import message_dict
 from conversations.turns.prepare import DuplicateTurn, TurnPlan, turn_duplicate_get
 from conversations.turns.stream import ReplyOutcome
 from core.errors import Conflict
+from safety.services import safety_counts_add
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
                 mode=decision.mode,
                 client_id=request.client_id,
                 route=decision.as_dict(),
+                safety=plan.safety_state,
             )
             reply = Message.objects.create(
                 conversation_id=conversation_id,
@@ -61,12 +64,22 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
                 status=Status.STREAMING,
                 reply_to=user_message,
             )
+            notice = {"ai_notice_at": plan.created_at} if plan.ai_notice else {}
             Conversation.objects.filter(pk=conversation_id).update(
                 mode=decision.mode,
                 mode_locked=plan.mode_locked,
+                safety_state=plan.safety_state,
                 message_count=F("message_count") + 2,
                 last_message_at=plan.created_at,
                 updated_at=plan.created_at,
+                **notice,
+            )
+            # The operator's daily counts (numbers only, no text), with the rows they count.
+            safety_counts_add(
+                day=plan.created_at.date(),
+                crisis_detections=int(plan.crisis.crisis),
+                referrals_shown=int(plan.crisis.crisis and bool(plan.resources)),
+                notices_shown=int(plan.ai_notice),
             )
     except IntegrityError as exc:
         duplicate = turn_duplicate_get(conversation_id=conversation_id, mode=plan.mode, client_id=request.client_id)

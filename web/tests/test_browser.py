@@ -105,6 +105,26 @@ def test_register_chat_with_a_streamed_reply_and_find_it_after_a_reload(page, li
     assert all(f"/ws/conversations/{conversation_id}/?ticket=" in url for url in sockets)
 
 
+def test_a_crisis_message_shows_the_crisis_card_with_988_and_the_ai_notice(page, live, username):
+    # Given a new account (locale US by default) in a new conversation
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD, display_name="Robin")
+    chat_start_with(page, avatar_name="Ada")
+
+    # When the user says they see no point in living
+    live.reply("I'm really glad you told me. You can call or text 988 right now. Are you safe?")
+    chat_send(page, "i don't see the point in living anymore")
+
+    # Then the AI notice and a calm card with the 988 line appear, then the reply
+    expect(page.locator("#messages .ai-notice")).to_contain_text("AI companion, not a person")
+    card = page.locator("#messages .safety-card")
+    expect(card).to_be_visible()
+    expect(card).to_contain_text("988 Suicide & Crisis Lifeline")
+    expect(card.locator('a[href="tel:988"]')).to_have_text("988")
+    expect(card).to_contain_text("If you are in immediate danger")
+    reply = page.locator("#messages .msg.assistant").last
+    expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT_MS)
+
+
 def test_an_expired_access_token_is_refreshed_and_a_dead_session_signs_out(page, live, username):
     chat_register(page, base_url=live.url, username=username, password=PASSWORD)
     before = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")

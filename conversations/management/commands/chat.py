@@ -20,7 +20,17 @@ from avatars.models import Avatar
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from conversations.turns import turn_start
-from conversations.turns.events import ErrorEvent, MessageCreated, ModeChanged, ReplyEnd, ReplyStart, Token, TurnEvent
+from conversations.turns.events import (
+    AiNotice,
+    ErrorEvent,
+    MessageCreated,
+    ModeChanged,
+    ReplyEnd,
+    ReplyStart,
+    SafetyAlert,
+    Token,
+    TurnEvent,
+)
 from core.background import in_process_tasks_stop, in_process_tasks_wait
 from core.errors import DomainError
 from llm.registry import provider_get
@@ -111,6 +121,11 @@ async def _chat_loop(user: User, conversation: Conversation, out: Any, stdin: Te
                 out.write(suffix)
             elif isinstance(event, ErrorEvent):
                 out.write(f"[error {event.code}: {event.message}]")
+            elif isinstance(event, AiNotice):
+                out.write(f"[{event.text}]")
+            elif isinstance(event, SafetyAlert):
+                lines = [" ".join(v for v in r.values() if v) for r in event.resources]
+                out.write("[You are not alone. Support right now: " + "; ".join(lines) + "]")
             elif isinstance(event, MessageCreated):
                 pass
 

@@ -35,6 +35,7 @@
     adult_required: "intimate mode is for adults, and you have not confirmed your age",
     opt_in_required: "intimate mode is off in your profile",
     avatar_disallows: "this avatar does not offer intimate mode",
+    safety: "after a hard moment, intimate mode waits for a calmer turn",
   };
 
   function $(id) {
@@ -1040,6 +1041,12 @@
       case "mode":
         onMode(frame);
         break;
+      case "safety":
+        onSafety(frame);
+        break;
+      case "notice":
+        onNotice(frame);
+        break;
       case "reply.start":
         onReplyStart(frame);
         break;
@@ -1055,6 +1062,60 @@
       default:
         break; // pong, and frames a newer server may add
     }
+  }
+
+  // A crisis turn: a calm card with the crisis lines of the user's locale, above the reply.
+  function onSafety(frame) {
+    var card = document.createElement("aside");
+    card.className = "safety-card";
+    card.setAttribute("role", "note");
+    card.setAttribute("aria-label", "Support is available");
+    var title = document.createElement("p");
+    title.className = "safety-title";
+    title.textContent = "You don\u2019t have to go through this alone. Someone is there to talk, right now:";
+    card.append(title);
+    var list = document.createElement("ul");
+    (frame.resources || []).forEach(function (resource) {
+      var item = document.createElement("li");
+      var name = document.createElement("strong");
+      name.textContent = resource.name;
+      item.append(name);
+      if (resource.phone) {
+        item.append(" \u2014 call ");
+        var phone = document.createElement("a");
+        phone.href = "tel:" + resource.phone.replace(/\s+/g, "");
+        phone.textContent = resource.phone;
+        item.append(phone);
+      }
+      if (resource.text) item.append(" \u2014 " + resource.text);
+      if (resource.url && /^https:\/\//.test(resource.url)) {
+        item.append(" \u2014 ");
+        var link = document.createElement("a");
+        link.href = resource.url;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+        link.textContent = resource.url.replace(/^https:\/\//, "");
+        item.append(link);
+      }
+      list.append(item);
+    });
+    card.append(list);
+    var emergency = document.createElement("p");
+    emergency.className = "safety-emergency";
+    emergency.textContent = "If you are in immediate danger, call your local emergency number.";
+    card.append(emergency);
+    $("messages").append(card);
+    scrollToBottom();
+  }
+
+  // The AI notice: at a conversation's start and every few hours of use.
+  function onNotice(frame) {
+    var line = document.createElement("p");
+    line.className = "ai-notice";
+    line.setAttribute("role", "note");
+    line.textContent = frame.text;
+    $("messages").append(line);
+    scrollToBottom();
   }
 
   function onErrorFrame(frame) {
