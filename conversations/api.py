@@ -8,7 +8,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 
 from conversations import selectors, services
 from conversations.models import Conversation
@@ -26,6 +26,10 @@ from llm.registry import provider_get
 from memory import selectors as memory_selectors
 
 router = Router(tags=["conversations"])
+
+# Past this a client is paging through more conversations than anyone has; beyond 2**63 the
+# database itself would refuse the number (a 500, not a 422).
+OFFSET_MAX = 1_000_000
 
 
 def conversation_out(conversation: Conversation) -> dict[str, Any]:
@@ -55,17 +59,15 @@ def conversation_create(request: HttpRequest, payload: ConversationIn) -> Status
 
 
 class ConversationListQuery(Schema):
-    avatar_id: int | None = None
-    limit: int = 50
-    offset: int = 0
+    avatar_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
 @router.get("/conversations", response=list[ConversationOut])
 def conversation_list(request: HttpRequest, filters: Query[ConversationListQuery]) -> list[dict[str, Any]]:
-    limit = max(1, min(filters.limit, 200))
-    offset = max(0, filters.offset)
     conversations = selectors.conversation_list(user=request.auth, avatar_id=filters.avatar_id)  # type: ignore[attr-defined]
-    return [conversation_out(c) for c in conversations[offset : offset + limit]]
+    return [conversation_out(c) for c in conversations[filters.offset : filters.offset + filters.limit]]
 
 
 @router.get("/conversations/{conversation_id}", response=ConversationOut)

@@ -24,7 +24,7 @@ from conversations.selectors import message_dict, message_list_after
 from conversations.tickets import ws_ticket_redeem
 from conversations.turns import turn_cancel_local, turn_running, turn_start
 from conversations.turns.events import ErrorEvent, ModeChanged, ReplyStart, Token, TurnEvent
-from core.errors import DomainError
+from core.errors import DomainError, Throttled
 from core.modes import Mode
 from llm.registry import provider_get
 
@@ -118,7 +118,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except ClientError as exc:
             await self._send_frame(ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame())
         except DomainError as exc:
-            await self._send_frame(ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame())
+            frame = ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame()
+            if isinstance(exc, Throttled):
+                frame["retry_after"] = exc.retry_after  # seconds, as the REST answer's Retry-After header
+            await self._send_frame(frame)
 
     def _frame_parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
         if text_data is None:
@@ -129,6 +132,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             frame = json.loads(text_data)
         except json.JSONDecodeError as exc:
             raise ClientError("invalid_json", f"The frame is not valid JSON: {exc.msg}.") from exc
+        except RecursionError as exc:  # "[" * 10000 + "]" * 10000 fits in a frame; the parser's stack does not
+            raise ClientError("invalid_json", "The frame nests too deeply.") from exc
         if not isinstance(frame, dict):
             raise ClientError("invalid_frame", "A frame must be a JSON object.")
         if not isinstance(frame.get("type"), str):

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.http import StreamingHttpResponse
 from django.test import AsyncClient, Client
 
@@ -281,3 +282,44 @@ async def test_sse_streams_the_turn_events_in_contract_order(bearer_for: Headers
     assert end["status"] == "complete"
     reply = await database_sync_to_async(Message.objects.get)(conversation=conversation, role=Role.ASSISTANT)
     assert (reply.status, reply.content) == (Status.COMPLETE, end["content"])
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("offset=10000000000000000000&limit=5", "offset"),
+        ("offset=-1", "offset"),
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("avatar_id=99999999999999999999", "avatar_id"),
+    ],
+)
+def test_conversation_list_bounds_are_a_422_naming_the_field_not_a_500(
+    client: Client, bearer_for: Headers, query: str, field: str
+) -> None:
+    conversation = ConversationFactory()
+
+    response = client.get(f"/api/conversations?{query}", headers=bearer_for(conversation.user))
+
+    assert response.status_code == 422
+    assert field in json.dumps(response.json())
+
+
+def test_a_busy_refusal_does_not_count_toward_the_message_rate(
+    client: Client, bearer_for: Headers, settings: Any
+) -> None:
+    # Given a user allowed one message a minute, whose conversation is busy with a reply
+    settings.MESSAGE_RATE_PER_MINUTE = 1
+    conversation = ConversationFactory()
+    headers = bearer_for(conversation.user)
+    path = f"/api/conversations/{conversation.pk}/messages"
+    cache.set(f"turn-lock:{conversation.pk}", 1)
+
+    # When a message is refused as busy, and the user sends again once the reply is done
+    busy = post_json(client, path, {"content": "are you there?"}, headers)
+    cache.delete(f"turn-lock:{conversation.pk}")
+    answered = post_json(client, path, {"content": "are you there?"}, headers)
+
+    # Then the refusal was a 409, and the next message is answered, not throttled
+    assert busy.status_code == 409
+    assert answered.status_code == 201

@@ -281,3 +281,36 @@ async def test_a_refused_message_holds_no_lock_and_the_next_one_is_answered(conv
     assert [f["type"] for f in frames if f["type"] == "error"] == []
     assert frames[-1]["status"] == "complete"
     await ws.disconnect()
+
+
+async def test_a_deeply_nested_frame_gets_an_error_frame_and_the_socket_stays_open(conversation: Conversation) -> None:
+    # Given a 20 KB frame of nested brackets, within the frame size limit
+    ws = await connect(conversation)
+
+    # When it is sent, then a ping
+    await ws.send_to(text_data="[" * 10000 + "]" * 10000)
+    error = json.loads(await ws.receive_from(timeout=5))
+    await ws.send_to(text_data=json.dumps({"type": "ping"}))
+    pong = json.loads(await ws.receive_from(timeout=5))
+
+    # Then it is refused with a code, and the socket still answers
+    assert (error["type"], error["code"]) == ("error", "invalid_json")
+    assert pong == {"type": "pong"}
+    await ws.disconnect()
+
+
+async def test_a_throttled_message_says_when_to_retry(conversation: Conversation, settings: Any) -> None:
+    # Given a user allowed one message a minute who has sent it
+    settings.MESSAGE_RATE_PER_MINUTE = 1
+    ws = await connect(conversation)
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "hello"}))
+    await receive_until(ws, "reply.end")
+
+    # When a second message comes within the minute
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "hello again"}))
+    error = json.loads(await ws.receive_from(timeout=5))
+
+    # Then the error frame says when to retry, in seconds
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "throttled", True)
+    assert 0 < error["retry_after"] <= 60
+    await ws.disconnect()

@@ -202,9 +202,11 @@ def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -
     duplicate = turn_duplicate_get(conversation_id=conversation.pk, mode=conversation.mode, client_id=request.client_id)
     if duplicate is not None:
         return duplicate
-    message_rate_check(user_id=user_id)
+    # Locks first: a message refused as busy is not one the user sent, and does not count
+    # toward the rate. The rate is checked while the locks are held, and frees them if it refuses.
     turn_locks_acquire(user_id=user_id, conversation_id=conversation_id)
     try:
+        message_rate_check(user_id=user_id)
         return turn_plan_make(conversation=conversation, request=request)
     except BaseException:
         turn_locks_release(user_id=user_id, conversation_id=conversation_id)
