@@ -1,5 +1,7 @@
 """Bearer authentication for the API: opaque access tokens, looked up by their hash."""
 
+from typing import Any
+
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 from ninja.security import HttpBearer
@@ -11,6 +13,14 @@ from core.errors import AuthenticationFailed
 class BearerAuth(HttpBearer):
     """`Authorization: Bearer <access token>`; an unknown, expired or revoked token, or a
     disabled user, is refused (401). One query per request."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        # ninja's own parsing logs a header of another scheme ("Token ...", "Basic user:pass")
+        # whole, at ERROR, when DEBUG is on: credentials in the logs. Ours refuses it silently.
+        scheme, _, token = request.headers.get(self.header, "").partition(" ")
+        if scheme.lower() != self.openapi_scheme or not token:
+            return None
+        return self.authenticate(request, token)
 
     def authenticate(self, request: HttpRequest, token: str) -> User | None:
         user = user_get_by_access_token(token=token)

@@ -1,6 +1,7 @@
 """POST /api/auth/token, /api/auth/refresh and /api/auth/logout, and the bearer check."""
 
 import hashlib
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -352,3 +353,21 @@ def test_refresh_token_is_not_an_access_token(client: Client, tokens: TokenPair)
 
 def test_bearer_scheme_is_case_insensitive(client: Client, tokens: TokenPair) -> None:
     assert client.get("/api/me", headers={"Authorization": f"bearer {tokens.access}"}).status_code == 200
+
+
+@pytest.mark.parametrize("header", ["Token s3cret-planted-value", "Basic ZGVtbzpzM2NyZXQtcGxhbnRlZC12YWx1ZQ=="])
+def test_credentials_of_another_scheme_get_a_401_and_never_reach_the_logs(
+    client: Client, settings: Any, header: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a development server (DEBUG on, where ninja's own parser logs such headers whole)
+    settings.DEBUG = True
+    caplog.set_level(logging.DEBUG)
+
+    # When a client sends credentials in a scheme the API does not take
+    response = client.get("/api/me", headers={"Authorization": header})
+
+    # Then it is a 401, and no log record holds the header's value
+    assert response.status_code == 401
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert header.split(" ")[1] not in logged
+    assert "s3cret-planted-value" not in logged
