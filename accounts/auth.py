@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
-from accounts.selectors import user_get_by_access_token
+from accounts.selectors import access_token_get
 from core.errors import AuthenticationFailed
 
 
@@ -23,10 +23,12 @@ class BearerAuth(HttpBearer):
         return self.authenticate(request, token)
 
     def authenticate(self, request: HttpRequest, token: str) -> User | None:
-        user = user_get_by_access_token(token=token)
-        if user is not None:
-            request.user = user
-        return user
+        api_token = access_token_get(token=token)
+        if api_token is None:
+            return None
+        request.user = api_token.user
+        request.token_family = api_token.family  # type: ignore[attr-defined]  # the session, for socket tickets
+        return api_token.user
 
 
 def request_user(request: HttpRequest) -> User:

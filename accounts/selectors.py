@@ -1,5 +1,6 @@
 """Reads of accounts: who a token belongs to, a user's profile, whether intimate mode is allowed."""
 
+import uuid
 from typing import Literal
 
 from django.contrib.auth.models import User
@@ -13,13 +14,19 @@ IntimateBlockReason = Literal["avatar_disallows", "adult_required", "opt_in_requ
 
 
 def user_get_by_access_token(*, token: str) -> User | None:
-    """The active user an access token belongs to, or None if it is unknown, expired or revoked.
+    """The active user an access token belongs to, or None if it is unknown, expired or revoked."""
+    api_token = access_token_get(token=token)
+    return api_token.user if api_token is not None else None
+
+
+def access_token_get(*, token: str) -> ApiToken | None:
+    """The live access token (its user and family), or None if it is unknown, expired or revoked.
 
     One query; the user's profile comes with it, so `profile_get` needs none.
     """
     if not token or len(token) > TOKEN_MAX_LENGTH:
         return None
-    api_token = (
+    return (
         ApiToken.objects.select_related("user__profile")
         .filter(
             token_hash=token_hash(token),
@@ -30,7 +37,16 @@ def user_get_by_access_token(*, token: str) -> User | None:
         )
         .first()
     )
-    return api_token.user if api_token is not None else None
+
+
+def token_family_is_live(*, family: uuid.UUID) -> bool:
+    """Whether any token of the family is still unrevoked (a session not logged out)."""
+    return ApiToken.objects.filter(family=family, revoked_at__isnull=True).exists()
+
+
+def token_family_group_name(family: uuid.UUID) -> str:
+    """The channel-layer group of the sockets a session opened: told when the session ends."""
+    return f"auth.family.{family.hex}"
 
 
 def profile_get(*, user: User) -> Profile:

@@ -1,10 +1,13 @@
 """Writes of accounts: registration, token pairs (issue, rotate, revoke) and profile changes."""
 
+import logging
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.models import User
@@ -20,10 +23,13 @@ from accounts.errors import (
     UsernameTaken,
 )
 from accounts.models import ApiToken, Profile, TokenKind
+from accounts.selectors import token_family_group_name
 from accounts.throttling import login_throttle_forgive, login_throttle_hit, register_throttle_hit
 from accounts.tokens import token_generate, token_hash
 from accounts.validators import PASSWORD_MAX_LENGTH, TOKEN_MAX_LENGTH, display_name_clean, username_clean
 from core.errors import InvalidInput
+
+logger = logging.getLogger("companion.accounts")
 
 _INVALID_CREDENTIALS = "Invalid username or password."
 _INVALID_REFRESH = "The refresh token is invalid or expired. Sign in again."
@@ -145,7 +151,25 @@ def token_pair_issue(*, username: str, password: str, ip: str | None = None) -> 
 
 
 def _family_revoke(*, family: uuid.UUID, now: datetime) -> int:
-    return ApiToken.objects.filter(family=family, revoked_at__isnull=True).update(revoked_at=now)
+    revoked = ApiToken.objects.filter(family=family, revoked_at__isnull=True).update(revoked_at=now)
+    transaction.on_commit(lambda: token_family_sockets_close(families=[family]))
+    return revoked
+
+
+def token_family_sockets_close(*, families: Collection[uuid.UUID]) -> None:
+    """Close the websockets these sessions opened (they end with 4401), in every server process.
+
+    A channel layer that is down loses only this: the sockets' tickets are void already and
+    their next handshake is refused.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for family in families:
+        try:
+            async_to_sync(layer.group_send)(token_family_group_name(family), {"type": "auth.revoked"})
+        except Exception:
+            logger.warning("could not tell a session's sockets that it ended", exc_info=True)
 
 
 def token_pair_refresh(*, refresh: str) -> TokenPair:
@@ -202,7 +226,10 @@ def token_family_revoke(*, refresh: str) -> bool:
 
 def api_token_families_revoke(*, families: Collection[uuid.UUID]) -> int:
     """Revoke every token of these families (the admin's "revoke" action); returns how many were live."""
-    return ApiToken.objects.filter(family__in=families, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    revoked = ApiToken.objects.filter(family__in=families, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    chosen = list(families)
+    transaction.on_commit(lambda: token_family_sockets_close(families=chosen))
+    return revoked
 
 
 def api_token_delete_expired(*, now: datetime | None = None) -> int:

@@ -189,5 +189,9 @@ def ws_ticket_create(request: HttpRequest, payload: WsTicketIn) -> dict[str, Any
     """A one-use ticket (at most 60 s) to open `/ws/conversations/{id}/?ticket=...`: no bearer token in URLs."""
     from conversations.tickets import ws_ticket_issue
 
-    ticket = ws_ticket_issue(user=request.auth, conversation_id=payload.conversation_id)  # type: ignore[attr-defined]
+    ticket = ws_ticket_issue(
+        user=request.auth,  # type: ignore[attr-defined]
+        conversation_id=payload.conversation_id,
+        family=getattr(request, "token_family", None),
+    )
     return {"ticket": ticket.ticket, "expires_in": ticket.expires_in}

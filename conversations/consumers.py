@@ -19,6 +19,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from accounts.selectors import token_family_group_name
 from conversations import realtime, services
 from conversations.selectors import message_dict, message_list_after
 from conversations.tickets import ws_ticket_redeem
@@ -46,6 +47,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     user_id: int
     conversation_id: int
     group: str
+    session_group: str | None = None
 
     async def connect(self) -> None:
         self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
@@ -58,9 +60,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.user_id = claim.user_id
         self.group = realtime.conversation_group_name(self.conversation_id)
+        self.session_group = token_family_group_name(claim.family) if claim.family is not None else None
         self.last_activity = time.monotonic()
         try:
             await self.channel_layer.group_add(self.group, self.channel_name)
+            if self.session_group is not None:
+                await self.channel_layer.group_add(self.session_group, self.channel_name)
         except Exception:
             logger.exception("channel layer unavailable at connect")
             await self.close(code=CLOSE_LAYER_DOWN)
@@ -75,6 +80,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if getattr(self, "group", None):
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
+                if self.session_group is not None:
+                    await self.channel_layer.group_discard(self.session_group, self.channel_name)
             except Exception:
                 logger.warning("channel layer unavailable at disconnect", exc_info=True)
 
@@ -180,6 +187,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         )
 
     # --- group messages -----------------------------------------------------------------
+
+    async def auth_revoked(self, message: dict[str, Any]) -> None:
+        """The session that opened this socket ended (logout, a revoked token family)."""
+        await self.close(code=CLOSE_UNAUTHORIZED)
 
     async def turn_event(self, message: dict[str, Any]) -> None:
         await self._send_frame(message["frame"])

@@ -313,3 +313,65 @@ async def test_a_throttled_message_says_when_to_retry(conversation: Conversation
     assert 0 < error["retry_after"] <= 60
     assert not await database_sync_to_async(Message.objects.filter(conversation=conversation).exists)()
     await ws.disconnect()
+
+
+def _session_ticket(conversation: Conversation) -> tuple[str, str]:
+    """A ticket minted with a session's bearer token, as `POST /api/ws-ticket` mints it; and
+    that session's refresh token, to log it out."""
+    from accounts.selectors import access_token_get
+    from accounts.services import token_pair_create
+
+    pair = token_pair_create(user=conversation.user)
+    api_token = access_token_get(token=pair.access)
+    assert api_token is not None
+    ticket = ws_ticket_issue(user=conversation.user, conversation_id=conversation.pk, family=api_token.family)
+    return ticket.ticket, pair.refresh
+
+
+async def test_logout_closes_the_sockets_that_session_opened(conversation: Conversation) -> None:
+    from accounts.services import token_family_revoke
+
+    # Given a socket opened with a ticket of a session
+    ticket, refresh = await database_sync_to_async(_session_ticket)(conversation)
+    ws = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
+    assert (await ws.connect())[0] is True
+
+    # When that session logs out
+    await database_sync_to_async(token_family_revoke)(refresh=refresh)
+
+    # Then its socket is closed as unauthorized
+    closed = await ws.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4401}
+
+
+async def test_a_ticket_minted_before_a_logout_opens_no_socket(conversation: Conversation) -> None:
+    from accounts.services import token_family_revoke
+
+    # Given a ticket of a session that then logs out
+    ticket, refresh = await database_sync_to_async(_session_ticket)(conversation)
+    await database_sync_to_async(token_family_revoke)(refresh=refresh)
+
+    # When the ticket is used
+    ws = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
+    connected, _ = await ws.connect()
+
+    # Then no socket opens
+    assert connected is False
+
+
+async def test_another_sessions_logout_leaves_this_socket_open(conversation: Conversation) -> None:
+    from accounts.services import token_family_revoke
+
+    # Given a socket of one session, and another session of the same user (another device)
+    ticket, _ = await database_sync_to_async(_session_ticket)(conversation)
+    _, other_refresh = await database_sync_to_async(_session_ticket)(conversation)
+    ws = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
+    assert (await ws.connect())[0] is True
+
+    # When the other session logs out
+    await database_sync_to_async(token_family_revoke)(refresh=other_refresh)
+
+    # Then this socket still answers
+    await ws.send_to(text_data=json.dumps({"type": "ping"}))
+    assert json.loads(await ws.receive_from(timeout=5)) == {"type": "pong"}
+    await ws.disconnect()
