@@ -20,8 +20,12 @@ from core.modes import Mode
 # --- Conversations -------------------------------------------------------------------------
 
 
-def _greeting_pick(avatar: Avatar, *, user_name: str) -> str:
-    greetings = [g for g in [avatar.first_message, *avatar.alternate_greetings] if isinstance(g, str) and g.strip()]
+def _greeting_pick(avatar: Avatar, *, user_name: str, first_meeting: bool) -> str:
+    """The avatar's first message when it meets the user for the first time; afterwards any of
+    its greetings (card authors write alternates such as "Back again..." for returning users)."""
+    first = avatar.first_message if isinstance(avatar.first_message, str) and avatar.first_message.strip() else ""
+    alternates = [g for g in avatar.alternate_greetings if isinstance(g, str) and g.strip()]
+    greetings = [first] if first and first_meeting else [g for g in [first, *alternates] if g]
     if not greetings:
         return ""
     # Card greetings use {{user}} and {{char}} placeholders (SillyTavern convention).
@@ -45,9 +49,10 @@ def conversation_create(*, user: User, avatar_id: int) -> Conversation:
     mode = avatar.default_mode
     if mode == Mode.INTIMATE and intimate_block_reason(profile=profile, avatar_allows=avatar.intimate_allowed):
         mode = Mode.SECRETARY
+    first_meeting = not Conversation.objects.filter(user=user, avatar=avatar).exists()
     with transaction.atomic():
         conversation = Conversation.objects.create(user=user, avatar=avatar, mode=mode, title=avatar.name)
-        greeting = _greeting_pick(avatar, user_name=profile.display_name or user.username)
+        greeting = _greeting_pick(avatar, user_name=profile.display_name or user.username, first_meeting=first_meeting)
         if greeting:
             Message.objects.create(
                 conversation=conversation, role=Role.ASSISTANT, content=greeting, mode=mode, finish_reason="greeting"

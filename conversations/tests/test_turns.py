@@ -547,3 +547,24 @@ def test_a_repeated_client_id_while_its_reply_streams_answers_with_that_reply_an
     assert second.duplicate is True
     assert second.assistant_message["id"] == first.assistant_message["id"]
     assert Message.objects.filter(conversation=conversation).count() == 2
+
+
+def test_a_first_meeting_opens_with_the_first_message_never_a_greeting_for_returning_users() -> None:
+    # Given an avatar whose alternate greeting is meant for a user it already knows
+    user = UserFactory()
+    avatar = AvatarFactory(first_message="Nice to meet you!", alternate_greetings=["Back again, {{user}}?"])
+
+    # When the user meets it for the first time, many times over (the pick is random)
+    firsts = {
+        Message.objects.get(conversation=conversation_create(user=UserFactory(), avatar_id=avatar.pk)).content
+        for _ in range(12)
+    }
+    conversation_create(user=user, avatar_id=avatar.pk)
+    later = {
+        Message.objects.filter(conversation=conversation_create(user=user, avatar_id=avatar.pk)).get().content
+        for _ in range(24)
+    }
+
+    # Then every first meeting got the first message; later conversations may get either
+    assert firsts == {"Nice to meet you!"}
+    assert later == {"Nice to meet you!", f"Back again, {user.profile.display_name}?"}
