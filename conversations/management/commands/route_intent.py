@@ -23,6 +23,7 @@ from conversations.intents import (
     phrase_bank_for_avatar,
     route_message,
 )
+from core.jsonl import jsonl_rows_read
 from core.modes import Mode
 
 
@@ -101,22 +102,11 @@ def _bank_load(slug: str | None) -> PhraseBank:
 
 
 def _eval_rows(path: Path) -> Iterator[tuple[str, str]]:
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as error:
-        raise CommandError(f"Cannot read {path}: {error.strerror or error}.") from error
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CommandError(f"{path}:{number}: not valid JSON ({error.msg}).") from error
-            text = row.get("text") if isinstance(row, dict) else None
-            label = row.get("label") if isinstance(row, dict) else None
-            if not isinstance(text, str) or label not in LABELS:
-                raise CommandError(
-                    f'{path}:{number}: expected {{"text": "...", "label": "secretary"|"intimate"|"neutral"}}.'
-                )
-            yield text, label
+    for number, row in jsonl_rows_read(path):
+        text = row.get("text") if isinstance(row, dict) else None
+        label = row.get("label") if isinstance(row, dict) else None
+        if not isinstance(text, str) or label not in LABELS:
+            raise CommandError(
+                f'{path}:{number}: expected {{"text": "...", "label": "secretary"|"intimate"|"neutral"}}.'
+            )
+        yield text, label

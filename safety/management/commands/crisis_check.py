@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.jsonl import jsonl_rows_read
 from safety.detector import crisis_assess, crisis_evaluate
 
 LABELS = ("crisis", "no_crisis")
@@ -62,25 +63,14 @@ class Command(BaseCommand):
 
 
 def _eval_rows(path: Path) -> Iterator[tuple[list[str], bool]]:
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as error:
-        raise CommandError(f"Cannot read {path}: {error.strerror or error}.") from error
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CommandError(f"{path}:{number}: not valid JSON ({error.msg}).") from error
-            messages = row.get("messages") if isinstance(row, dict) else None
-            label = row.get("label") if isinstance(row, dict) else None
-            if (
-                not isinstance(messages, list)
-                or not messages
-                or not all(isinstance(m, str) for m in messages)
-                or label not in LABELS
-            ):
-                raise CommandError(f'{path}:{number}: expected {{"messages": ["..."], "label": "crisis"|"no_crisis"}}.')
-            yield messages, label == "crisis"
+    for number, row in jsonl_rows_read(path):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        label = row.get("label") if isinstance(row, dict) else None
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, str) for m in messages)
+            or label not in LABELS
+        ):
+            raise CommandError(f'{path}:{number}: expected {{"messages": ["..."], "label": "crisis"|"no_crisis"}}.')
+        yield messages, label == "crisis"
