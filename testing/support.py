@@ -130,3 +130,43 @@ async def turn_complete(
         user_id=user_id, conversation_id=conversation_id, message=message, provider=provider, listener=listener
     )
     return await running.result_or_stop(cancel) if cancel is not None else await running.result()
+
+
+# --- websockets through Channels' test communicator ------------------------------------------
+
+
+def ws_application() -> Any:
+    """The websocket routes alone, as the ASGI application serves them (no origin check)."""
+    from channels.routing import URLRouter
+
+    from conversations.routing import websocket_urlpatterns
+
+    return URLRouter(websocket_urlpatterns)
+
+
+async def ws_connect(conversation: Conversation) -> Any:
+    """A connected `WebsocketCommunicator` on the conversation, with a ticket of its owner."""
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from conversations.tickets import ws_ticket_issue
+
+    ticket = await database_sync_to_async(ws_ticket_issue)(user=conversation.user, conversation_id=conversation.pk)
+    communicator = WebsocketCommunicator(
+        ws_application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket.ticket}"
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def ws_receive_until(communicator: Any, frame_type: str, timeout: float = 10) -> list[dict[str, Any]]:  # noqa: ASYNC109 - passed on to receive_from
+    """The frames received up to and including the first of `frame_type`."""
+    import json
+
+    frames: list[dict[str, Any]] = []
+    while True:
+        frame = json.loads(await communicator.receive_from(timeout=timeout))
+        frames.append(frame)
+        if frame["type"] == frame_type:
+            return frames

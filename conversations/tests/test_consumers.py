@@ -10,11 +10,10 @@ from channels.testing import WebsocketCommunicator
 
 from conversations.consumers import FRAME_MAX_BYTES
 from conversations.models import Conversation, Message, Role, Status
-from conversations.routing import websocket_urlpatterns
 from conversations.tests.providers import SlowFakeProvider
 from conversations.tickets import ws_ticket_issue
 from llm.testing import provider_configured
-from testing.support import ConversationFactory, UserFactory
+from testing.support import ConversationFactory, UserFactory, ws_application, ws_connect, ws_receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,41 +26,16 @@ def fake_model() -> Iterator[None]:
         yield
 
 
-def application() -> Any:
-    from channels.routing import URLRouter
-
-    return URLRouter(websocket_urlpatterns)
-
-
-async def connect(conversation: Conversation) -> WebsocketCommunicator:
-    ticket = await database_sync_to_async(ws_ticket_issue)(user=conversation.user, conversation_id=conversation.pk)
-    communicator = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket.ticket}")
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
-async def receive_until(
-    communicator: WebsocketCommunicator, frame_type: str, timeout: float = 10
-) -> list[dict[str, Any]]:
-    frames: list[dict[str, Any]] = []
-    while True:
-        frame = json.loads(await communicator.receive_from(timeout=timeout))
-        frames.append(frame)
-        if frame["type"] == frame_type:
-            return frames
-
-
 @pytest.fixture
 async def conversation() -> Conversation:
     return await database_sync_to_async(ConversationFactory)()
 
 
 async def test_a_message_streams_a_reply_in_contract_order(conversation: Conversation) -> None:
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
 
     await ws.send_to(text_data=json.dumps({"type": "message", "content": "hello", "client_id": "a1"}))
-    frames = await receive_until(ws, "reply.end")
+    frames = await ws_receive_until(ws, "reply.end")
 
     types = [f["type"] for f in frames]
     assert types[0] == "message.created"
@@ -75,12 +49,12 @@ async def test_a_message_streams_a_reply_in_contract_order(conversation: Convers
 
 
 async def test_stop_ends_the_reply_as_cancelled_and_keeps_its_text(conversation: Conversation) -> None:
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
     await ws.send_to(text_data=json.dumps({"type": "message", "content": "tell me everything"}))
-    await receive_until(ws, "token")
+    await ws_receive_until(ws, "token")
 
     await ws.send_to(text_data=json.dumps({"type": "stop"}))
-    frames = await receive_until(ws, "reply.end")
+    frames = await ws_receive_until(ws, "reply.end")
 
     end = frames[-1]
     assert end["status"] == "cancelled"
@@ -92,16 +66,16 @@ async def test_stop_ends_the_reply_as_cancelled_and_keeps_its_text(conversation:
 
 
 async def test_a_second_message_while_streaming_gets_busy_and_is_not_stored(conversation: Conversation) -> None:
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
     await ws.send_to(text_data=json.dumps({"type": "message", "content": "first"}))
-    await receive_until(ws, "token")
+    await ws_receive_until(ws, "token")
 
     await ws.send_to(text_data=json.dumps({"type": "message", "content": "second"}))
-    frames = await receive_until(ws, "error")
+    frames = await ws_receive_until(ws, "error")
 
     assert frames[-1]["code"] == "busy"
     assert frames[-1]["retryable"] is True
-    await receive_until(ws, "reply.end")
+    await ws_receive_until(ws, "reply.end")
     contents = await database_sync_to_async(
         lambda: list(
             Message.objects.filter(conversation=conversation, role=Role.USER).values_list("content", flat=True)
@@ -112,12 +86,12 @@ async def test_a_second_message_while_streaming_gets_busy_and_is_not_stored(conv
 
 
 async def test_two_sockets_of_the_same_user_see_the_same_stream(conversation: Conversation) -> None:
-    phone = await connect(conversation)
-    tablet = await connect(conversation)
+    phone = await ws_connect(conversation)
+    tablet = await ws_connect(conversation)
 
     await phone.send_to(text_data=json.dumps({"type": "message", "content": "hi both"}))
-    on_phone = await receive_until(phone, "reply.end")
-    on_tablet = await receive_until(tablet, "reply.end")
+    on_phone = await ws_receive_until(phone, "reply.end")
+    on_tablet = await ws_receive_until(tablet, "reply.end")
 
     assert on_phone == on_tablet
     await phone.disconnect()
@@ -144,7 +118,7 @@ async def test_two_sockets_of_the_same_user_see_the_same_stream(conversation: Co
 async def test_bad_frames_get_an_error_frame_and_the_socket_stays_usable(
     conversation: Conversation, raw: str, code: str
 ) -> None:
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
 
     await ws.send_to(text_data=raw)
     error = json.loads(await ws.receive_from(timeout=5))
@@ -162,12 +136,12 @@ async def test_a_ticket_works_once_and_only_for_its_conversation(conversation: C
     ticket = await database_sync_to_async(ws_ticket_issue)(user=conversation.user, conversation_id=conversation.pk)
     other = await database_sync_to_async(ConversationFactory)(user=conversation.user)
 
-    wrong = WebsocketCommunicator(application(), f"/ws/conversations/{other.pk}/?ticket={ticket.ticket}")
+    wrong = WebsocketCommunicator(ws_application(), f"/ws/conversations/{other.pk}/?ticket={ticket.ticket}")
     assert (await wrong.connect())[0] is False
     # The mismatched attempt consumed the ticket: it is single-use whatever happened.
-    again = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket.ticket}")
+    again = WebsocketCommunicator(ws_application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket.ticket}")
     assert (await again.connect())[0] is False
-    missing = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/")
+    missing = WebsocketCommunicator(ws_application(), f"/ws/conversations/{conversation.pk}/")
     assert (await missing.connect())[0] is False
 
 
@@ -181,8 +155,8 @@ async def test_no_ticket_for_another_users_conversation(conversation: Conversati
 
 
 async def test_set_mode_locks_and_every_socket_hears_it(conversation: Conversation) -> None:
-    phone = await connect(conversation)
-    tablet = await connect(conversation)
+    phone = await ws_connect(conversation)
+    tablet = await ws_connect(conversation)
 
     await phone.send_to(text_data=json.dumps({"type": "set_mode", "mode": "secretary"}))
     frame = json.loads(await tablet.receive_from(timeout=5))
@@ -197,7 +171,7 @@ async def test_set_mode_locks_and_every_socket_hears_it(conversation: Conversati
 
 
 async def test_intimate_mode_cannot_be_set_without_opt_in(conversation: Conversation) -> None:
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
 
     await ws.send_to(text_data=json.dumps({"type": "set_mode", "mode": "intimate"}))
     frame = json.loads(await ws.receive_from(timeout=5))
@@ -210,15 +184,15 @@ async def test_intimate_mode_cannot_be_set_without_opt_in(conversation: Conversa
 
 
 async def test_resume_sends_missed_messages_then_the_reply_so_far(conversation: Conversation) -> None:
-    phone = await connect(conversation)
+    phone = await ws_connect(conversation)
     await phone.send_to(text_data=json.dumps({"type": "message", "content": "long answer please"}))
-    first = await receive_until(phone, "token")
+    first = await ws_receive_until(phone, "token")
     user_message_id = first[0]["message"]["id"]
     await phone.disconnect()  # the phone drops mid-reply
 
-    phone_again = await connect(conversation)
+    phone_again = await ws_connect(conversation)
     await phone_again.send_to(text_data=json.dumps({"type": "resume", "after": user_message_id - 1}))
-    frames = await receive_until(phone_again, "reply.end")
+    frames = await ws_receive_until(phone_again, "reply.end")
 
     resumed = [f for f in frames if f["type"] == "message.created"]
     assert [m["message"]["id"] for m in resumed] == [user_message_id]
@@ -233,13 +207,13 @@ async def test_resume_sends_missed_messages_then_the_reply_so_far(conversation: 
 
 
 async def test_a_reply_completes_and_is_stored_when_the_asking_socket_drops(conversation: Conversation) -> None:
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
     await ws.send_to(text_data=json.dumps({"type": "message", "content": "hello"}))
-    await receive_until(ws, "token")
+    await ws_receive_until(ws, "token")
 
     await ws.disconnect()
-    watcher = await connect(conversation)  # another device keeps listening
-    await receive_until(watcher, "reply.end")
+    watcher = await ws_connect(conversation)  # another device keeps listening
+    await ws_receive_until(watcher, "reply.end")
 
     reply = await database_sync_to_async(Message.objects.get)(conversation=conversation, role=Role.ASSISTANT)
     assert reply.status == Status.COMPLETE
@@ -268,13 +242,13 @@ async def test_browsers_from_other_sites_are_refused_and_native_apps_without_ori
 
 async def test_a_refused_message_holds_no_lock_and_the_next_one_is_answered(conversation: Conversation) -> None:
     # Given a socket whose first message names a model no server has
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
     await ws.send_to(text_data=json.dumps({"type": "message", "content": "hi", "model": "bad model"}))
     error = json.loads(await ws.receive_from(timeout=5))
 
     # When the user sends a good message right after
     await ws.send_to(text_data=json.dumps({"type": "message", "content": "hi"}))
-    frames = await receive_until(ws, "reply.end")
+    frames = await ws_receive_until(ws, "reply.end")
 
     # Then the first was refused naming the field, and the second answered, not refused as busy
     assert (error["type"], error["code"], error["field"]) == ("error", "invalid", "model")
@@ -285,7 +259,7 @@ async def test_a_refused_message_holds_no_lock_and_the_next_one_is_answered(conv
 
 async def test_a_deeply_nested_frame_gets_an_error_frame_and_the_socket_stays_open(conversation: Conversation) -> None:
     # Given a 20 KB frame of nested brackets, within the frame size limit
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
 
     # When it is sent, then a ping
     await ws.send_to(text_data="[" * 10000 + "]" * 10000)
@@ -302,7 +276,7 @@ async def test_a_deeply_nested_frame_gets_an_error_frame_and_the_socket_stays_op
 async def test_a_throttled_message_says_when_to_retry(conversation: Conversation, settings: Any) -> None:
     # Given a user over the message rate (none allowed this minute: no minute boundary to race)
     settings.MESSAGE_RATE_PER_MINUTE = 0
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
 
     # When a message comes
     await ws.send_to(text_data=json.dumps({"type": "message", "content": "hello"}))
@@ -333,7 +307,7 @@ async def test_logout_closes_the_sockets_that_session_opened(conversation: Conve
 
     # Given a socket opened with a ticket of a session
     ticket, refresh = await database_sync_to_async(_session_ticket)(conversation)
-    ws = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
+    ws = WebsocketCommunicator(ws_application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
     assert (await ws.connect())[0] is True
 
     # When that session logs out
@@ -352,7 +326,7 @@ async def test_a_ticket_minted_before_a_logout_opens_no_socket(conversation: Con
     await database_sync_to_async(token_family_revoke)(refresh=refresh)
 
     # When the ticket is used
-    ws = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
+    ws = WebsocketCommunicator(ws_application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
     connected, _ = await ws.connect()
 
     # Then no socket opens
@@ -365,7 +339,7 @@ async def test_another_sessions_logout_leaves_this_socket_open(conversation: Con
     # Given a socket of one session, and another session of the same user (another device)
     ticket, _ = await database_sync_to_async(_session_ticket)(conversation)
     _, other_refresh = await database_sync_to_async(_session_ticket)(conversation)
-    ws = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
+    ws = WebsocketCommunicator(ws_application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
     assert (await ws.connect())[0] is True
 
     # When the other session logs out

@@ -14,18 +14,15 @@ from unittest import mock
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
 from accounts.models import Profile
 from conversations.models import Conversation, Message, Role
-from conversations.routing import websocket_urlpatterns
-from conversations.tickets import ws_ticket_issue
 from llm.fake import FakeProvider
 from llm.registry import provider_get
 from llm.testing import provider_configured
 from safety.models import CrisisResource, SafetyDailyCount
-from testing.support import ConversationFactory, UserFactory
+from testing.support import ConversationFactory, UserFactory, ws_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,22 +36,8 @@ def fake_model() -> Iterator[None]:
         yield
 
 
-def application() -> Any:
-    from channels.routing import URLRouter
-
-    return URLRouter(websocket_urlpatterns)
-
-
-async def connect(conversation: Conversation) -> WebsocketCommunicator:
-    ticket = await database_sync_to_async(ws_ticket_issue)(user=conversation.user, conversation_id=conversation.pk)
-    communicator = WebsocketCommunicator(application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket.ticket}")
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
 async def turn_over_socket(conversation: Conversation, content: str) -> list[dict[str, Any]]:
-    ws = await connect(conversation)
+    ws = await ws_connect(conversation)
     try:
         await ws.send_to(text_data=json.dumps({"type": "message", "content": content}))
         frames: list[dict[str, Any]] = []
