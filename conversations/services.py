@@ -9,8 +9,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Profile
-from accounts.selectors import intimate_block_reason
+from accounts.selectors import intimate_block_reason, profile_get
 from avatars.models import Avatar
 from conversations.models import Conversation, Message, Role
 from conversations.turns.events import ModeChanged
@@ -32,20 +31,12 @@ def _greeting_pick(avatar: Avatar, *, user_name: str, first_meeting: bool) -> st
     return random.choice(greetings).replace("{{user}}", user_name).replace("{{char}}", avatar.name)
 
 
-def _profile_of(user: User) -> Profile:
-    try:
-        return user.profile
-    except Profile.DoesNotExist:
-        profile, _ = Profile.objects.get_or_create(user=user)
-        return profile
-
-
 def conversation_create(*, user: User, avatar_id: int) -> Conversation:
     """A new conversation, opened by the avatar's greeting in the avatar's default mode (when allowed)."""
     from avatars.selectors import avatar_get_visible
 
     avatar = avatar_get_visible(user=user, avatar_id=avatar_id)
-    profile = _profile_of(user)
+    profile = profile_get(user=user)
     mode = avatar.default_mode
     if mode == Mode.INTIMATE and intimate_block_reason(profile=profile, avatar_allows=avatar.intimate_allowed):
         mode = Mode.SECRETARY
@@ -86,7 +77,9 @@ def conversation_mode_set(
         new_mode, new_lock = previous, previous_lock if mode_locked is None else mode_locked
 
     if new_mode == Mode.INTIMATE:
-        reason = intimate_block_reason(profile=_profile_of(user), avatar_allows=conversation.avatar.intimate_allowed)
+        reason = intimate_block_reason(
+            profile=profile_get(user=user), avatar_allows=conversation.avatar.intimate_allowed
+        )
         if reason:
             raise IntimateBlocked(reason)
 
