@@ -11,6 +11,8 @@ from django.http import HttpRequest
 
 from accounts.models import ApiToken, Profile
 from accounts.services import api_token_families_revoke
+from core.errors import InvalidInput
+from core.timezones import zone_get
 
 # The stubs make these generic; at run time they are not (settings do not call django_stubs_ext.monkeypatch()).
 if TYPE_CHECKING:
@@ -28,7 +30,24 @@ else:
 class ProfileAdminForm(_ProfileForm):
     class Meta:
         model = Profile
-        fields = ("display_name", "adult_confirmed_at", "intimate_opt_in")
+        fields = (
+            "display_name",
+            "adult_confirmed_at",
+            "intimate_opt_in",
+            "locale",
+            "timezone",
+            "quiet_hours_start",
+            "quiet_hours_end",
+            "proactive_opt_in",
+        )
+
+    def clean_timezone(self) -> str:
+        name = self.cleaned_data.get("timezone", "")
+        try:
+            zone_get(name)
+        except InvalidInput as error:
+            raise forms.ValidationError(error.message) from None
+        return str(name)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

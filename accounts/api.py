@@ -1,5 +1,7 @@
 """Accounts endpoints: register, log in, refresh, log out, and the signed-in user's profile."""
 
+from datetime import time
+
 from django.http import HttpRequest
 from ninja import Router, Status
 
@@ -17,7 +19,9 @@ from accounts.schemas import (
 )
 from accounts.selectors import profile_get
 from accounts.services import (
+    UNSET,
     TokenPair,
+    Unset,
     profile_update,
     token_family_revoke,
     token_pair_issue,
@@ -80,12 +84,24 @@ def me_get(request: HttpRequest) -> Profile:
 
 @router.patch("/me", response={200: ProfileOut, 422: ErrorOut})
 def me_update(request: HttpRequest, payload: ProfilePatchIn) -> Status[Profile]:
-    """Change the signed-in user's display name, adult confirmation or intimate-mode opt-in, or locale."""
+    """Change the signed-in user's display name, adult confirmation, intimate-mode opt-in, locale,
+    time zone (an IANA name; unknown: 422), quiet hours (`null` turns them off) or proactive opt-in."""
     profile = profile_update(
         profile=profile_get(user=request_user(request)),
         display_name=payload.display_name,
         adult_confirmed=payload.adult_confirmed,
         intimate_opt_in=payload.intimate_opt_in,
         locale=payload.locale,
+        timezone_name=payload.timezone,
+        quiet_hours=_quiet_hours(payload),
+        proactive_opt_in=payload.proactive_opt_in,
     )
     return Status(200, profile)
+
+
+def _quiet_hours(payload: ProfilePatchIn) -> tuple[time, time] | Unset | None:
+    if "quiet_hours" not in payload.model_fields_set:
+        return UNSET
+    if payload.quiet_hours is None:
+        return None
+    return time.fromisoformat(payload.quiet_hours.start), time.fromisoformat(payload.quiet_hours.end)

@@ -16,6 +16,16 @@ class Profile(models.Model):
     locale = models.CharField(
         max_length=8, default="US", help_text='A country code ("US", "GB", "FR", "DE"...): which crisis lines to show.'
     )
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="An IANA zone (Europe/Paris): reminders and quiet hours are read in it."
+    )
+    quiet_hours_start = models.TimeField(
+        null=True, blank=True, help_text="No message the user did not ask for from this local time..."
+    )
+    quiet_hours_end = models.TimeField(null=True, blank=True, help_text="...until this one (it may be the next day).")
+    proactive_opt_in = models.BooleanField(
+        default=False, help_text="The user allows avatars to write first after a silence (check-ins)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

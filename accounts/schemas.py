@@ -83,6 +83,13 @@ class RefreshIn(Schema):
     refresh: Token
 
 
+class QuietHours(Schema):
+    """A local-time window, `HH:MM` each; `start` after `end` spans midnight (`22:00` to `08:00`)."""
+
+    start: Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+    end: Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
 class ProfileOut(Schema):
     """The signed-in user's profile. `id` is the user's id, `created_at` when the account was made."""
 
@@ -92,6 +99,9 @@ class ProfileOut(Schema):
     adult_confirmed: bool
     intimate_opt_in: bool
     locale: str
+    timezone: str = Field(description="IANA zone: reminders and quiet hours are read in it.")
+    quiet_hours: QuietHours | None = Field(description="No message the user did not ask for in this local window.")
+    proactive_opt_in: bool = Field(description="Avatars may write first after a silence.")
     created_at: datetime
 
     @staticmethod
@@ -106,6 +116,12 @@ class ProfileOut(Schema):
     def resolve_created_at(obj: Profile) -> datetime:
         return obj.user.date_joined
 
+    @staticmethod
+    def resolve_quiet_hours(obj: Profile) -> dict[str, str] | None:
+        if obj.quiet_hours_start is None or obj.quiet_hours_end is None:
+            return None
+        return {"start": obj.quiet_hours_start.strftime("%H:%M"), "end": obj.quiet_hours_end.strftime("%H:%M")}
+
 
 class ProfilePatchIn(Schema):
     """Fields to change; leave out what stays. `null` is refused: leave the field out instead.
@@ -119,8 +135,11 @@ class ProfilePatchIn(Schema):
     adult_confirmed: StrictBool | None = None
     intimate_opt_in: StrictBool | None = None
     locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None  # a country code: crisis lines
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None  # IANA; unknown: 422
+    quiet_hours: QuietHours | None = None  # null turns quiet hours off
+    proactive_opt_in: StrictBool | None = None
 
-    @field_validator("display_name", "adult_confirmed", "intimate_opt_in", "locale")
+    @field_validator("display_name", "adult_confirmed", "intimate_opt_in", "locale", "timezone", "proactive_opt_in")
     @classmethod
     def _refuse_null(cls, value: object) -> object:
         # Runs only for fields the client sent (defaults are not validated), so it sees explicit nulls.

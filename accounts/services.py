@@ -4,7 +4,7 @@ import logging
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -28,10 +28,18 @@ from accounts.throttling import login_throttle_forgive, login_throttle_hit, regi
 from accounts.tokens import token_generate, token_hash
 from accounts.validators import PASSWORD_MAX_LENGTH, TOKEN_MAX_LENGTH, display_name_clean, username_clean
 from core.errors import InvalidInput
+from core.timezones import zone_get
 
 logger = logging.getLogger("companion.accounts")
 
 _INVALID_CREDENTIALS = "Invalid username or password."
+
+
+class Unset:
+    """A field left out of an update, where None is a value of its own (quiet hours off)."""
+
+
+UNSET = Unset()
 _INVALID_REFRESH = "The refresh token is invalid or expired. Sign in again."
 
 
@@ -249,6 +257,9 @@ def profile_update(
     adult_confirmed: bool | None = None,
     intimate_opt_in: bool | None = None,
     locale: str | None = None,
+    timezone_name: str | None = None,
+    quiet_hours: tuple[time, time] | Unset | None = UNSET,
+    proactive_opt_in: bool | None = None,
 ) -> Profile:
     """Change the given fields of a profile (None leaves a field as it is) and return it fresh.
 
@@ -258,7 +269,12 @@ def profile_update(
     - intimate_opt_in: true requires adult confirmation, already given or given in the same
       call, else `AdultConfirmationRequired` (422, field `intimate_opt_in`) and nothing changes.
     - locale: a two-letter country code, stored upper case; which crisis lines the user is shown.
+    - timezone_name: an IANA zone (`InvalidInput`, field `timezone`, for an unknown one).
+    - quiet_hours: (start, end) local times, or None to turn them off; left out (UNSET) stays.
+    - proactive_opt_in: whether avatars may write first after a silence.
     """
+    if timezone_name is not None:
+        zone_get(timezone_name)
     if display_name is not None:
         display_name = display_name_clean(display_name)
         if not display_name:
@@ -290,5 +306,14 @@ def profile_update(
         if locale is not None:
             profile.locale = locale.upper()
             update_fields.append("locale")
+        if timezone_name is not None:
+            profile.timezone = timezone_name
+            update_fields.append("timezone")
+        if not isinstance(quiet_hours, Unset):
+            profile.quiet_hours_start, profile.quiet_hours_end = quiet_hours or (None, None)
+            update_fields += ["quiet_hours_start", "quiet_hours_end"]
+        if proactive_opt_in is not None:
+            profile.proactive_opt_in = proactive_opt_in
+            update_fields.append("proactive_opt_in")
         profile.save(update_fields=sorted(set(update_fields)))
     return profile

@@ -89,6 +89,16 @@ class AvatarAdmin(admin.ModelAdmin):
                 "description": "Intimate mode is only ever entered for adults who opted in, and only if allowed here.",
             },
         ),
+        (
+            "Check-ins",
+            {
+                "fields": ("proactive_enabled", "proactive_after_hours", "proactive_max_per_day"),
+                "description": (
+                    "Messages this avatar may write first after a silence, only to users who opted in, never in "
+                    "their quiet hours, and none again until the user answers."
+                ),
+            },
+        ),
         ("Fallbacks", {"fields": ("fallback_lines",)}),
         (
             "System prompt preview",

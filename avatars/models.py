@@ -81,6 +81,15 @@ class Avatar(models.Model):
     fallback_lines = models.JSONField(
         default=list, blank=True, help_text="Lines said when the language model cannot answer; one at random."
     )
+    proactive_enabled = models.BooleanField(
+        default=True, help_text="May write first after a silence, to users who opted in (proactive check-ins)."
+    )
+    proactive_after_hours = models.PositiveSmallIntegerField(
+        default=24, help_text="Hours of silence before a check-in (1 to 720)."
+    )
+    proactive_max_per_day = models.PositiveSmallIntegerField(
+        default=1, help_text="Check-ins at most per user and day (0 turns them off)."
+    )
     creator = models.CharField(max_length=CREATOR_MAX, blank=True, help_text="Who made the character (card field).")
     creator_notes = models.TextField(
         blank=True, max_length=TEXT_MAX, help_text="Notes from the creator for people; never sent to the model."

@@ -10,6 +10,7 @@ from avatars.api import router as avatars_router
 from conversations.api import router as conversations_router
 from core.errors import DomainError, Throttled
 from memory.api import router as memory_router
+from secretary.api import router as secretary_router
 
 api = NinjaAPI(
     title="Companion API",
@@ -53,3 +54,4 @@ api.add_router("/", accounts_router)
 api.add_router("/avatars", avatars_router)
 api.add_router("/", conversations_router)
 api.add_router("/", memory_router)
+api.add_router("/", secretary_router)

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "conversations",
     "memory",
     "safety",
+    "secretary",
     "llm",
     "web",
 ]

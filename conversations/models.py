@@ -16,6 +16,8 @@ class Conversation(models.Model):
     safety_state = models.CharField(max_length=16, choices=[("", "calm"), ("crisis", "crisis")], default="", blank=True)
     ai_notice_at = models.DateTimeField(null=True, blank=True, help_text="When the AI notice was last shown here.")
     message_count = models.PositiveIntegerField(default=0)
+    # The newest message the user has read: assistant messages after it are `unread`.
+    last_read_message_id = models.BigIntegerField(null=True, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -41,6 +43,16 @@ class Status(models.TextChoices):
     FALLBACK = "fallback", "Fallback"
 
 
+class Origin(models.TextChoices):
+    """Why a message exists: the user wrote it, it answers one, or the avatar wrote first."""
+
+    USER = "user", "User"
+    REPLY = "reply", "Reply"
+    REMINDER = "reminder", "Reminder"
+    PROACTIVE = "proactive", "Proactive check-in"
+    GREETING = "greeting", "Greeting"
+
+
 class Message(models.Model):
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=16, choices=Role.choices)
@@ -48,6 +60,11 @@ class Message(models.Model):
     mode = models.CharField(max_length=16, choices=Mode.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL keeps the unique constraint partial
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.REPLY)
+    # The reminder whose delivery wrote this message (origin "reminder").
+    reminder = models.ForeignKey(
+        "secretary.Reminder", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # The mode decision that routed this user message: {mode, score, matched, switch, source, blocked, ...}
     route = models.JSONField(null=True, blank=True)

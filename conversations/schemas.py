@@ -61,6 +61,8 @@ class MessageOut(Schema):
     mode: str
     status: str
     client_id: str | None
+    origin: str = Field(description='"user", "reply", "reminder", "proactive" or "greeting": why the message exists.')
+    reminder_id: int | None = Field(None, description='The reminder it delivers (origin "reminder").')
     reply_to: int | None
     route: dict[str, Any] | None
     safety: str | None = None  # "crisis" on a user message the crisis detector flagged

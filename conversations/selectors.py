@@ -101,6 +101,8 @@ def message_dict(message: Message) -> dict[str, Any]:
         "mode": message.mode,
         "status": message.status,
         "client_id": message.client_id,
+        "origin": message.origin,
+        "reminder_id": message.reminder_id,
         "reply_to": message.reply_to_id,
         "route": message.route,
         "safety": message.safety or None,

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.selectors import intimate_block_reason, profile_get
 from avatars.models import Avatar
-from conversations.models import Conversation, Message, Role
+from conversations.models import Conversation, Message, Origin, Role
 from conversations.turns.events import ModeChanged
 from core.errors import DomainError, InvalidInput
 from core.modes import Mode
@@ -45,12 +45,19 @@ def conversation_create(*, user: User, avatar_id: int) -> Conversation:
         conversation = Conversation.objects.create(user=user, avatar=avatar, mode=mode, title=avatar.name)
         greeting = _greeting_pick(avatar, user_name=profile.display_name or user.username, first_meeting=first_meeting)
         if greeting:
-            Message.objects.create(
-                conversation=conversation, role=Role.ASSISTANT, content=greeting, mode=mode, finish_reason="greeting"
+            opening = Message.objects.create(
+                conversation=conversation,
+                role=Role.ASSISTANT,
+                content=greeting,
+                mode=mode,
+                finish_reason="greeting",
+                origin=Origin.GREETING,
             )
             conversation.message_count = 1
             conversation.last_message_at = timezone.now()
-            conversation.save(update_fields=["message_count", "last_message_at"])
+            # The greeting is on screen when the conversation opens: it is not news.
+            conversation.last_read_message_id = opening.pk
+            conversation.save(update_fields=["message_count", "last_message_at", "last_read_message_id"])
     return conversation
 
 

@@ -92,6 +92,9 @@ def test_adding_a_user_with_the_profile_inline(admin_client_logged_in: Client) -
             "profile-MIN_NUM_FORMS": "0",
             "profile-MAX_NUM_FORMS": "1",
             "profile-0-display_name": "Kim",
+            # The form's initial values, as a browser sends them back.
+            "profile-0-locale": "US",
+            "profile-0-timezone": "UTC",
         },
     )
 

@@ -30,6 +30,9 @@ def test_me_returns_the_profile(client: Client, user: User, tokens: TokenPair) -
         "adult_confirmed": False,
         "locale": "US",
         "intimate_opt_in": False,
+        "timezone": "UTC",
+        "quiet_hours": None,
+        "proactive_opt_in": False,
         # the API's JSON encoder (Django's) writes milliseconds
         "created_at": DjangoJSONEncoder().default(user.date_joined),
     }

@@ -12,7 +12,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from conversations.models import Conversation, Message, Role, Status
+from conversations.models import Conversation, Message, Origin, Role, Status
 from conversations.selectors import message_dict
 from conversations.turns.prepare import DuplicateTurn, TurnPlan, turn_duplicate_get
 from conversations.turns.stream import ReplyOutcome
@@ -53,6 +53,7 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
                 content=request.content,
                 mode=decision.mode,
                 client_id=request.client_id,
+                origin=Origin.USER,
                 route=decision.as_dict(),
                 safety=plan.safety_state,
             )
@@ -72,6 +73,8 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
                 message_count=F("message_count") + 2,
                 last_message_at=plan.created_at,
                 updated_at=plan.created_at,
+                # Writing is reading: what came before, and the reply about to stream, are seen.
+                last_read_message_id=reply.pk,
                 **notice,
             )
             # The operator's daily counts (numbers only, no text), with the rows they count.
