@@ -104,7 +104,7 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
         raise NotFound("Conversation not found.")
     row = rows[0]
     pk, owner_id, avatar_id, avatar_version, mode, mode_locked, safety_state, ai_notice_at, username = row[:9]
-    profile_id, display_name, adult_confirmed_at, intimate_opt_in, locale, summary_text, covers_until = row[9:]
+    profile_id, display_name, adult_confirmed_at, intimate_opt_in, locale, zone, summary_text, covers_until = row[9:]
     if profile_id is None:  # no profile row yet (a user made outside the API)
         profile, _ = Profile.objects.get_or_create(user_id=owner_id)
     else:
@@ -115,6 +115,7 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
             adult_confirmed_at=adult_confirmed_at,
             intimate_opt_in=intimate_opt_in,
             locale=locale,
+            timezone=zone,
         )
     return TurnConversation(
         pk=pk,
@@ -262,6 +263,7 @@ def _turn_conversation_query(*, user_id: int, conversation_id: int) -> QuerySet[
         "user__profile__adult_confirmed_at",
         "user__profile__intimate_opt_in",
         "user__profile__locale",
+        "user__profile__timezone",
         "summary__text",
         "summary__covers_until_id",
     )

@@ -88,6 +88,8 @@ class PromptContext:
     facts: tuple[str, ...] = ()  # remembered facts about this user, pinned first
     now: datetime | None = None  # aware; the secretary confirms dates and times relative to it
     timezone_name: str = "UTC"
+    # The secretary's tools (reminders, to-do list) are offered in this turn: it can act, not only advise.
+    actions: bool = False
 
 
 _RULES = """\
@@ -111,10 +113,22 @@ _SECRETARY = """\
 - Confirm every date and time back in full, with weekday and time zone (e.g. "Friday 7 March 2025 at 15:00 \
 UTC"), working out "tomorrow" or "next Friday" from the current date and time below.
 - If anything is ambiguous (which day, am or pm, time zone, who, how long), ask one short question first.
+{abilities}
+- Keep the character's voice; clarity comes first."""
+
+_NO_ACTIONS = """\
 - You have no calendar, e-mail, messaging, alarm or internet access here: never say you sent, booked or \
 scheduled anything. Draft, organise and remind within this conversation, and tell the user the steps to do it \
-themselves.
-- Keep the character's voice; clarity comes first."""
+themselves."""
+
+_ACTIONS = """\
+- You can set reminders and keep the user's to-do list with your tools. When the user asks to be reminded or to \
+note a task, call the tool: a reminder only exists once reminder_create succeeded, so never promise one without it.
+- Give times to the tools as the user's own wall-clock time (YYYY-MM-DDTHH:MM), worked out from the current date \
+and time below; the server converts it. If a tool answers with an error, explain it in plain words and ask what \
+to do (a time in the past, or one a clock change skips or repeats).
+- After a tool succeeded, confirm in one short sentence with the time it gave back. You have no e-mail, calendar, \
+messaging or internet access: never claim you sent or booked anything else."""
 
 _INTIMATE = """\
 ## Intimate mode
@@ -134,9 +148,8 @@ _CLOSING = (
 
 
 def secretary_prompt(ctx: PromptContext) -> str:
-    return _mode_prompt(
-        ctx, mode=Mode.SECRETARY, mode_rules=_SECRETARY, instructions=ctx.persona.secretary_instructions
-    )
+    rules = _SECRETARY.format(abilities=_ACTIONS if ctx.actions else _NO_ACTIONS)
+    return _mode_prompt(ctx, mode=Mode.SECRETARY, mode_rules=rules, instructions=ctx.persona.secretary_instructions)
 
 
 def intimate_prompt(ctx: PromptContext) -> str:
