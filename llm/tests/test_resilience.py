@@ -42,6 +42,7 @@ class ScriptedProvider:
     configured: bool = True
     name: str = "scripted"
     default_model: str = "scripted-model"
+    supports_tools: bool = False
     calls: int = 0  # scripts played (a stream counts once it is iterated)
     closed: int = 0
     block: asyncio.Event | None = None  # when set, each stream waits on it before its first step
