@@ -59,6 +59,13 @@ class BadRequest(LLMError):
     user_message = "The language model refused the request."
 
 
+class ToolsUnsupported(BadRequest):
+    """The server or model refused the request because it offered tools: send it again without them."""
+
+    code = "tools_unsupported"
+    user_message = "The language model cannot use tools."
+
+
 class ContextTooLong(LLMError):
     code = "llm_context_too_long"
     user_message = "The conversation is too long for the model's context window."

@@ -1,5 +1,7 @@
 """Per-request model, temperature, max_tokens and seed: checked and merged with the configured defaults.
 
+Tools pass through as given (they come from our code, not from a request).
+
 Interfaces may call `completion_params_validate` before storing anything, so a bad value is a
 422 and never a half-written turn; providers call `completion_params_resolve` again anyway.
 """
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from llm.base import CompletionParams
+from llm.base import CompletionParams, ToolSpec
 from llm.errors import InvalidParams
 
 TEMPERATURE_MIN = 0.0
@@ -28,6 +30,7 @@ class ResolvedParams:
     temperature: float
     max_tokens: int
     seed: int | None = None
+    tools: tuple[ToolSpec, ...] = ()
 
 
 def completion_params_validate(*, params: CompletionParams | None, max_tokens_limit: int | None = None) -> None:
@@ -79,4 +82,5 @@ def completion_params_resolve(
         temperature=float(given.temperature) if given.temperature is not None else default_temperature,
         max_tokens=given.max_tokens if given.max_tokens is not None else min(default_max_tokens, max_tokens_limit),
         seed=given.seed,
+        tools=given.tools,
     )

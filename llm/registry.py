@@ -5,7 +5,8 @@ LLM_PROVIDER:
                      ResilientProvider (retries, circuit breaker, metering)
     "fake"           llm.fake.FakeProvider, as it is (development without a model, tests)
     "pkg.mod.Class"  a custom provider: the class is imported and instantiated with no
-                     arguments; it must satisfy `llm.base.LLMProvider`
+                     arguments; it must satisfy `llm.base.LLMProvider`. One written before
+                     tool calling (no `supports_tools`) is taken as supporting no tools.
 
 Interfaces call `provider_get()` and pass the result to services; services never call it.
 """
@@ -88,9 +89,26 @@ def _custom_provider_build(dotted_path: str) -> LLMProvider:
     if not callable(cls):
         raise ImproperlyConfigured(f"LLM_PROVIDER={dotted_path!r} is not a class")
     provider = cls()
-    if not isinstance(provider, LLMProvider):
-        raise ImproperlyConfigured(
-            f"LLM_PROVIDER={dotted_path!r} does not implement llm.base.LLMProvider "
-            "(name, configured, default_model, complete(), stream())"
-        )
-    return provider
+    if isinstance(provider, LLMProvider):
+        return provider
+    if all(hasattr(provider, member) for member in _MEMBERS_BEFORE_TOOLS):
+        return ProviderWithoutTools(provider)
+    raise ImproperlyConfigured(
+        f"LLM_PROVIDER={dotted_path!r} does not implement llm.base.LLMProvider "
+        "(name, configured, default_model, complete(), stream())"
+    )
+
+
+_MEMBERS_BEFORE_TOOLS = ("name", "configured", "default_model", "complete", "stream")
+
+
+class ProviderWithoutTools:
+    """A custom provider from before tool calling: the same provider, declaring that it offers no tools."""
+
+    supports_tools = False
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -23,6 +23,11 @@
   permission for a model) do not count as provider failures: a user who asks for a
   model that does not exist must not open the circuit for everyone.
 - Each call is metered into a `CallStats` and logged once (llm/usage.py).
+- Tools pass through in `params` (the seed is set with `dataclasses.replace`, which keeps
+  them). A `ToolCalls` event passes through as it is: a provider yields it only once its
+  stream has ended well, just before `StreamEnd`, so an attempt that broke has not yielded
+  one. Should an inner provider break between the two anyway, the retry's `ToolCalls` is
+  not passed on a second time.
 
 `sleep`, `rng` and `clock` are injectable, so tests never really wait.
 """
@@ -37,7 +42,16 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider, StreamEnd, StreamEvent, TextDelta
+from llm.base import (
+    ChatMessage,
+    Completion,
+    CompletionParams,
+    LLMProvider,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCalls,
+)
 from llm.breaker import BreakerSnapshot, CircuitBreaker, Permit
 from llm.errors import (
     BadRequest,
@@ -134,6 +148,10 @@ class ResilientProvider(MeteredProvider):
     def default_model(self) -> str:
         return self.inner.default_model
 
+    @property
+    def supports_tools(self) -> bool:
+        return bool(getattr(self.inner, "supports_tools", False))
+
     def health(self) -> BreakerSnapshot:
         return self.breaker.snapshot()
 
@@ -211,6 +229,7 @@ class ResilientProvider(MeteredProvider):
         pending: AsyncIterator[StreamEvent] | None,
     ) -> AsyncIterator[StreamEvent]:
         shown: list[str] = []  # every piece of text the caller got, whichever attempt it came from
+        calls_shown = False  # the caller got this reply's ToolCalls
         try:
             if not self.inner.configured:
                 raise NotConfigured("no API key and no base URL are configured")
@@ -230,6 +249,10 @@ class ResilientProvider(MeteredProvider):
                                 if not event.text:
                                     continue
                             shown.append(event.text)
+                        elif type(event) is ToolCalls:
+                            if calls_shown:
+                                continue
+                            calls_shown = True
                         elif isinstance(event, StreamEnd):
                             if replay is not None:
                                 replay.end()

@@ -13,6 +13,8 @@ Any app's tests can use it:
 A scenario queues behaviours that the next matching requests consume (llmock.scenarios):
   {"type": "fail", "status": 503, "retry_after": 0.2, "code": "...", "times": 1}
   {"type": "reply", "text": "..."}                  what the model says
+  {"type": "reply", "tool_calls": [{"name": "reminder_create", "arguments": {...}}],
+   "match": {"tools": true}}                       tool calls (and "text" if any), for a request offering tools
   {"type": "slow_first_token", "seconds": 2}        delay before the first streamed chunk
   {"type": "delay", "seconds": 2}                   delay before the whole answer
   {"type": "stream_fault", "kind": "disconnect" | "truncate" | "stall" | "malformed",

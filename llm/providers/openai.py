@@ -28,6 +28,13 @@ then build a `ChatCompletionChunk` model per token (about 220 µs of CPU a chunk
 everything else a token goes through in the server); see docs/performance.md. Chunks are
 read defensively: one of the wrong shape is skipped, text that is not a string never passes.
 
+Tools (OpenAI's tool-calling format): `CompletionParams.tools` are sent with `tool_choice:
+"auto"` unless `supports_tools` is off (`LLM_TOOLS=false`). A stream's `delta.tool_calls`
+fragments are put together by their `index` (id and name come first, the arguments text
+in pieces) and yielded as one `ToolCalls` just before the `StreamEnd`. A server that
+refuses tools answers 400, raised as `ToolsUnsupported` so the caller can ask again
+without them.
+
 Errors: every failure leaves as an `llm.errors.LLMError` (see `_error_translate`). A stream
 that ends without a finish reason raises `StreamIncomplete`; `finish_reason=content_filter`
 raises `ContentFiltered`: neither is ever returned as a complete reply.
@@ -42,7 +49,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
@@ -51,7 +58,18 @@ from django.conf import settings
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
-from llm.base import ChatMessage, Completion, CompletionParams, StreamEnd, StreamEvent, TextDelta, Usage
+from llm.base import (
+    ChatMessage,
+    Completion,
+    CompletionParams,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCalls,
+    ToolSpec,
+    Usage,
+)
 from llm.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -67,6 +85,7 @@ from llm.errors import (
     RateLimited,
     StreamIncomplete,
     Timeout,
+    ToolsUnsupported,
     Unavailable,
     Unreachable,
 )
@@ -88,6 +107,15 @@ _CONTEXT_HINTS = re.compile(
     re.IGNORECASE,
 )
 _FILTER_HINTS = re.compile(r"content[ _](management[ _])?(filter|policy)|responsibleaipolicy", re.IGNORECASE)
+# A 4xx naming tools and saying they are not available: Ollama "... does not support tools",
+# vLLM '"auto" tool choice requires --enable-auto-tool-choice', llama.cpp "tools param
+# requires --jinja flag", OpenAI "'tools' is not supported with this model", Mistral
+# "Function calling is not enabled for this model". Both must match: a 400 about a bad tool
+# schema is a plain BadRequest.
+_TOOLS_HINTS = re.compile(r"\btools?\b|tool[ _]choice|tool[ _]call|function[ _]call", re.IGNORECASE)
+_UNSUPPORTED_HINTS = re.compile(
+    r"not supported|unsupported|(does|do)(n't| not) support|not enabled|requires? --", re.IGNORECASE
+)
 _SECRET_LIKE = re.compile(r"(sk-[A-Za-z0-9_\-*.]{4,}|Bearer\s+\S+|key[-_][A-Za-z0-9]{16,})")
 
 
@@ -110,6 +138,7 @@ class OpenAICompatibleProvider:
         stream_usage: bool = True,
         max_tokens_param: str = "max_tokens",
         max_connections: int = 100,
+        supports_tools: bool = True,
         name: str = "openai",
     ) -> None:
         if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
@@ -128,6 +157,7 @@ class OpenAICompatibleProvider:
         self._stream_usage = stream_usage
         self._max_tokens_param = max_tokens_param
         self._max_connections = max_connections
+        self._supports_tools = supports_tools
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._clients_lock = threading.Lock()
 
@@ -146,6 +176,7 @@ class OpenAICompatibleProvider:
             complete_timeout=float(getattr(settings, "LLM_COMPLETE_TIMEOUT", 120.0)),
             stream_usage=bool(getattr(settings, "LLM_STREAM_USAGE", True)),
             max_tokens_param=str(getattr(settings, "LLM_MAX_TOKENS_PARAM", "max_tokens")),
+            supports_tools=bool(getattr(settings, "LLM_TOOLS", True)),
         )
 
     # -- what health checks and llm_check show ------------------------------------------------
@@ -157,6 +188,10 @@ class OpenAICompatibleProvider:
     @property
     def default_model(self) -> str:
         return self._model
+
+    @property
+    def supports_tools(self) -> bool:
+        return self._supports_tools
 
     @property
     def base_url(self) -> str:
@@ -254,8 +289,15 @@ class OpenAICompatibleProvider:
         finish_reason = str(choice.finish_reason or "unknown")
         _finish_reason_check(finish_reason)
         text = getattr(choice.message, "content", None) or ""
-        usage = _usage_from(response.usage) or _usage_estimate(messages, text)
-        return Completion(text=text, finish_reason=finish_reason, usage=usage, model=response.model or resolved.model)
+        tool_calls = _tool_calls_from_message(choice.message)
+        usage = _usage_from(response.usage) or _usage_estimate(messages, text, tool_calls)
+        return Completion(
+            text=text,
+            finish_reason=finish_reason,
+            usage=usage,
+            model=response.model or resolved.model,
+            tool_calls=tool_calls,
+        )
 
     def stream(
         self, messages: Sequence[ChatMessage], *, params: CompletionParams | None = None
@@ -271,9 +313,10 @@ class OpenAICompatibleProvider:
         client = await self.client()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._first_token_timeout
-        alive = False  # a text or reasoning delta arrived: from now on, the stall clock applies
+        alive = False  # a text, reasoning or tool-call delta arrived: from now on, the stall clock applies
         sdk_stream: openai.AsyncStream[object] | None = None
         pieces: list[str] = []
+        drafts: dict[int, _ToolCallDraft] = {}  # tool calls being assembled, by their index
         finish_reason: str | None = None
         usage: Usage | None = None
         model = resolved.model
@@ -320,6 +363,9 @@ class OpenAICompatibleProvider:
                     # vLLM, DeepSeek and OpenRouter stream a model's thinking before any content:
                     # it proves the model is alive, so the stall clock takes over.
                     alive = True
+                fragments = delta.get("tool_calls")
+                if fragments and _tool_fragments_add(drafts, fragments):
+                    alive = True
         except LLMError:
             raise
         except TimeoutError:
@@ -335,8 +381,13 @@ class OpenAICompatibleProvider:
         if finish_reason is None:
             raise StreamIncomplete(f"the stream ended without a finish reason after {len(pieces)} deltas")
         _finish_reason_check(finish_reason)
+        calls = _tool_calls_assemble(drafts)
+        if calls:
+            yield ToolCalls(calls)
         yield StreamEnd(
-            finish_reason=finish_reason, usage=usage or _usage_estimate(messages, "".join(pieces)), model=model
+            finish_reason=finish_reason,
+            usage=usage or _usage_estimate(messages, "".join(pieces), calls),
+            model=model,
         )
 
     def _request_body(
@@ -352,6 +403,9 @@ class OpenAICompatibleProvider:
         }
         if resolved.seed is not None:
             body["seed"] = resolved.seed
+        if resolved.tools and self._supports_tools:
+            body["tools"] = [_tool_to_openai(tool) for tool in resolved.tools]
+            body["tool_choice"] = "auto"
         if stream and self._stream_usage:
             body["stream_options"] = {"include_usage": True}
         return body
@@ -471,6 +525,8 @@ def _status_error(exc: openai.APIStatusError, secrets: Sequence[str]) -> LLMErro
         return ContextTooLong(detail, status_code=status)
     if code in ("content_filter", "content_policy_violation") or _FILTER_HINTS.search(f"{code} {message}"):
         return ContentFiltered(detail, status_code=status)
+    if _TOOLS_HINTS.search(message) and _UNSUPPORTED_HINTS.search(message):
+        return ToolsUnsupported(detail, status_code=status)
     return BadRequest(detail, status_code=status)
 
 
@@ -540,15 +596,97 @@ def _finish_reason_check(finish_reason: str) -> None:
 
 
 def _messages_to_openai(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
-    converted: list[ChatCompletionMessageParam] = []
-    for message in messages:
-        if message.role == "system":
-            converted.append({"role": "system", "content": message.content})
-        elif message.role == "assistant":
-            converted.append({"role": "assistant", "content": message.content})
-        else:
-            converted.append({"role": "user", "content": message.content})
-    return converted
+    return [_message_to_openai(message) for message in messages]
+
+
+def _message_to_openai(message: ChatMessage) -> ChatCompletionMessageParam:
+    if message.role == "system":
+        return {"role": "system", "content": message.content}
+    if message.role == "assistant":
+        if not message.tool_calls:
+            return {"role": "assistant", "content": message.content}
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call in message.tool_calls
+            ],
+        }
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content}
+    return {"role": "user", "content": message.content}
+
+
+def _tool_to_openai(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": dict(tool.parameters)},
+    }
+
+
+@dataclass(slots=True)
+class _ToolCallDraft:
+    """One streamed tool call while its fragments arrive."""
+
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+def _tool_fragments_add(drafts: dict[int, _ToolCallDraft], fragments: object) -> bool:
+    """Fold one delta's `tool_calls` fragments into `drafts` by index; False if none had the expected shape.
+
+    The first id and name of an index are kept (some servers repeat them in every fragment);
+    the arguments text is concatenated in arrival order.
+    """
+    if not isinstance(fragments, list):
+        return False
+    added = False
+    for fragment in fragments:
+        if not isinstance(fragment, dict):
+            continue
+        index = fragment.get("index")
+        function = fragment.get("function") or {}
+        if type(index) is not int or index < 0 or not isinstance(function, dict):
+            continue
+        draft = drafts.setdefault(index, _ToolCallDraft())
+        call_id, name, arguments = fragment.get("id"), function.get("name"), function.get("arguments")
+        if not draft.id and call_id and isinstance(call_id, str):
+            draft.id = call_id
+        if not draft.name and name and isinstance(name, str):
+            draft.name = name
+        if arguments and isinstance(arguments, str):
+            draft.arguments.append(arguments)
+        added = True
+    return added
+
+
+def _tool_calls_assemble(drafts: Mapping[int, _ToolCallDraft]) -> tuple[ToolCall, ...]:
+    """The finished calls by index; one that never got a name cannot be run and is dropped."""
+    return tuple(
+        ToolCall(id=draft.id or f"call_{index}", name=draft.name, arguments="".join(draft.arguments))
+        for index, draft in sorted(drafts.items())
+        if draft.name
+    )
+
+
+def _tool_calls_from_message(message: object) -> tuple[ToolCall, ...]:
+    """The calls of a batch answer's message, read as defensively as stream chunks."""
+    calls: list[ToolCall] = []
+    for position, call in enumerate(getattr(message, "tool_calls", None) or ()):
+        function = getattr(call, "function", None)
+        name, arguments, call_id = getattr(function, "name", None), getattr(function, "arguments", None), call.id
+        if not name or not isinstance(name, str):
+            continue
+        calls.append(
+            ToolCall(
+                id=call_id if call_id and isinstance(call_id, str) else f"call_{position}",
+                name=name,
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return tuple(calls)
 
 
 def _usage_from(usage: Any) -> Usage | None:
@@ -562,8 +700,9 @@ def _usage_from(usage: Any) -> Usage | None:
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
-def _usage_estimate(messages: Sequence[ChatMessage], text: str) -> Usage:
-    return Usage(prompt_tokens=count_message_tokens(messages), completion_tokens=count_tokens(text), estimated=True)
+def _usage_estimate(messages: Sequence[ChatMessage], text: str, tool_calls: Sequence[ToolCall] = ()) -> Usage:
+    completion_tokens = count_tokens(text) + sum(count_tokens(call.name + call.arguments) for call in tool_calls)
+    return Usage(prompt_tokens=count_message_tokens(messages), completion_tokens=completion_tokens, estimated=True)
 
 
 async def _stream_close(sdk_stream: openai.AsyncStream[object]) -> None:

@@ -12,3 +12,16 @@ class EchoProvider(FakeProvider):
 
 class NotAProvider:
     name = "nope"
+
+
+class ProviderBeforeTools:
+    """A custom provider written before tool calling: every Protocol member but `supports_tools`."""
+
+    name = "before-tools"
+    configured = True
+    default_model = "old-1"
+
+    def __init__(self) -> None:
+        self._fake = FakeProvider(reply="old", name=self.name, model=self.default_model)
+        self.complete = self._fake.complete
+        self.stream = self._fake.stream

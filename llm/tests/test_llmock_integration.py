@@ -8,6 +8,7 @@ reaches the caller; the last test shows llmock's verdict when that resume is tur
 
 import asyncio
 import gc
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,11 +18,21 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from pytest_django.fixtures import Settings
 
-from llm.base import ChatMessage, StreamEnd, StreamEvent, TextDelta, Usage
+from llm.base import (
+    ChatMessage,
+    CompletionParams,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCalls,
+    ToolSpec,
+    Usage,
+)
 from llm.breaker import CircuitBreaker
 from llm.errors import (
     AuthenticationFailed,
     ConnectionDropped,
+    ToolsUnsupported,
     Unavailable,
 )
 from llm.providers.openai import OpenAICompatibleProvider
@@ -49,6 +60,7 @@ async def make_provider() -> AsyncIterator[ProviderFactory]:
         first_token_timeout: float = 5.0,
         read_timeout: float = 5.0,
         resume: bool = True,
+        supports_tools: bool = True,
     ) -> ResilientProvider:
         inner = OpenAICompatibleProvider(
             base_url=server.base_url,
@@ -57,6 +69,7 @@ async def make_provider() -> AsyncIterator[ProviderFactory]:
             first_token_timeout=first_token_timeout,
             read_timeout=read_timeout,
             complete_timeout=10.0,
+            supports_tools=supports_tools,
         )
         made.append(inner)
         return ResilientProvider(
@@ -423,3 +436,230 @@ async def test_without_resume_a_break_after_text_is_raised_at_once(
     # What llmock grades this as is why resume is on by default: it sees a dropped call never retried.
     verdict = llmock.verdict()
     assert [(f["severity"], f["code"]) for f in verdict["findings"]] == [("warning", "gave_up")]
+
+
+# -- tools ------------------------------------------------------------------------------------------------
+
+REMINDER_TOOL = ToolSpec(
+    name="reminder_create",
+    description="Remind the user of something at a given time.",
+    parameters={
+        "type": "object",
+        "properties": {"text": {"type": "string"}, "at": {"type": "string", "format": "date-time"}},
+        "required": ["text", "at"],
+    },
+)
+WEATHER_TOOL = ToolSpec(
+    name="weather_get",
+    description="The weather forecast for a city.",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+TOOLS = CompletionParams(tools=(REMINDER_TOOL, WEATHER_TOOL))
+REMIND_PROMPT = [ChatMessage(role="user", content="Remind me to call mum tomorrow at six")]
+# llmock streams arguments in 12-character fragments: this one arrives in 5 chunks.
+REMINDER_ARGUMENTS = {"text": "Call mum", "at": "2026-12-08T18:00:00+01:00"}
+
+
+def tool_reply(*calls: tuple[str, dict[str, Any]], text: str | None = None, times: int = 1) -> dict[str, Any]:
+    """A reply that calls tools, consumed only by a request that offers tools."""
+    behaviour: dict[str, Any] = {
+        "type": "reply",
+        "tool_calls": [{"name": name, "arguments": arguments} for name, arguments in calls],
+        "match": {"tools": True},
+        "times": times,
+    }
+    if text is not None:
+        behaviour["text"] = text
+    return behaviour
+
+
+def tool_calls_of(events: list[StreamEvent]) -> list[ToolCalls]:
+    return [event for event in events if isinstance(event, ToolCalls)]
+
+
+async def test_a_streamed_tool_call_arrives_assembled_just_before_the_end(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    llmock.scenario(tool_reply(("reminder_create", REMINDER_ARGUMENTS)))
+
+    events = await drain(make_provider(llmock).stream(REMIND_PROMPT, params=TOOLS))
+
+    *before, calls, end = events
+    assert before == []  # no text: the model only called the tool
+    assert isinstance(calls, ToolCalls)
+    assert isinstance(end, StreamEnd)
+    (call,) = calls.calls
+    assert (call.name, call.arguments) == ("reminder_create", json.dumps(REMINDER_ARGUMENTS))
+    assert call.id.startswith("call_")
+    assert len(call.id) > len("call_")
+    assert end.finish_reason == "tool_calls"
+    llmock.verdict_assert_clean()
+
+
+async def test_the_request_offers_the_tools_in_openais_format(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    llmock.scenario(tool_reply(("reminder_create", REMINDER_ARGUMENTS)))
+
+    await drain(make_provider(llmock).stream(REMIND_PROMPT, params=TOOLS))
+
+    (request,) = llmock.requests()
+    assert request["body"]["tool_choice"] == "auto"
+    assert request["body"]["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "reminder_create",
+                "description": "Remind the user of something at a given time.",
+                "parameters": dict(REMINDER_TOOL.parameters),
+            },
+        },
+        {
+            "type": "function",
+            "function": {
+                "name": "weather_get",
+                "description": "The weather forecast for a city.",
+                "parameters": dict(WEATHER_TOOL.parameters),
+            },
+        },
+    ]
+
+
+async def test_several_calls_in_one_answer_keep_their_order_and_text(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    llmock.scenario(
+        tool_reply(
+            ("weather_get", {"city": "Lyon"}),
+            ("reminder_create", REMINDER_ARGUMENTS),
+            ("weather_get", {"city": "Saint-Étienne"}),
+            text="Let me check.",
+        )
+    )
+
+    events = await drain(make_provider(llmock).stream(REMIND_PROMPT, params=TOOLS))
+
+    assert texts(events) == ["Let ", "me ", "check."]
+    (calls,) = tool_calls_of(events)
+    assert [(call.name, call.arguments) for call in calls.calls] == [
+        ("weather_get", json.dumps({"city": "Lyon"})),
+        ("reminder_create", json.dumps(REMINDER_ARGUMENTS)),
+        ("weather_get", json.dumps({"city": "Saint-Étienne"})),
+    ]
+    assert len({call.id for call in calls.calls}) == 3
+    assert type(events[-1]) is StreamEnd
+    assert events[-2] is calls
+
+
+async def test_the_tool_results_go_back_and_the_model_answers_in_text(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    llmock.scenario(tool_reply(("reminder_create", REMINDER_ARGUMENTS)), reply("Done: I will remind you."))
+    provider = make_provider(llmock)
+    (calls,) = tool_calls_of(await drain(provider.stream(REMIND_PROMPT, params=TOOLS)))
+    (call,) = calls.calls
+    follow_up = [
+        *REMIND_PROMPT,
+        ChatMessage(role="assistant", content="", tool_calls=calls.calls),
+        ChatMessage(role="tool", content='{"reminder_id": 7}', tool_call_id=call.id),
+    ]
+
+    events = await drain(provider.stream(follow_up, params=TOOLS))
+
+    assert "".join(texts(events)) == "Done: I will remind you."
+    assert tool_calls_of(events) == []
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.finish_reason == "stop"
+    first, second = llmock.requests()
+    assert (first["status"], second["status"]) == (200, 200)
+    assert second["body"]["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": "reminder_create", "arguments": json.dumps(REMINDER_ARGUMENTS)},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": '{"reminder_id": 7}'},
+    ]
+    llmock.verdict_assert_clean()
+
+
+async def test_a_batch_completion_returns_the_tool_calls(llmock: LlmockServer, make_provider: ProviderFactory) -> None:
+    llmock.scenario(tool_reply(("weather_get", {"city": "Lyon"}), ("reminder_create", REMINDER_ARGUMENTS)))
+
+    completion = await make_provider(llmock).complete(REMIND_PROMPT, params=TOOLS)
+
+    assert (completion.text, completion.finish_reason) == ("", "tool_calls")
+    assert [(call.name, call.arguments) for call in completion.tool_calls] == [
+        ("weather_get", json.dumps({"city": "Lyon"})),
+        ("reminder_create", json.dumps(REMINDER_ARGUMENTS)),
+    ]
+    assert all(call.id.startswith("call_") for call in completion.tool_calls)
+    (request,) = llmock.requests()
+    assert (request["stream"], request["body"]["tool_choice"]) == (False, "auto")
+    llmock.verdict_assert_clean()
+
+
+async def test_a_provider_without_tool_support_sends_none_and_gets_text(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    # Would be taken if tools were offered; without them the next behaviour answers.
+    llmock.scenario(tool_reply(("reminder_create", REMINDER_ARGUMENTS)), reply())
+    provider = make_provider(llmock, supports_tools=False)
+
+    events = await drain(provider.stream(REMIND_PROMPT, params=TOOLS))
+
+    assert provider.supports_tools is False
+    assert texts(events) == ["Hello ", "there, ", "friend."]
+    assert tool_calls_of(events) == []
+    (request,) = llmock.requests()
+    assert "tools" not in request["body"]
+    assert "tool_choice" not in request["body"]
+
+
+async def test_a_server_that_refuses_tools_raises_tools_unsupported_once(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    llmock.scenario(
+        {
+            "type": "fail",
+            "status": 400,
+            "message": "registry.ollama.ai/library/gemma:2b does not support tools",
+            "match": {"tools": True},
+        },
+        reply(),
+    )
+    provider = make_provider(llmock)
+
+    with pytest.raises(ToolsUnsupported) as caught:
+        await drain(provider.stream(REMIND_PROMPT, params=TOOLS))
+    events = await drain(provider.stream(REMIND_PROMPT))  # what the caller does next: ask without tools
+
+    assert (caught.value.code, caught.value.retryable, caught.value.status_code) == ("tools_unsupported", False, 400)
+    assert texts(events) == ["Hello ", "there, ", "friend."]
+    assert [request["status"] for request in llmock.requests()] == [400, 200]  # the 400 was not retried
+    assert provider.health()["state"] == "closed"
+
+
+async def test_a_tool_call_broken_mid_stream_is_retried_and_arrives_once(
+    llmock: LlmockServer, make_provider: ProviderFactory
+) -> None:
+    # Chunk 0 is the role, 1 the call's id and name, 2 and on its arguments: broken mid-arguments.
+    llmock.scenario(tool_reply(("reminder_create", REMINDER_ARGUMENTS), times=2), stream_fault("disconnect", 3))
+
+    stream = make_provider(llmock).stream(REMIND_PROMPT, params=TOOLS)
+    events = await drain(stream)
+
+    (calls,) = tool_calls_of(events)
+    assert [(call.name, call.arguments) for call in calls.calls] == [
+        ("reminder_create", json.dumps(REMINDER_ARGUMENTS))
+    ]
+    assert [request["fault"] for request in llmock.requests()] == ["stream:disconnect@3", None]
+    assert (stream.stats.attempts, stream.stats.outcome, stream.stats.finish_reason) == (2, "ok", "tool_calls")
+    llmock.verdict_assert_clean()

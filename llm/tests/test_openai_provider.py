@@ -1,6 +1,7 @@
 """OpenAICompatibleProvider against a mocked HTTP boundary (respx): one attempt, typed errors."""
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,7 +10,19 @@ import pytest
 import respx
 from asgiref.sync import async_to_sync
 
-from llm.base import Completion, CompletionParams, LLMProvider, StreamEnd, StreamEvent, TextDelta, Usage
+from llm.base import (
+    ChatMessage,
+    Completion,
+    CompletionParams,
+    LLMProvider,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCalls,
+    ToolSpec,
+    Usage,
+)
 from llm.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -26,6 +39,7 @@ from llm.errors import (
     RateLimited,
     StreamIncomplete,
     Timeout,
+    ToolsUnsupported,
     Unavailable,
     Unreachable,
 )
@@ -45,6 +59,7 @@ from llm.tests.helpers import (
     sse_response,
     texts,
 )
+from llm.tokens import count_tokens
 
 
 def make_provider(**overrides: Any) -> OpenAICompatibleProvider:
@@ -630,3 +645,249 @@ async def test_models_list_for_diagnosis(api: respx.MockRouter) -> None:
     )
 
     assert await make_provider().models_list() == ["a", "b"]
+
+
+# -- tools -----------------------------------------------------------------------------------------
+
+WEATHER = ToolSpec(
+    name="weather_get",
+    description="The forecast for a city.",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+WITH_TOOLS = CompletionParams(tools=(WEATHER,))
+
+
+def tool_fragment(
+    index: object, *, id: str | None = None, name: str | None = None, arguments: str | None = None
+) -> dict[str, Any]:
+    """One entry of a chunk's `delta.tool_calls`, as OpenAI streams it."""
+    function: dict[str, Any] = {}
+    if name is not None:
+        function["name"] = name
+    if arguments is not None:
+        function["arguments"] = arguments
+    fragment: dict[str, Any] = {"index": index, "function": function}
+    if id is not None:
+        fragment.update(id=id, type="function")
+    return fragment
+
+
+def tool_chunk(*fragments: dict[str, Any]) -> dict[str, Any]:
+    return chunk(tool_calls=list(fragments))
+
+
+async def test_tool_call_fragments_are_assembled_by_index_across_interleaved_chunks(chat: respx.Route) -> None:
+    # Given two calls whose fragments interleave, with arguments cut mid-string and mid-escape
+    chat.mock(
+        return_value=sse_response(
+            sse(
+                chunk(role="assistant"),
+                tool_chunk(tool_fragment(0, id="call_a", name="weather_get", arguments="")),
+                tool_chunk(tool_fragment(0, arguments='{"ci')),
+                tool_chunk(tool_fragment(1, id="call_b", name="weather_get", arguments='{"city": "Saint-\\u00')),
+                tool_chunk(tool_fragment(0, arguments='ty": "Ly')),
+                tool_chunk(tool_fragment(1, arguments='c9tienne"}'), tool_fragment(0, arguments='on"}')),
+                chunk(finish="tool_calls"),
+                "[DONE]",
+            )
+        )
+    )
+
+    # When it is streamed
+    events = await drain(make_provider().stream(HELLO, params=WITH_TOOLS))
+
+    # Then one ToolCalls, ordered by index, carries both calls whole, and nothing else came before it
+    assert events[:-1] == [
+        ToolCalls(
+            (
+                ToolCall(id="call_a", name="weather_get", arguments='{"city": "Lyon"}'),
+                ToolCall(id="call_b", name="weather_get", arguments='{"city": "Saint-\\u00c9tienne"}'),
+            )
+        )
+    ]
+    calls = events[0]
+    assert isinstance(calls, ToolCalls)
+    assert json.loads(calls.calls[1].arguments) == {"city": "Saint-Étienne"}
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.finish_reason == "tool_calls"
+
+
+async def test_tool_call_fragments_of_the_wrong_shape_are_skipped(chat: respx.Route) -> None:
+    # Given a stream whose tool-call fragments include ones no server should send
+    odd: list[dict[str, Any]] = [
+        chunk(tool_calls="not a list"),
+        tool_chunk("not an object"),  # type: ignore[arg-type]
+        tool_chunk(tool_fragment(None, arguments="no index")),
+        tool_chunk(tool_fragment("0", arguments="index as text")),
+        tool_chunk(tool_fragment(-1, arguments="negative index")),
+        tool_chunk({"index": 0, "function": ["not", "an", "object"]}),
+        tool_chunk(tool_fragment(0, arguments=42)),  # type: ignore[arg-type]
+        tool_chunk(tool_fragment(2, arguments='{"city": "nowhere"}')),  # never named: cannot be run
+    ]
+    chat.mock(
+        return_value=sse_response(
+            sse(
+                chunk("Checking."),
+                tool_chunk(tool_fragment(0, name="weather_get", arguments='{"city": ')),
+                *odd,
+                # some servers repeat the name in every fragment: it is not doubled
+                tool_chunk(tool_fragment(0, name="weather_get", arguments='"Lyon"}')),
+                chunk(finish="tool_calls"),
+            )
+        )
+    )
+
+    # When it is streamed
+    events = await drain(make_provider().stream(HELLO, params=WITH_TOOLS))
+
+    # Then the text and the one well-formed call arrive; a call without an id gets one from its index
+    assert events[:-1] == [
+        TextDelta("Checking."),
+        ToolCalls((ToolCall(id="call_0", name="weather_get", arguments='{"city": "Lyon"}'),)),
+    ]
+
+
+async def test_tool_call_fragments_keep_the_stream_alive_like_text(chat: respx.Route) -> None:
+    # The arguments take longer than the first-token timeout in all, but never stall for the read timeout.
+    body = ScriptedBody(
+        sse(chunk(role="assistant")),
+        sse(tool_chunk(tool_fragment(0, id="call_1", name="weather_get", arguments='{"city":'))),
+        0.15,
+        sse(tool_chunk(tool_fragment(0, arguments=' "Lyon"'))),
+        0.15,
+        sse(tool_chunk(tool_fragment(0, arguments="}")), chunk(finish="tool_calls")),
+    )
+    chat.mock(return_value=sse_response(body))
+
+    events = await drain(make_provider(first_token_timeout=0.2, read_timeout=0.5).stream(HELLO, params=WITH_TOOLS))
+
+    assert events[0] == ToolCalls((ToolCall(id="call_1", name="weather_get", arguments='{"city": "Lyon"}'),))
+
+
+async def test_a_tool_call_without_server_usage_counts_its_arguments(chat: respx.Route) -> None:
+    arguments = '{"city": "Lyon", "days": 3, "units": "metric"}'
+    chat.mock(
+        return_value=sse_response(
+            sse(
+                tool_chunk(tool_fragment(0, id="call_1", name="weather_get", arguments=arguments)),
+                chunk(finish="tool_calls"),
+            )
+        )
+    )
+
+    events = await drain(make_provider().stream(HELLO, params=WITH_TOOLS))
+
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.usage == Usage(
+        prompt_tokens=16, completion_tokens=count_tokens("weather_get" + arguments), estimated=True
+    )
+    assert end.usage.completion_tokens > 10
+
+
+async def test_tools_and_tool_messages_are_sent_in_openais_format(chat: respx.Route) -> None:
+    chat.mock(return_value=sse_response(hello_stream()))
+    call = ToolCall(id="call_9", name="weather_get", arguments='{"city": "Lyon"}')
+    messages = [
+        *HELLO,
+        ChatMessage(role="assistant", content="Let me look.", tool_calls=(call,)),
+        ChatMessage(role="tool", content="Sunny, 21 °C", tool_call_id="call_9"),
+    ]
+
+    await drain(make_provider().stream(messages, params=WITH_TOOLS))
+
+    body = request_json(chat.calls.last)
+    assert body["messages"][2:] == [
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "weather_get", "arguments": '{"city": "Lyon"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_9", "content": "Sunny, 21 °C"},
+    ]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather_get",
+                "description": "The forecast for a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    assert body["tool_choice"] == "auto"
+
+
+async def test_without_tool_support_no_tools_are_sent(chat: respx.Route) -> None:
+    chat.mock(side_effect=[sse_response(hello_stream()), httpx.Response(200, json=completion_body())])
+    provider = make_provider(supports_tools=False)
+
+    await drain(provider.stream(HELLO, params=WITH_TOOLS))
+    await provider.complete(HELLO, params=WITH_TOOLS)
+
+    assert provider.supports_tools is False
+    for call in chat.calls:
+        assert not {"tools", "tool_choice"} & set(request_json(call))
+    assert chat.call_count == 2
+
+
+async def test_no_tools_given_sends_no_tools(chat: respx.Route) -> None:
+    chat.mock(return_value=sse_response(hello_stream()))
+
+    await drain(make_provider().stream(HELLO, params=CompletionParams(tools=())))
+
+    assert not {"tools", "tool_choice"} & set(request_json(chat.calls.last))
+
+
+async def test_complete_returns_the_tool_calls(chat: respx.Route) -> None:
+    body = completion_body(None, finish="tool_calls")
+    body["choices"][0]["message"]["tool_calls"] = [
+        {"id": "call_x", "type": "function", "function": {"name": "weather_get", "arguments": '{"city": "Lyon"}'}},
+        {"type": "function", "function": {"name": "weather_get", "arguments": '{"city": "Nice"}'}},
+        {"id": "call_nameless", "type": "function", "function": {"arguments": "{}"}},
+    ]
+    chat.mock(return_value=httpx.Response(200, json=body))
+
+    completion = await make_provider().complete(HELLO, params=WITH_TOOLS)
+
+    assert completion.tool_calls == (
+        ToolCall(id="call_x", name="weather_get", arguments='{"city": "Lyon"}'),
+        ToolCall(id="call_1", name="weather_get", arguments='{"city": "Nice"}'),
+    )
+    assert (completion.text, completion.finish_reason) == ("", "tool_calls")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "registry.ollama.ai/library/gemma:2b does not support tools",
+        '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+        "tools param requires --jinja flag",
+        "Unsupported parameter: 'tools' is not supported with this model.",
+        "Function calling is not enabled for this model",
+    ],
+)
+async def test_a_400_refusing_tools_is_tools_unsupported(chat: respx.Route, message: str) -> None:
+    chat.mock(return_value=error_response(400, message=message))
+
+    with pytest.raises(ToolsUnsupported) as caught:
+        await drain(make_provider().stream(HELLO, params=WITH_TOOLS))
+
+    assert isinstance(caught.value, BadRequest)
+    assert (caught.value.code, caught.value.retryable, caught.value.status_code) == ("tools_unsupported", False, 400)
+
+
+async def test_a_400_about_a_bad_tool_schema_stays_a_bad_request(chat: respx.Route) -> None:
+    chat.mock(return_value=error_response(400, message="Invalid schema for function 'weather_get': 'tools' is wrong"))
+
+    with pytest.raises(BadRequest) as caught:
+        await drain(make_provider().stream(HELLO, params=WITH_TOOLS))
+
+    assert type(caught.value) is BadRequest

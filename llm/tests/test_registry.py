@@ -10,10 +10,10 @@ from pytest_django.fixtures import Settings
 from llm.errors import NotConfigured
 from llm.fake import FakeProvider
 from llm.providers.openai import OpenAICompatibleProvider
-from llm.registry import provider_get, provider_health, provider_reset
+from llm.registry import ProviderWithoutTools, provider_get, provider_health, provider_reset
 from llm.resilience import ResilientProvider
 from llm.tests.custom_providers import EchoProvider
-from llm.tests.helpers import HELLO, drain
+from llm.tests.helpers import HELLO, drain, texts
 
 
 @pytest.fixture
@@ -119,3 +119,34 @@ async def test_without_key_or_base_url_calls_fail_at_once_with_no_request(
     assert provider_health()["breaker"]["failures"] == 0
     assert "LLM_API_KEY" in streamed.value.user_message
     assert not no_network.called
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, True), (True, True), (False, False)])
+def test_llm_tools_says_whether_the_openai_provider_sends_tools(
+    llm_settings: Settings, setting: bool | None, expected: bool
+) -> None:
+    if setting is not None:
+        llm_settings.LLM_TOOLS = setting
+    elif hasattr(llm_settings, "LLM_TOOLS"):
+        del llm_settings.LLM_TOOLS
+
+    provider = provider_get()
+
+    assert isinstance(provider, ResilientProvider)
+    assert (provider.supports_tools, provider.inner.supports_tools) == (expected, expected)
+
+
+async def test_a_custom_provider_from_before_tools_still_loads_and_offers_none(llm_settings: Settings) -> None:
+    llm_settings.LLM_PROVIDER = "llm.tests.custom_providers.ProviderBeforeTools"
+
+    provider = provider_get()
+    events = await drain(provider.stream(HELLO))
+
+    assert isinstance(provider, ProviderWithoutTools)
+    assert (provider.name, provider.default_model, provider.configured, provider.supports_tools) == (
+        "before-tools",
+        "old-1",
+        True,
+        False,
+    )
+    assert "".join(texts(events)) == "old"

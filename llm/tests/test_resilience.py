@@ -7,7 +7,19 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider, StreamEnd, StreamEvent, TextDelta, Usage
+from llm.base import (
+    ChatMessage,
+    Completion,
+    CompletionParams,
+    LLMProvider,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCalls,
+    ToolSpec,
+    Usage,
+)
 from llm.breaker import BreakerState, CircuitBreaker
 from llm.errors import (
     AuthenticationFailed,
@@ -31,17 +43,18 @@ from llm.usage import CallStats, MeteredStream
 
 END = StreamEnd(finish_reason="stop", usage=Usage(prompt_tokens=5, completion_tokens=2), model="scripted-model")
 
-Step = str | LLMError | None  # a delta, an error raised there, or None: end without StreamEnd
+Step = str | ToolCalls | LLMError | None  # a delta or tool calls, an error raised there, or None: end without StreamEnd
 
 
 @dataclass
 class ScriptedProvider:
-    """Each call plays the next script: text deltas, then StreamEnd, unless an error comes first."""
+    """Each call plays the next script: text deltas (and ToolCalls), then StreamEnd, unless an error comes first."""
 
     scripts: list[list[Step]]
     configured: bool = True
     name: str = "scripted"
     default_model: str = "scripted-model"
+    supports_tools: bool = False
     calls: int = 0  # scripts played (a stream counts once it is iterated)
     closed: int = 0
     block: asyncio.Event | None = None  # when set, each stream waits on it before its first step
@@ -76,7 +89,7 @@ class ScriptedProvider:
                     raise step
                 if step is None:
                     return
-                yield TextDelta(step)
+                yield step if isinstance(step, ToolCalls) else TextDelta(step)
             yield END
         finally:
             self.closed += 1
@@ -549,3 +562,67 @@ def test_a_threshold_of_zero_disables_the_breaker() -> None:
         permit.failure()
 
     assert breaker.state is BreakerState.CLOSED
+
+
+# -- tools --------------------------------------------------------------------------------------------
+
+CALLS = ToolCalls((ToolCall(id="call_1", name="weather_get", arguments='{"city": "Lyon"}'),))
+WEATHER = ToolSpec(name="weather_get", description="The forecast.", parameters={"type": "object"})
+
+
+async def test_tool_calls_after_a_retry_before_any_text_arrive_once() -> None:
+    r = rig([Unavailable()], [CALLS])
+
+    events = await drain(r.provider.stream(HELLO))
+
+    assert events == [CALLS, END]
+    assert r.inner.calls == 2
+
+
+async def test_tool_calls_after_a_resumed_text_arrive_once_after_the_rest_of_it() -> None:
+    r = rig(["Let me ", ConnectionDropped("gone")], ["Let me ", "check.", CALLS])
+
+    stream = r.provider.stream(HELLO)
+    events = await drain(stream)
+
+    assert events == [TextDelta("Let me "), TextDelta("check."), CALLS, END]
+    assert (stream.stats.resumed, stream.stats.outcome) == (True, "ok")
+
+
+async def test_tool_calls_already_passed_on_are_not_passed_on_again_by_a_retry() -> None:
+    # An inner provider that breaks between its ToolCalls and its StreamEnd (ours never does).
+    r = rig([CALLS, ConnectionDropped("gone")], [CALLS])
+
+    events = await drain(r.provider.stream(HELLO))
+
+    assert events == [CALLS, END]
+    assert r.inner.calls == 2
+
+
+async def test_the_seed_set_for_a_stream_keeps_the_tools() -> None:
+    r = rig(["Hi"])
+
+    await drain(r.provider.stream(HELLO, params=CompletionParams(temperature=0.3, tools=(WEATHER,))))
+
+    (sent,) = r.inner.params
+    assert sent is not None
+    assert sent.seed is not None
+    assert (sent.tools, sent.temperature) == ((WEATHER,), 0.3)
+
+
+async def test_complete_passes_the_tools_through() -> None:
+    r = rig(["Hi"])
+    params = CompletionParams(tools=(WEATHER,))
+
+    await r.provider.complete(HELLO, params=params)
+
+    assert r.inner.params == [params]
+
+
+def test_supports_tools_is_the_inner_providers() -> None:
+    r = rig()
+    r.inner.supports_tools = True
+
+    assert r.provider.supports_tools is True
+    r.inner.supports_tools = False
+    assert r.provider.supports_tools is False

@@ -9,7 +9,17 @@ import pytest
 import respx
 
 from core.logging import JsonFormatter
-from llm.base import ChatMessage, CompletionParams, StreamEnd, StreamEvent, TextDelta, Usage
+from llm.base import (
+    ChatMessage,
+    CompletionParams,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCalls,
+    ToolSpec,
+    Usage,
+)
 from llm.errors import AuthenticationFailed, StreamIncomplete, Unavailable
 from llm.fake import FakeProvider
 from llm.providers.openai import OpenAICompatibleProvider
@@ -255,3 +265,22 @@ def test_the_meter_logs_only_once() -> None:
     meter.failed(Unavailable())
 
     assert meter.stats.outcome == "cancelled"
+
+
+async def test_tool_calls_pass_through_metering_and_usage_comes_from_the_end() -> None:
+    lyon = ToolCall(id="call_1", name="weather_get", arguments='{"city": "Lyon"}')
+    tools = CompletionParams(tools=(ToolSpec(name="weather_get", description="The forecast.", parameters={}),))
+    fake = FakeProvider(tool_rounds=[(lyon,)])
+
+    stream = call_stream(provider=fake, messages=MESSAGES, params=tools)
+    events = await drain(stream)
+
+    assert events[0] == ToolCalls((lyon,))
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert (stream.stats.outcome, stream.stats.finish_reason) == ("ok", "tool_calls")
+    assert (stream.stats.prompt_tokens, stream.stats.completion_tokens) == (
+        end.usage.prompt_tokens,
+        end.usage.completion_tokens,
+    )
+    assert stream.stats.ttft_ms is None  # no text reached the caller
