@@ -52,4 +52,11 @@ def estimate_tokens(text: str) -> int:
 
 
 def count_message_tokens(messages: Sequence[ChatMessage]) -> int:
-    return sum(count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages) + 2
+    """The prompt's tokens: each message's content, the tool calls an assistant message carries, and overheads."""
+    return sum(count_tokens(m.content) + _tool_calls_tokens(m) + MESSAGE_OVERHEAD_TOKENS for m in messages) + 2
+
+
+def _tool_calls_tokens(message: ChatMessage) -> int:
+    if not message.tool_calls:
+        return 0
+    return sum(count_tokens(call.name + call.arguments) for call in message.tool_calls)
