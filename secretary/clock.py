@@ -17,8 +17,9 @@ the first of the two.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import Literal
 
-from dateutil.rrule import DAILY, FR, MO, TH, TU, WE, WEEKLY, rrule
+from dateutil.rrule import DAILY, FR, MO, TH, TU, WE, WEEKLY, rrule, weekday
 
 from core.errors import InvalidInput
 from core.timezones import zone_get
@@ -28,10 +29,11 @@ PAST_GRACE = timedelta(minutes=1)
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
 
 # The recurrences offered, as RFC 5545 rules over local wall-clock times.
-_RULES = {
-    "daily": {"freq": DAILY},
-    "weekdays": {"freq": DAILY, "byweekday": (MO, TU, WE, TH, FR)},
-    "weekly": {"freq": WEEKLY},
+# dateutil types the frequency as its constants: DAILY is 3, WEEKLY is 2.
+_RULES: dict[str, tuple[Literal[3, 2], tuple[weekday, ...] | None]] = {
+    "daily": (DAILY, None),
+    "weekdays": (DAILY, (MO, TU, WE, TH, FR)),
+    "weekly": (WEEKLY, None),
 }
 RECURRENCES = ("", *_RULES)
 
@@ -129,7 +131,8 @@ def occurrence_next(*, due_at: datetime, zone_name: str, recurrence: str, after:
     zone = zone_get(zone_name)
     start = due_at.astimezone(zone).replace(tzinfo=None)
     after_local = after.astimezone(zone).replace(tzinfo=None)
-    for wall in rrule(dtstart=start, **rule).xafter(after_local, count=3, inc=False):  # type: ignore[arg-type]
+    frequency, days = rule
+    for wall in rrule(frequency, dtstart=start, byweekday=days).xafter(after_local, count=3, inc=False):
         # A wall time in a gap reads with the offset before the change: 02:30 becomes 03:30.
         candidate = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
         if candidate > after:

@@ -88,6 +88,27 @@ class Token:
 
 
 @dataclass(frozen=True, slots=True)
+class Action:
+    """A tool the reply ran (secretary mode): what it was asked, and what came of it."""
+
+    message_id: int
+    name: str
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, str] | None
+
+    def frame(self) -> Frame:
+        return {
+            "type": "action",
+            "message_id": self.message_id,
+            "name": self.name,
+            "arguments": self.arguments,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyEnd:
     message_id: int
     status: str
@@ -127,4 +148,4 @@ class ErrorEvent:
         return frame
 
 
-TurnEvent = MessageCreated | ModeChanged | AiNotice | SafetyAlert | ReplyStart | Token | ReplyEnd | ErrorEvent
+TurnEvent = MessageCreated | ModeChanged | AiNotice | SafetyAlert | ReplyStart | Token | Action | ReplyEnd | ErrorEvent

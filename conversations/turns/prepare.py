@@ -29,7 +29,7 @@ from conversations.turns.request import TurnRequest
 from core.db import CompiledQuery
 from core.errors import NotFound
 from core.modes import Mode
-from llm.base import ChatMessage
+from llm.base import ChatMessage, ToolSpec
 from llm.prompts import (
     PromptContext,
     crisis_fallback_line,
@@ -40,6 +40,7 @@ from llm.prompts import (
 from memory.selectors import SummaryForPrompt, memory_list_for_prompt
 from safety.detector import CrisisAssessment, crisis_assess
 from safety.selectors import Resource, crisis_resources_for_locale
+from secretary.tools import SECRETARY_TOOLS
 
 FACTS_IN_PROMPT = 30
 CRISIS_CONTEXT_MESSAGES = 4  # earlier user messages the crisis detector reads with the new one
@@ -91,6 +92,7 @@ class TurnPlan:
     resources: tuple[Resource, ...]  # the crisis lines of the user's locale, on a flagged turn
     safety_state: str  # the conversation's state after this turn: "crisis" or "" (calm)
     ai_notice: bool  # the AI notice is due and goes out with this turn
+    tools: tuple[ToolSpec, ...] = ()  # offered to the model: the secretary's, in secretary mode only
 
     @property
     def mode(self) -> str:
@@ -140,9 +142,13 @@ def message_list_for_prompt(*, conversation_id: int, after_id: int) -> list[Hist
     return [HistoryRow(*row) for row in rows]
 
 
-def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> TurnPlan:
+def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest, tools_supported: bool = False) -> TurnPlan:
     """Assess the message for a crisis, route it and build the prompt. The caller holds the
-    conversation's lock, so no other message can be stored in it before this turn's are."""
+    conversation's lock, so no other message can be stored in it before this turn's are.
+
+    The secretary's tools are offered in secretary mode when the provider supports them, never
+    in intimate mode, and never on a crisis turn (its reply is about the person, not a to-do).
+    """
     avatar = avatar_for_turn(avatar_id=conversation.avatar_id, version=conversation.avatar_version)
     profile = conversation.profile
     summary = conversation.summary
@@ -159,11 +165,14 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> T
         user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT
     )
     now = timezone.now()
+    tools = SECRETARY_TOOLS if tools_supported and decision.mode == Mode.SECRETARY and not crisis.crisis else ()
     prompt_context = PromptContext(
         persona=avatar.persona,
         user_display_name=profile.display_name or conversation.username,
         facts=facts,
         now=now,
+        timezone_name=profile.timezone,
+        actions=bool(tools),
     )
     resources: tuple[Resource, ...] = ()
     fallback_lines = avatar.fallback_lines
@@ -201,6 +210,7 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest) -> T
         resources=resources,
         safety_state=SAFETY_CRISIS if crisis.crisis else "",
         ai_notice=ai_notice_due(last=conversation.ai_notice_at, now=now),
+        tools=tools,
     )
 
 

@@ -36,6 +36,7 @@ from channels.db import database_sync_to_async
 from conversations import realtime
 from conversations.models import Status
 from conversations.turns.events import (
+    Action,
     AiNotice,
     ErrorEvent,
     MessageCreated,
@@ -60,12 +61,14 @@ from conversations.turns.stream import (
     ReplyState,
     StartedStream,
     StoreFailed,
+    ToolActor,
     reply_stream,
 )
 from core.errors import DomainError
-from llm.base import LLMProvider
+from llm.base import ChatMessage, LLMProvider, ToolCall
 from llm.prompts import AI_NOTICE
 from memory.services import conversation_memory_schedule
+from secretary.tools import ToolOutcome, ToolRefused, tool_arguments_parse, tool_call_run
 
 logger = logging.getLogger("companion.turns")
 
@@ -139,14 +142,21 @@ async def turn_start(
 async def _turn_begin(
     user_id: int, conversation_id: int, request: TurnRequest, provider: LLMProvider, listener: EventSink | None
 ) -> "RunningTurn":
-    prepared = await _on_begin_thread(_turn_prepare, user_id=user_id, conversation_id=conversation_id, request=request)
+    prepared = await _on_begin_thread(
+        _turn_prepare,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        request=request,
+        tools_supported=bool(getattr(provider, "supports_tools", False)),
+    )
     if isinstance(prepared, DuplicateTurn):
         return _duplicate_start(prepared, listener)
     plan = prepared
     # The model call goes out now; the writes below overlap its latency instead of adding to
     # the time to first token. The user message is still stored before message.created.
     try:
-        stream = StartedStream(provider, plan)
+        params = replace(plan.request.params, tools=plan.tools) if plan.tools else plan.request.params
+        stream = StartedStream(provider, plan.messages, params)
     except BaseException:
         await _on_begin_thread(turn_locks_release, user_id=user_id, conversation_id=conversation_id)
         raise
@@ -197,7 +207,9 @@ def turn_cancel_local(conversation_id: int) -> bool:
 # --- Preparing and storing (sync, on the database thread) ----------------------------------
 
 
-def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -> TurnPlan | DuplicateTurn:
+def _turn_prepare(
+    *, user_id: int, conversation_id: int, request: TurnRequest, tools_supported: bool
+) -> TurnPlan | DuplicateTurn:
     conversation = turn_conversation_get(user_id=user_id, conversation_id=conversation_id)
     duplicate = turn_duplicate_get(conversation_id=conversation.pk, mode=conversation.mode, client_id=request.client_id)
     if duplicate is not None:
@@ -207,7 +219,7 @@ def _turn_prepare(*, user_id: int, conversation_id: int, request: TurnRequest) -
     turn_locks_acquire(user_id=user_id, conversation_id=conversation_id)
     try:
         message_rate_check(user_id=user_id)
-        return turn_plan_make(conversation=conversation, request=request)
+        return turn_plan_make(conversation=conversation, request=request, tools_supported=tools_supported)
     except BaseException:
         turn_locks_release(user_id=user_id, conversation_id=conversation_id)
         raise
@@ -375,7 +387,13 @@ async def _turn_run(
         # reply's row as cancelled and free the locks, or they would outlive the turn.
         running.cancel.set()
     outcome = await reply_stream(
-        plan=plan, stream=stream, reply=reply_state, cancel=running.cancel, emit=emit, default_model=default_model
+        plan=plan,
+        stream=stream,
+        reply=reply_state,
+        cancel=running.cancel,
+        emit=emit,
+        default_model=default_model,
+        act=_tool_actor(plan, stored, emit) if plan.tools else None,
     )
     reply_state.ended = True  # a socket resuming from now on reads the stored reply
     # The reply is stored even if this task is being cancelled (client gone): shield the write.
@@ -414,6 +432,57 @@ async def _turn_run(
         except Exception:
             logger.exception("scheduling memory work failed; the beat sweep catches up")
     return TurnResult(stored.user_message, reply, plan.mode, plan.mode_event.frame() if plan.mode_event else None)
+
+
+def _tool_actor(plan: TurnPlan, stored: StoredTurn, emit: EventSink) -> ToolActor:
+    """Runs a round's tool calls for this turn's user, one after another, each with its `action` frame."""
+    offered = {tool.name for tool in plan.tools}
+
+    async def act(calls: tuple[ToolCall, ...]) -> list[ChatMessage]:
+        answers: list[ChatMessage] = []
+        for call in calls:
+            arguments: dict[str, Any] = {}
+            try:
+                arguments = tool_arguments_parse(call.arguments)
+                if call.name not in offered:
+                    raise ToolRefused("unknown_tool", f"There is no tool named {call.name[:64]!r}.")
+                # The write is shielded: a stop (or a client gone) must not leave half an action.
+                outcome = await asyncio.shield(
+                    _on_begin_thread(
+                        tool_call_run,
+                        user_id=plan.user_id,
+                        conversation_id=plan.conversation_id,
+                        source_message_id=stored.user_message["id"],
+                        name=call.name,
+                        arguments=arguments,
+                    )
+                )
+            except ToolRefused as refused:
+                outcome = ToolOutcome(error={"code": refused.code, "message": refused.message})
+            # Names and codes only in the log: never the arguments (they hold the user's words).
+            logger.info(
+                "tool called",
+                extra={
+                    "data": {
+                        "message_id": stored.reply_id,
+                        "tool": call.name[:64],
+                        "error": (outcome.error or {}).get("code"),
+                    }
+                },
+            )
+            await emit(
+                Action(
+                    message_id=stored.reply_id,
+                    name=call.name[:64],
+                    arguments=arguments,
+                    result=outcome.result,
+                    error=outcome.error,
+                )
+            )
+            answers.append(ChatMessage(role="tool", content=outcome.for_model(), tool_call_id=call.id))
+        return answers
+
+    return act
 
 
 def _reply_end_from_dict(reply: dict[str, Any]) -> ReplyEnd:
