@@ -29,6 +29,14 @@ _DUE_LOCAL = {
     "description": "The user's own wall-clock time, YYYY-MM-DDTHH:MM (no UTC offset); it is read in their time zone.",
 }
 
+_BY_ID = {
+    "type": "object",
+    "properties": {"id": {"type": "integer", "description": "The id from the list."}},
+    "required": ["id"],
+    "additionalProperties": False,
+}
+_NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
+
 SECRETARY_TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(
         name="reminder_create",
@@ -54,17 +62,12 @@ SECRETARY_TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(
         name="reminder_list",
         description="The user's pending reminders, soonest first, with their ids.",
-        parameters={"type": "object", "properties": {}, "additionalProperties": False},
+        parameters=_NO_ARGUMENTS,
     ),
     ToolSpec(
         name="reminder_cancel",
         description="Cancel one pending reminder by its id (from reminder_list).",
-        parameters={
-            "type": "object",
-            "properties": {"id": {"type": "integer"}},
-            "required": ["id"],
-            "additionalProperties": False,
-        },
+        parameters=_BY_ID,
     ),
     ToolSpec(
         name="task_add",
@@ -83,20 +86,14 @@ SECRETARY_TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(
         name="task_list",
         description="The user's to-do list: open items first, with their ids.",
-        parameters={"type": "object", "properties": {}, "additionalProperties": False},
+        parameters=_NO_ARGUMENTS,
     ),
     ToolSpec(
         name="task_complete",
         description="Tick off one to-do item by its id (from task_list).",
-        parameters={
-            "type": "object",
-            "properties": {"id": {"type": "integer"}},
-            "required": ["id"],
-            "additionalProperties": False,
-        },
+        parameters=_BY_ID,
     ),
 )
-TOOL_NAMES = frozenset(tool.name for tool in SECRETARY_TOOLS)
 
 
 class ToolRefused(Exception):

@@ -12,6 +12,7 @@ from typing import Any
 
 import factory
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 
 from accounts.models import Profile
@@ -130,6 +131,31 @@ async def turn_complete(
         user_id=user_id, conversation_id=conversation_id, message=message, provider=provider, listener=listener
     )
     return await running.result_or_stop(cancel) if cancel is not None else await running.result()
+
+
+def turn_frames(
+    conversation: Conversation,
+    content: str,
+    provider: LLMProvider,
+    *,
+    cancel: asyncio.Event | None = None,
+    **fields: Any,
+) -> list[dict[str, Any]]:
+    """Run one whole turn from sync test code; the frames its listener got, in order."""
+    frames: list[dict[str, Any]] = []
+
+    async def listen(event: Any) -> None:
+        frames.append(event.frame())
+
+    async_to_sync(turn_complete)(
+        user_id=conversation.user_id,
+        conversation_id=conversation.pk,
+        message={"content": content, **fields},
+        provider=provider,
+        listener=listen,
+        cancel=cancel,
+    )
+    return frames
 
 
 # --- websockets through Channels' test communicator ------------------------------------------

@@ -15,7 +15,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from accounts.models import Profile
-from conversations.models import Conversation, Message, Role, Status
+from conversations.models import Message, Role, Status
 from conversations.turns import TurnEvent, turn_start
 from conversations.turns.stream import TOOL_ROUNDS_MAX
 from core.modes import Mode
@@ -23,7 +23,8 @@ from llm.base import ChatMessage, CompletionParams, StreamEvent, ToolCall
 from llm.errors import ToolsUnsupported
 from llm.fake import FakeProvider
 from secretary.models import Reminder, Task
-from testing.support import ConversationFactory, turn_complete
+from testing.support import ConversationFactory
+from testing.support import turn_frames as run_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,25 +35,6 @@ def call(name: str, arguments: Any, call_id: str = "call_1") -> ToolCall:
 
 def tomorrow_local(zone_hours: int = 0, at: str = "09:00") -> str:
     return (timezone.now() + timedelta(days=1, hours=zone_hours)).strftime(f"%Y-%m-%dT{at}")
-
-
-def run_turn(
-    conversation: Conversation, content: str, provider: FakeProvider, cancel: asyncio.Event | None = None
-) -> list[dict[str, Any]]:
-    frames: list[dict[str, Any]] = []
-
-    async def emit(event: TurnEvent) -> None:
-        frames.append(event.frame())
-
-    async_to_sync(turn_complete)(
-        user_id=conversation.user_id,
-        conversation_id=conversation.pk,
-        message={"content": content},
-        provider=provider,
-        listener=emit,
-        cancel=cancel,
-    )
-    return frames
 
 
 def of_type(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Profile
-from conversations.models import Conversation, Message, Role, Status
+from conversations.models import Message, Role, Status
 from conversations.services import conversation_create
 from conversations.turns import Busy, TurnEvent, turn_cancel_local, turn_running, turn_start
 from conversations.turns import run as turns_run
@@ -23,24 +23,9 @@ from core.errors import InvalidInput, NotFound, Throttled
 from llm.errors import NotConfigured, Unavailable
 from llm.fake import FakeProvider
 from testing.support import AvatarFactory, ConversationFactory, MessageFactory, UserFactory, turn_complete
+from testing.support import turn_frames as run_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_turn(conversation: Conversation, content: str, provider: FakeProvider, **kwargs: Any) -> list[dict[str, Any]]:
-    frames: list[dict[str, Any]] = []
-
-    async def emit(event: TurnEvent) -> None:
-        frames.append(event.frame())
-
-    async_to_sync(turn_complete)(
-        user_id=conversation.user_id,
-        conversation_id=conversation.pk,
-        message={"content": content, **kwargs},
-        provider=provider,
-        listener=emit,
-    )
-    return frames
 
 
 def test_a_turn_emits_contract_events_in_order_and_stores_both_messages() -> None:
