@@ -1,14 +1,11 @@
 """ASGI entry point: HTTP through Django, websockets through Channels, and the lifespan.
 
-Django's ASGI handler ignores the `lifespan` scope; `Lifespan` answers it, and on embedded
-defaults (`SCHEDULER_IN_PROCESS`, on without REDIS_URL) starts the in-process scheduler
-(secretary/ticker.py) when the server starts and stops it when the server stops.
+Django's ASGI handler ignores the `lifespan` scope: `companion.lifespan.Lifespan` answers it
+(the in-process scheduler of embedded defaults starts and stops with the server).
 """
 
 import gc
-import logging
 import os
-from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -21,6 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from companion.lifespan import Lifespan  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -36,47 +34,6 @@ class BrowserOriginValidator(OriginValidator):
 
 
 allowed_hosts = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-
-
-class Lifespan:
-    """Answers the ASGI lifespan protocol around `app`; every other scope goes to `app`."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.ticker: Any = None  # the SchedulerTicker, while the server runs one
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-        while True:
-            event = await receive()
-            if event["type"] == "lifespan.startup":
-                try:
-                    self.startup()
-                except Exception as exc:
-                    logging.getLogger("companion").exception("startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif event["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    def startup(self) -> None:
-        if not settings.SCHEDULER_IN_PROCESS:
-            return
-        from llm.registry import provider_get
-        from secretary.ticker import SchedulerTicker
-
-        self.ticker = SchedulerTicker(provider_get=provider_get)
-        self.ticker.start()
-
-    async def shutdown(self) -> None:
-        if self.ticker is not None:
-            await self.ticker.stop()
-            self.ticker = None
 
 
 application = Lifespan(

@@ -14,6 +14,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from companion.lifespan import Lifespan
 from conversations.models import Message
 from llm.registry import provider_reset
 from secretary.models import Reminder
@@ -39,6 +40,26 @@ def test_loading_the_application_moves_the_startup_heap_out_of_the_garbage_colle
 
 
 # --- The lifespan: the in-process scheduler of embedded defaults ------------------------------
+
+
+class NotServing:
+    """The application the lifespan wraps: never reached by a lifespan scope."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError(f"the lifespan handler passed on a {scope['type']} scope")
+
+
+def test_the_served_application_answers_the_lifespan() -> None:
+    # The server process loads companion.asgi:application; its lifespan is ours
+    output = subprocess.run(
+        [sys.executable, "-c", "import companion.asgi as a; print(type(a.application).__name__)"],
+        cwd=PROJECT_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "companion.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert output.stdout.strip().splitlines()[-1] == "Lifespan"
 
 
 class LifespanDriver:
@@ -81,8 +102,7 @@ async def test_the_server_starts_a_scheduler_that_delivers_a_due_reminder_and_st
     settings: Any, fake_model: None
 ) -> None:
     # Given embedded defaults (no Redis: the scheduler runs in the server) and a reminder due now
-    from companion.asgi import application
-
+    application = Lifespan(NotServing())
     settings.SCHEDULER_IN_PROCESS = True
     settings.SCHEDULER_TICK_SECONDS = 0.05
     conversation = await database_sync_to_async(ConversationFactory)()
@@ -118,8 +138,7 @@ async def test_the_server_starts_a_scheduler_that_delivers_a_due_reminder_and_st
 
 
 async def test_with_redis_the_server_leaves_scheduling_to_beat(settings: Any) -> None:
-    from companion.asgi import application
-
+    application = Lifespan(NotServing())
     settings.SCHEDULER_IN_PROCESS = False
     server = LifespanDriver(application)
 
