@@ -1,4 +1,8 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels."""
+"""ASGI entry point: HTTP through Django, websockets through Channels, and the lifespan.
+
+Django's ASGI handler ignores the `lifespan` scope: `companion.lifespan.Lifespan` answers it
+(the in-process scheduler of embedded defaults starts and stops with the server).
+"""
 
 import gc
 import os
@@ -14,6 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from companion.lifespan import Lifespan  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -31,11 +36,13 @@ class BrowserOriginValidator(OriginValidator):
 allowed_hosts = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns), allowed_hosts),
-    }
+application = Lifespan(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns), allowed_hosts),
+        }
+    )
 )
 
 # Everything loaded so far (Django, the apps, openai, pydantic) lives as long as the process:

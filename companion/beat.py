@@ -11,6 +11,9 @@ from typing import Any
 from celery.schedules import crontab
 
 SUMMARY_SWEEP_SECONDS = 5 * 60
+# A reminder is delivered within 5 s of its time (CONTRACT.md): beat sends the delivery every 2 s.
+REMINDERS_DELIVER_SECONDS = 2.0
+PROACTIVE_SWEEP_SECONDS = 60.0
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Catches conversations whose summary enqueue was lost (memory.services.summary_sweep).
@@ -19,6 +22,18 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": float(SUMMARY_SWEEP_SECONDS),
         # A sweep still queued when the next one is due is worth nothing: drop it.
         "options": {"expires": SUMMARY_SWEEP_SECONDS - 30},
+    },
+    # Due reminders (secretary.delivery): claimed, so overlapping runs never send twice.
+    "reminders-deliver-due": {
+        "task": "secretary.reminders_deliver_due",
+        "schedule": REMINDERS_DELIVER_SECONDS,
+        "options": {"expires": REMINDERS_DELIVER_SECONDS},
+    },
+    # Check-ins after a silence (secretary.proactive).
+    "proactive-sweep": {
+        "task": "secretary.proactive_sweep",
+        "schedule": PROACTIVE_SWEEP_SECONDS,
+        "options": {"expires": PROACTIVE_SWEEP_SECONDS - 10},
     },
     # Expired API tokens (accounts.services.api_token_delete_expired), at a quiet hour.
     "api-token-delete-expired": {

@@ -257,3 +257,19 @@ SUMMARY_KEEP_RECENT: int = env.int("SUMMARY_KEEP_RECENT", default=12)
 SUMMARY_TRIGGER_MESSAGES: int = env.int("SUMMARY_TRIGGER_MESSAGES", default=8)
 SUMMARY_MAX_TOKENS: int = env.int("SUMMARY_MAX_TOKENS", default=600)
 MEMORY_MAX_FACTS: int = env.int("MEMORY_MAX_FACTS", default=200)
+
+# --- Secretary: reminders, check-ins, push (docs/operations.md, "Scheduled messages") ------
+# Without REDIS_URL the ASGI server runs the scheduler itself (secretary/ticker.py); with it, beat and a worker do.
+SCHEDULER_IN_PROCESS: bool = env.bool("SCHEDULER_IN_PROCESS", default=not REDIS_URL)
+SCHEDULER_TICK_SECONDS: float = env.float("SCHEDULER_TICK_SECONDS", default=1.0)
+PROACTIVE_SWEEP_SECONDS: float = env.float("PROACTIVE_SWEEP_SECONDS", default=60.0)
+REMINDER_CLAIM_LEASE_SECONDS: float = env.float("REMINDER_CLAIM_LEASE_SECONDS", default=60.0)
+REMINDER_ATTEMPTS_MAX: int = env.int("REMINDER_ATTEMPTS_MAX", default=5)
+REMINDER_DELIVERY_BATCH: int = env.int("REMINDER_DELIVERY_BATCH", default=100)
+SCHEDULED_CONCURRENCY: int = env.int("SCHEDULED_CONCURRENCY", default=8)
+SCHEDULED_MODEL_TIMEOUT: float = env.float("SCHEDULED_MODEL_TIMEOUT", default=5.0)
+# Push for messages the user did not ask for: a dotted path to a callable (core/push.py).
+PUSH_BACKEND: str = env.str("PUSH_BACKEND", default="core.push.push_nothing")
+PUSH_WEBHOOK_URL: str = env.str("PUSH_WEBHOOK_URL", default="")
+PUSH_WEBHOOK_SECRET: str = env.str("PUSH_WEBHOOK_SECRET", default="")
+PUSH_WEBHOOK_TIMEOUT: float = env.float("PUSH_WEBHOOK_TIMEOUT", default=3.0)

@@ -18,6 +18,7 @@ from conversations.schemas import (
     ConversationPatchIn,
     MessageIn,
     MessagePageOut,
+    ReadIn,
     SummaryOut,
     TurnOut,
 )
@@ -46,10 +47,17 @@ def conversation_out(conversation: Conversation) -> dict[str, Any]:
         "mode": conversation.mode,
         "mode_locked": conversation.mode_locked,
         "message_count": conversation.message_count,
+        "unread": _unread(conversation),
         "created_at": conversation.created_at,
         "updated_at": conversation.updated_at,
         "last_message_at": conversation.last_message_at,
     }
+
+
+def _unread(conversation: Conversation) -> int:
+    # A list annotates it (one query for the page); a single conversation counts it here.
+    unread = getattr(conversation, "unread", None)
+    return unread if unread is not None else selectors.conversation_unread_count(conversation=conversation)
 
 
 @router.post("/conversations", response={201: ConversationOut})
@@ -88,6 +96,14 @@ def conversation_patch(request: HttpRequest, conversation_id: int, payload: Conv
         from conversations.realtime import conversation_event_broadcast
 
         conversation_event_broadcast(conversation_id=conversation.pk, event=event)
+    return conversation_out(conversation)
+
+
+@router.post("/conversations/{conversation_id}/read", response=ConversationOut)
+def conversation_read(request: HttpRequest, conversation_id: int, payload: ReadIn | None = None) -> dict[str, Any]:
+    """Mark the conversation read up to `message_id` (default its newest message): `unread` drops to what follows."""
+    conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
+    services.conversation_read_mark(conversation=conversation, message_id=payload.message_id if payload else None)
     return conversation_out(conversation)
 
 

@@ -65,6 +65,8 @@ class Message(models.Model):
     reminder = models.ForeignKey(
         "secretary.Reminder", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
     )
+    # A reminder sent more than a minute after its time (a restart, a backlog): clients may say so.
+    late = models.BooleanField(default=False)
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # The mode decision that routed this user message: {mode, score, matched, switch, source, blocked, ...}
     route = models.JSONField(null=True, blank=True)

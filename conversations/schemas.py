@@ -31,9 +31,14 @@ class ConversationOut(Schema):
     mode: str
     mode_locked: bool
     message_count: int
+    unread: int = Field(description="Assistant messages since the user last read (POST .../read clears it).")
     created_at: datetime
     updated_at: datetime
     last_message_at: datetime | None
+
+
+class ReadIn(Schema):
+    message_id: int | None = Field(None, ge=1, le=2**63 - 1, description="Read up to this message; default the newest.")
 
 
 class MessageIn(Schema):

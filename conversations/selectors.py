@@ -6,11 +6,12 @@ from functools import lru_cache
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from avatars.models import Avatar
 from conversations.intents import PhraseBank, phrase_bank_for_avatar
-from conversations.models import Conversation, Message, Status
+from conversations.models import Conversation, Message, Role, Status
 from core.errors import NotFound
 from llm.prompts import Persona, persona_from_avatar
 
@@ -64,10 +65,32 @@ def _avatar_for_turn_at(avatar_id: int, version: datetime) -> AvatarForTurn:
 
 
 def conversation_list(*, user: User, avatar_id: int | None = None) -> QuerySet[Conversation]:
+    """The user's conversations, newest first, each with `unread` (one query for the page)."""
     conversations = Conversation.objects.select_related("avatar").filter(user_id=user.pk)
     if avatar_id is not None:
         conversations = conversations.filter(avatar_id=avatar_id)
-    return conversations.order_by("-updated_at", "-id")
+    return conversations.annotate(unread=_unread_count()).order_by("-updated_at", "-id")
+
+
+def conversation_unread_count(*, conversation: Conversation) -> int:
+    """Assistant messages after the newest one the user has read."""
+    return _unread_messages(conversation.pk, conversation.last_read_message_id or 0).count()
+
+
+def _unread_messages(conversation: Any, after_id: Any) -> QuerySet[Message]:
+    return Message.objects.filter(conversation_id=conversation, role=Role.ASSISTANT, pk__gt=after_id)
+
+
+def _unread_count() -> Coalesce:
+    # A correlated subquery, not a JOIN with GROUP BY: the page's other columns stay as they are.
+    counted = (
+        _unread_messages(OuterRef("pk"), Coalesce(OuterRef("last_read_message_id"), 0))
+        .order_by()
+        .values("conversation_id")
+        .annotate(count=Count("id"))
+        .values("count")
+    )
+    return Coalesce(Subquery(counted), 0)
 
 
 def message_page(*, conversation: Conversation, before: int | None, limit: int) -> tuple[list[Message], int | None]:
@@ -103,6 +126,7 @@ def message_dict(message: Message) -> dict[str, Any]:
         "client_id": message.client_id,
         "origin": message.origin,
         "reminder_id": message.reminder_id,
+        "late": message.late,
         "reply_to": message.reply_to_id,
         "route": message.route,
         "safety": message.safety or None,

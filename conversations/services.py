@@ -7,13 +7,14 @@ import random
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.selectors import intimate_block_reason, profile_get
 from avatars.models import Avatar
 from conversations.models import Conversation, Message, Origin, Role
 from conversations.turns.events import ModeChanged
-from core.errors import DomainError, InvalidInput
+from core.errors import DomainError, InvalidInput, NotFound
 from core.modes import Mode
 
 # --- Conversations -------------------------------------------------------------------------
@@ -58,6 +59,25 @@ def conversation_create(*, user: User, avatar_id: int) -> Conversation:
             # The greeting is on screen when the conversation opens: it is not news.
             conversation.last_read_message_id = opening.pk
             conversation.save(update_fields=["message_count", "last_message_at", "last_read_message_id"])
+    return conversation
+
+
+def conversation_read_mark(*, conversation: Conversation, message_id: int | None = None) -> Conversation:
+    """Mark the conversation read up to `message_id` (default: its newest message). It only
+    moves forward: reading an older message on a second device does not unread newer ones.
+    A message of another conversation is a `NotFound`."""
+    messages = Message.objects.filter(conversation_id=conversation.pk)
+    if message_id is None:
+        newest = messages.order_by("-id").values_list("id", flat=True).first()
+        if newest is None:
+            return conversation
+        message_id = newest
+    elif not messages.filter(pk=message_id).exists():
+        raise NotFound("Message not found in this conversation.", field="message_id")
+    Conversation.objects.filter(pk=conversation.pk).filter(
+        Q(last_read_message_id__isnull=True) | Q(last_read_message_id__lt=message_id)
+    ).update(last_read_message_id=message_id)
+    conversation.refresh_from_db(fields=["last_read_message_id"])
     return conversation
 
 

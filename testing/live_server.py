@@ -64,6 +64,8 @@ def _base_env(database_url: str) -> dict[str, str]:
             "DJANGO_DEBUG": "true",
             "PYTHONPATH": str(PROJECT_DIR),
             "LOG_LEVEL": "WARNING",
+            # No scheduler in a test's server unless the test asks for one (extra_env).
+            "SCHEDULER_IN_PROCESS": "false",
         }
     )
     return env

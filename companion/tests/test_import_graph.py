@@ -23,6 +23,7 @@ PACKAGES = (
     "llm",
     "memory",
     "safety",
+    "secretary",
     "testing",
     "web",
 )

@@ -7,9 +7,9 @@ ranges, the model's name), before anything is read, locked or stored. A refusal 
 frame, a line on the terminal).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 
@@ -35,6 +35,29 @@ class TurnRequest:
     @property
     def params(self) -> CompletionParams:
         return CompletionParams(model=self.model, temperature=self.temperature, max_tokens=self.max_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledMessage:
+    """A message the avatar writes first, with no user message: a reminder falling due or a
+    proactive check-in. Built by the server only (`secretary.delivery`, `secretary.proactive`),
+    never parsed from a client's JSON; `turn_start` takes it in place of a client's mapping and
+    runs `conversations.turns.scheduled`.
+
+    `brief` tells the model what the message is about; `fallback` is the text stored when the
+    model is down or not configured. `commit` is called with the new message's id inside the
+    transaction that stores it: False rolls the message back. It is how the caller's claim
+    (a reminder's, a check-in's) is checked and spent, exactly once, with the message.
+    """
+
+    origin: Literal["reminder", "proactive"]
+    user_id: int
+    conversation_id: int
+    brief: str
+    fallback: str
+    commit: Callable[[int], bool]
+    reminder_id: int | None = None
+    late: bool = False  # a reminder sent more than a minute after its time (clients may say so)
 
 
 def turn_request_parse(payload: Mapping[str, Any]) -> TurnRequest:

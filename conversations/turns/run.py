@@ -53,7 +53,7 @@ from conversations.turns.prepare import (
     turn_duplicate_get,
     turn_plan_make,
 )
-from conversations.turns.request import TurnRequest, turn_request_parse
+from conversations.turns.request import ScheduledMessage, TurnRequest, turn_request_parse
 from conversations.turns.store import StoredTurn, reply_outcome_store, turn_messages_store
 from conversations.turns.stream import (
     EventSink,
@@ -117,7 +117,7 @@ async def turn_start(
     *,
     user_id: int,
     conversation_id: int,
-    message: Mapping[str, Any],
+    message: Mapping[str, Any] | ScheduledMessage,
     provider: LLMProvider,
     listener: EventSink | None = None,
 ) -> RunningTurn:
@@ -127,7 +127,17 @@ async def turn_start(
     `temperature`, `max_tokens`). Raises a `DomainError` for anything refused; nothing is
     stored then. A repeated `client_id` is not stored twice: the returned turn replays what
     the first one stored.
+
+    A `ScheduledMessage` (server-side only: a reminder, a check-in) is the other kind of
+    request this door takes: it runs `conversations.turns.scheduled` instead.
     """
+    if isinstance(message, ScheduledMessage):
+        # Imported here: scheduled.py builds on this module (RunningTurn, the emitter).
+        from conversations.turns.scheduled import scheduled_turn_start
+
+        return await scheduled_turn_start(
+            user_id=user_id, conversation_id=conversation_id, message=message, provider=provider, listener=listener
+        )
     request = turn_request_parse(message)
     # From here on, in a task of its own: a caller cancelled meanwhile (its client went away)
     # must not leave the conversation locked or a stored message without its reply. The turn
