@@ -61,6 +61,7 @@ MODIFIER_FACTORS: dict[str, float] = {
     "context": 0.3,  # implicit phrases only
 }
 NEGATION_WINDOW = 3  # words before the phrase where a negation counts
+UNCERTAINTY_WINDOW = 5  # "not sure how much longer i can go on": doubt, not a denial
 # Phrases of hope that a negation turns into the crisis ("no reason to live", "no future").
 NEGATION_AFFIRMS = frozenset({"reason", "point", "will", "future", "hope", "way", "meaning", "purpose", "sense"})
 FIRST_PERSON = frozenset({"i", "me", "my", "myself", "mine"})
@@ -112,6 +113,12 @@ _WORD_MAP: dict[str, str] = {
 _IRREGULAR: dict[str, str] = {"dying": "die", "died": "die", "dies": "die", "took": "take", "taken": "take"}
 _LAUGHING = str.maketrans({"😂": " lol ", "🤣": " lol ", "💀": " lol ", "😭": " lol "})
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u02bc": "'"})
+# A sentence whose end lost its punctuation ("i lost all hopeI don't know", a title run into
+# its text): a lower-case letter straight before a capitalised word marks a clause end.
+_GLUED_SENTENCE = re.compile(r"(?<=[a-z])(?=I\b|I'|[A-Z][a-z])")
+# A swear word written with a star or a sign in it ("sh*t", "f#ck") is no word of the bank:
+# "sh*t" must not read as "sh" (self harm).
+_CENSORED = re.compile(r"\b[a-z]+[*#@$%!]+[a-z]*")
 _CLAUSE_SPLIT = re.compile(r"[.!?;:\n\r]+|,\s*but\s|\sbut\s|\s+-\s+")
 _IS = re.compile(r"\b(it|that|what|there|here|he|she|who|everything|nothing|life)'s\b")
 _CONTRACTION = re.compile(r"(n't|'m|'re|'ve|'ll|'d)\b")
@@ -188,7 +195,8 @@ def text_normalise(text: str) -> str:
 
 def clauses_split(text: str) -> list[str]:
     """A message as normalised clauses, in order."""
-    text = unicodedata.normalize("NFKC", text[:MAX_CHARS]).translate(_APOSTROPHES).translate(_LAUGHING).lower()
+    text = _GLUED_SENTENCE.sub(". ", unicodedata.normalize("NFKC", text[:MAX_CHARS]))
+    text = _CENSORED.sub(" ", text.translate(_APOSTROPHES).translate(_LAUGHING).lower())
     clauses = (text_normalise(part) for part in _CLAUSE_SPLIT.split(text))
     return [clause for clause in clauses if clause]
 
@@ -307,7 +315,10 @@ def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, c
     if phrase_words[0] not in NEGATION_AFFIRMS:
         negators = bank.modifiers.get("negation", ())
         span_negated = any(_contains(span, n) and n not in phrase_words for n in ("not", "never", "no"))
-        if span_negated or any(_contains(window, n) for n in negators):
+        # "i do not know if i can carry on", "not sure i want to live": the negation is of knowing, not of the phrase.
+        doubt_window = " ".join(before.split()[-UNCERTAINTY_WINDOW:])
+        doubting = any(_contains(doubt_window, u) for u in bank.modifiers.get("uncertain", ()))
+        if span_negated or (not doubting and any(_contains(window, n) for n in negators)):
             kinds.append("negation")
     if any(_contains(window, w) for w in bank.modifiers.get("reported", ())):
         kinds.append("reported")  # "someone told me to kill myself"
@@ -358,13 +369,22 @@ def score_join(weights: Sequence[float]) -> float:
 
 
 def _independent(matches: Sequence[Match]) -> list[Match]:
-    """Drop a match whose phrase lies inside a stronger match's phrase ("want to die" in "i want to die")."""
-    kept: list[Match] = []
+    """Drop a match whose phrase lies inside a stronger match's phrase ("want to die" in "i want to die").
+
+    Compared stemmed, as they were matched: "giving up" lies inside "i give up".
+    """
+    kept: list[tuple[str, Match]] = []
     for match in matches:
-        if any(_contains(k.phrase, match.phrase) or _contains(match.phrase, k.phrase) for k in kept):
+        stems = _stems(match.phrase)
+        if any(_contains(held, stems) or _contains(stems, held) for held, _ in kept):
             continue
-        kept.append(match)
-    return kept
+        kept.append((stems, match))
+    return [match for _, match in kept]
+
+
+@lru_cache(maxsize=2048)
+def _stems(phrase: str) -> str:
+    return " ".join(word_stem(word) for word in phrase.split())
 
 
 def crisis_assess(messages: Sequence[str], *, bank: CrisisBank | None = None) -> CrisisAssessment:
