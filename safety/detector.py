@@ -243,6 +243,7 @@ def _contains(haystack: str, needle: str) -> bool:
     return f" {needle} " in f" {haystack} "
 
 
+@lru_cache(maxsize=65536)
 def word_stem(word: str) -> str:
     """A crude stem, the same for a phrase's words and a message's: "ending", "ended", "ends" -> "end"."""
     word = _IRREGULAR.get(word, word)
@@ -257,6 +258,7 @@ def _clause_matches(clause: str, bank: CrisisBank, message_index: int) -> list[M
     present = frozenset(words)
     candidates = sorted({index for word in present for index in bank.by_anchor.get(word, ())})
     matches: list[Match] = []
+    in_clause: dict[str, tuple[str, ...]] | None = None  # the clause's modifiers, read once if any phrase matches
     for index in candidates:
         if not bank.phrase_words[index].issubset(present):
             continue
@@ -268,7 +270,9 @@ def _clause_matches(clause: str, bank: CrisisBank, message_index: int) -> list[M
         original = clause.split()
         span = " ".join(original[start:end])
         similarity = fuzz.ratio(phrase.text, span)
-        kinds = _modifiers_found(bank, phrase, span, " ".join(original[:start]), clause)
+        if in_clause is None:
+            in_clause = _clause_modifiers(clause, bank)
+        kinds = _modifiers_found(bank, phrase, span, " ".join(original[:start]), in_clause)
         weight = phrase.weight * (0.5 + similarity / 200.0)
         for kind in kinds:
             weight *= MODIFIER_FACTORS[kind]
@@ -307,7 +311,18 @@ def _word_correct_cached(word: str, long_words: tuple[str, ...]) -> str:
     return found[0] if found is not None else word
 
 
-def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, clause: str) -> tuple[str, ...]:
+CLAUSE_MODIFIERS = ("figurative", "fiction", "hypothetical", "past", "context")  # looked for in the whole clause
+
+
+def _clause_modifiers(clause: str, bank: CrisisBank) -> dict[str, tuple[str, ...]]:
+    """The clause-wide modifiers it contains, by kind."""
+    padded = f" {clause} "
+    return {kind: tuple(w for w in bank.modifiers.get(kind, ()) if f" {w} " in padded) for kind in CLAUSE_MODIFIERS}
+
+
+def _modifiers_found(
+    bank: CrisisBank, phrase: Phrase, span: str, before: str, in_clause: dict[str, tuple[str, ...]]
+) -> tuple[str, ...]:
     kinds: list[str] = []
     window = " ".join(before.split()[-NEGATION_WINDOW:])
     phrase_words = phrase.text.split()
@@ -328,10 +343,10 @@ def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, c
     ):
         kinds.append("third_person")
     # Words of the phrase itself ("no longer" in "no longer want to live") are not a modifier of it.
-    for kind in ("figurative", "fiction", "hypothetical", "past", "context"):
+    for kind in CLAUSE_MODIFIERS:
         if kind == "context" and phrase.category != "implicit":
             continue
-        if any(_contains(clause, w) and not _contains(phrase.text, w) for w in bank.modifiers.get(kind, ())):
+        if any(not _contains(phrase.text, w) for w in in_clause[kind]):
             kinds.append(kind)
     return tuple(kinds)
 
