@@ -234,7 +234,7 @@ def test_someone_else_named_after_a_first_person_phrase_does_not_weigh_it_down()
         ["i just want to stop being a burden to everyone"],
         # doubt is not denial
         ["i don't know how much longer i can do this"],
-        ["i'm not sure i can carry on like this"],
+        ["no idea if i can go on like this"],
         # farewell and timing: each needs company, which the conversation gives
         ["i won't be around much longer"],
         ["i'm so tired of everything", "tonight is the night"],
@@ -297,7 +297,7 @@ def test_an_ambiguous_intent_alone_waits_for_company(messages: list[str]) -> Non
 
 
 def test_doubt_before_a_phrase_is_not_read_as_its_denial() -> None:
-    doubt = crisis_assess(["not sure how much longer i can go on"])
+    doubt = crisis_assess(["i really do not know how much longer i can do this"])
     denial = crisis_assess(["i would never kill myself"])
 
     assert all("negation" not in label for label in doubt.matched)
