@@ -128,6 +128,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             frame = ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame()
             if isinstance(exc, Throttled):
                 frame["retry_after"] = exc.retry_after  # seconds, as the REST answer's Retry-After header
+            if isinstance(exc, services.IntimateBlocked):
+                frame["reason"] = exc.reason  # as the REST answer's body
             await self._send_frame(frame)
 
     def _frame_parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:

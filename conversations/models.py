@@ -5,6 +5,9 @@ from django.db.models import Q
 from avatars.models import Avatar
 from core.modes import Mode
 
+# The value of `Conversation.safety_state` and `Message.safety` after the crisis detector flagged a turn.
+SAFETY_CRISIS = "crisis"
+
 
 class Conversation(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")

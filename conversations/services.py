@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from accounts.selectors import intimate_block_reason, profile_get
 from avatars.models import Avatar
-from conversations.models import Conversation, Message, Origin, Role
+from conversations.models import SAFETY_CRISIS, Conversation, Message, Origin, Role
 from conversations.turns.events import ModeChanged
+from conversations.turns.prepare import SAFETY_BLOCK_REASON
 from core.errors import DomainError, InvalidInput, NotFound
 from core.modes import Mode
 
@@ -91,7 +92,8 @@ def conversation_mode_set(
     """A user's explicit choice: `mode` locks it (unless `mode_locked` says otherwise), "auto" releases the lock.
 
     Returns the mode event to send, or None when nothing changed. Intimate mode is refused
-    with a `forbidden` error naming the reason when the gate is closed.
+    with an `intimate_blocked` error naming the reason when the gate is closed, and while the
+    conversation's crisis is unresolved (reason "safety", until a calm turn clears it).
     """
     previous, previous_lock = conversation.mode, conversation.mode_locked
     if mode == "auto":
@@ -104,9 +106,11 @@ def conversation_mode_set(
         new_mode, new_lock = previous, previous_lock if mode_locked is None else mode_locked
 
     if new_mode == Mode.INTIMATE:
-        reason = intimate_block_reason(
+        reason: str | None = intimate_block_reason(
             profile=profile_get(user=user), avatar_allows=conversation.avatar.intimate_allowed
         )
+        if not reason and conversation.safety_state == SAFETY_CRISIS:
+            reason = SAFETY_BLOCK_REASON
         if reason:
             raise IntimateBlocked(reason)
 
@@ -126,6 +130,7 @@ class IntimateBlocked(DomainError):
             "avatar_disallows": "This avatar does not offer intimate mode.",
             "adult_required": "Intimate mode is for adults: confirm your age in your profile first.",
             "opt_in_required": "Intimate mode is off: turn it on in your profile first.",
+            SAFETY_BLOCK_REASON: "Intimate mode is paused for now; it comes back once a calmer message clears it.",
         }
         super().__init__(messages.get(reason, "Intimate mode is not available."), field="mode")
         self.reason = reason

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from avatars.selectors import avatar_get_visible
-from conversations.models import Conversation, Message, Role, Status
+from conversations.models import SAFETY_CRISIS, Conversation, Message, Role, Status
 from core.db import CompiledQuery
 from core.errors import NotFound
 from llm.prompts.memory import facts_worth_extracting
@@ -100,9 +100,11 @@ def memory_extraction_is_worthwhile(*, message_id: int) -> bool:
 
     A user message that passes `llm.prompts.memory.facts_worth_extracting`, read with the
     companion's reply before it (an answer to "when is her birthday?" passes whatever it says).
+    Never one the crisis detector flagged: what a person says in crisis (health, means, the
+    people they would leave) is not mined into facts (docs/safety.md).
     """
-    message = Message.objects.filter(pk=message_id).only("id", "conversation_id", "role", "content").first()
-    if message is None or message.role != Role.USER:
+    message = Message.objects.filter(pk=message_id).only("id", "conversation_id", "role", "content", "safety").first()
+    if message is None or message.role != Role.USER or message.safety == SAFETY_CRISIS:
         return False
     return facts_worth_extracting(message.content, previous_reply=reply_get_before(message=message))
 

@@ -35,7 +35,7 @@ from django.utils import timezone
 from rapidfuzz import fuzz, process, utils
 
 from accounts.models import Profile
-from conversations.models import Conversation, Message, Role
+from conversations.models import SAFETY_CRISIS, Conversation, Message, Role
 from core import background
 from core.errors import InvalidInput
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
@@ -301,13 +301,13 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
     never rewritten. At `MEMORY_MAX_FACTS` for the user and avatar, the least recently
     updated unpinned fact makes room. Running it twice for a message changes nothing more.
     Output that is not the JSON asked for raises `OutputRejected` and stores nothing. A
-    message that fails `memory_extraction_is_worthwhile` ("ok", a question to the companion)
-    calls no model.
+    message that fails `memory_extraction_is_worthwhile` ("ok", a question to the companion,
+    a message flagged as a crisis) calls no model.
     """
     if not provider.configured:
         return []
     message = Message.objects.select_related("conversation__avatar", "conversation__user").filter(pk=message_id).first()
-    if message is None or message.role != Role.USER:
+    if message is None or message.role != Role.USER or message.safety == SAFETY_CRISIS:
         return []
     previous_reply = reply_get_before(message=message)
     if not facts_worth_extracting(message.content, previous_reply=previous_reply):

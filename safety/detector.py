@@ -61,6 +61,7 @@ MODIFIER_FACTORS: dict[str, float] = {
     "context": 0.3,  # implicit phrases only
 }
 NEGATION_WINDOW = 3  # words before the phrase where a negation counts
+UNCERTAINTY_WINDOW = 5  # "not sure how much longer i can go on": doubt, not a denial
 # Phrases of hope that a negation turns into the crisis ("no reason to live", "no future").
 NEGATION_AFFIRMS = frozenset({"reason", "point", "will", "future", "hope", "way", "meaning", "purpose", "sense"})
 FIRST_PERSON = frozenset({"i", "me", "my", "myself", "mine"})
@@ -112,6 +113,12 @@ _WORD_MAP: dict[str, str] = {
 _IRREGULAR: dict[str, str] = {"dying": "die", "died": "die", "dies": "die", "took": "take", "taken": "take"}
 _LAUGHING = str.maketrans({"😂": " lol ", "🤣": " lol ", "💀": " lol ", "😭": " lol "})
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u02bc": "'"})
+# A sentence whose end lost its punctuation ("i lost all hopeI don't know", a title run into
+# its text): a lower-case letter straight before a capitalised word marks a clause end.
+_GLUED_SENTENCE = re.compile(r"(?<=[a-z])(?=I\b|I'|[A-Z][a-z])")
+# A swear word written with a star or a sign in it ("sh*t", "f#ck") is no word of the bank:
+# "sh*t" must not read as "sh" (self harm).
+_CENSORED = re.compile(r"\b[a-z]+[*#@$%!]+[a-z]*")
 _CLAUSE_SPLIT = re.compile(r"[.!?;:\n\r]+|,\s*but\s|\sbut\s|\s+-\s+")
 _IS = re.compile(r"\b(it|that|what|there|here|he|she|who|everything|nothing|life)'s\b")
 _CONTRACTION = re.compile(r"(n't|'m|'re|'ve|'ll|'d)\b")
@@ -188,7 +195,8 @@ def text_normalise(text: str) -> str:
 
 def clauses_split(text: str) -> list[str]:
     """A message as normalised clauses, in order."""
-    text = unicodedata.normalize("NFKC", text[:MAX_CHARS]).translate(_APOSTROPHES).translate(_LAUGHING).lower()
+    text = _GLUED_SENTENCE.sub(". ", unicodedata.normalize("NFKC", text[:MAX_CHARS]))
+    text = _CENSORED.sub(" ", text.translate(_APOSTROPHES).translate(_LAUGHING).lower())
     clauses = (text_normalise(part) for part in _CLAUSE_SPLIT.split(text))
     return [clause for clause in clauses if clause]
 
@@ -235,6 +243,7 @@ def _contains(haystack: str, needle: str) -> bool:
     return f" {needle} " in f" {haystack} "
 
 
+@lru_cache(maxsize=65536)
 def word_stem(word: str) -> str:
     """A crude stem, the same for a phrase's words and a message's: "ending", "ended", "ends" -> "end"."""
     word = _IRREGULAR.get(word, word)
@@ -249,6 +258,7 @@ def _clause_matches(clause: str, bank: CrisisBank, message_index: int) -> list[M
     present = frozenset(words)
     candidates = sorted({index for word in present for index in bank.by_anchor.get(word, ())})
     matches: list[Match] = []
+    in_clause: dict[str, tuple[str, ...]] | None = None  # the clause's modifiers, read once if any phrase matches
     for index in candidates:
         if not bank.phrase_words[index].issubset(present):
             continue
@@ -260,7 +270,9 @@ def _clause_matches(clause: str, bank: CrisisBank, message_index: int) -> list[M
         original = clause.split()
         span = " ".join(original[start:end])
         similarity = fuzz.ratio(phrase.text, span)
-        kinds = _modifiers_found(bank, phrase, span, " ".join(original[:start]), clause)
+        if in_clause is None:
+            in_clause = _clause_modifiers(clause, bank)
+        kinds = _modifiers_found(bank, phrase, span, " ".join(original[:start]), in_clause)
         weight = phrase.weight * (0.5 + similarity / 200.0)
         for kind in kinds:
             weight *= MODIFIER_FACTORS[kind]
@@ -299,7 +311,18 @@ def _word_correct_cached(word: str, long_words: tuple[str, ...]) -> str:
     return found[0] if found is not None else word
 
 
-def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, clause: str) -> tuple[str, ...]:
+CLAUSE_MODIFIERS = ("figurative", "fiction", "hypothetical", "past", "context")  # looked for in the whole clause
+
+
+def _clause_modifiers(clause: str, bank: CrisisBank) -> dict[str, tuple[str, ...]]:
+    """The clause-wide modifiers it contains, by kind."""
+    padded = f" {clause} "
+    return {kind: tuple(w for w in bank.modifiers.get(kind, ()) if f" {w} " in padded) for kind in CLAUSE_MODIFIERS}
+
+
+def _modifiers_found(
+    bank: CrisisBank, phrase: Phrase, span: str, before: str, in_clause: dict[str, tuple[str, ...]]
+) -> tuple[str, ...]:
     kinds: list[str] = []
     window = " ".join(before.split()[-NEGATION_WINDOW:])
     phrase_words = phrase.text.split()
@@ -307,7 +330,10 @@ def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, c
     if phrase_words[0] not in NEGATION_AFFIRMS:
         negators = bank.modifiers.get("negation", ())
         span_negated = any(_contains(span, n) and n not in phrase_words for n in ("not", "never", "no"))
-        if span_negated or any(_contains(window, n) for n in negators):
+        # "i do not know if i can carry on", "not sure i want to live": the negation is of knowing, not of the phrase.
+        doubt_window = " ".join(before.split()[-UNCERTAINTY_WINDOW:])
+        doubting = any(_contains(doubt_window, u) for u in bank.modifiers.get("uncertain", ()))
+        if span_negated or (not doubting and any(_contains(window, n) for n in negators)):
             kinds.append("negation")
     if any(_contains(window, w) for w in bank.modifiers.get("reported", ())):
         kinds.append("reported")  # "someone told me to kill myself"
@@ -317,10 +343,10 @@ def _modifiers_found(bank: CrisisBank, phrase: Phrase, span: str, before: str, c
     ):
         kinds.append("third_person")
     # Words of the phrase itself ("no longer" in "no longer want to live") are not a modifier of it.
-    for kind in ("figurative", "fiction", "hypothetical", "past", "context"):
+    for kind in CLAUSE_MODIFIERS:
         if kind == "context" and phrase.category != "implicit":
             continue
-        if any(_contains(clause, w) and not _contains(phrase.text, w) for w in bank.modifiers.get(kind, ())):
+        if any(not _contains(phrase.text, w) for w in in_clause[kind]):
             kinds.append(kind)
     return tuple(kinds)
 
@@ -358,13 +384,22 @@ def score_join(weights: Sequence[float]) -> float:
 
 
 def _independent(matches: Sequence[Match]) -> list[Match]:
-    """Drop a match whose phrase lies inside a stronger match's phrase ("want to die" in "i want to die")."""
-    kept: list[Match] = []
+    """Drop a match whose phrase lies inside a stronger match's phrase ("want to die" in "i want to die").
+
+    Compared stemmed, as they were matched: "giving up" lies inside "i give up".
+    """
+    kept: list[tuple[str, Match]] = []
     for match in matches:
-        if any(_contains(k.phrase, match.phrase) or _contains(match.phrase, k.phrase) for k in kept):
+        stems = _stems(match.phrase)
+        if any(_contains(held, stems) or _contains(stems, held) for held, _ in kept):
             continue
-        kept.append(match)
-    return kept
+        kept.append((stems, match))
+    return [match for _, match in kept]
+
+
+@lru_cache(maxsize=2048)
+def _stems(phrase: str) -> str:
+    return " ".join(word_stem(word) for word in phrase.split())
 
 
 def crisis_assess(messages: Sequence[str], *, bank: CrisisBank | None = None) -> CrisisAssessment:

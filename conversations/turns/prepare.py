@@ -22,9 +22,9 @@ from accounts.models import Profile
 from accounts.selectors import intimate_block_reason
 from conversations.context import ContextBudget, HistoryItem, context_build
 from conversations.intents import RouteDecision, RouterSettings, route_message
-from conversations.models import Conversation, Message, Role, Status
+from conversations.models import SAFETY_CRISIS, Conversation, Message, Role, Status
 from conversations.selectors import AvatarForTurn, avatar_for_turn, message_dict
-from conversations.turns.events import ModeChanged
+from conversations.turns.events import ModeChanged, SafetyAlert
 from conversations.turns.request import TurnRequest
 from core.db import CompiledQuery
 from core.errors import NotFound
@@ -44,7 +44,6 @@ from secretary.tools import SECRETARY_TOOLS
 
 FACTS_IN_PROMPT = 30
 CRISIS_CONTEXT_MESSAGES = 4  # earlier user messages the crisis detector reads with the new one
-SAFETY_CRISIS = "crisis"
 SAFETY_BLOCK_REASON = "safety"  # why intimate mode is closed while a crisis is unresolved
 
 
@@ -301,6 +300,8 @@ class DuplicateTurn:
     mode: str
     user_message: dict[str, Any]
     reply: dict[str, Any] | None  # None while that turn's reply has no row yet
+    # A crisis message sent again: its safety frame again, for the device that missed the first.
+    safety_alert: SafetyAlert | None = None
 
 
 def turn_duplicate_get(*, conversation_id: int, mode: str, client_id: str | None) -> DuplicateTurn | None:
@@ -316,4 +317,13 @@ def turn_duplicate_get(*, conversation_id: int, mode: str, client_id: str | None
         mode=mode,
         user_message={**message_dict(existing), "duplicate": True},
         reply=message_dict(reply) if reply else None,
+        safety_alert=_safety_alert_again(existing) if existing.safety == SAFETY_CRISIS else None,
     )
+
+
+def _safety_alert_again(message: Message) -> SafetyAlert:
+    """The flagged message's safety frame, with today's lines of its owner's locale."""
+    owner = Profile.objects.filter(user__conversations=message.conversation_id)
+    locale = owner.values_list("locale", flat=True).first()
+    resources = crisis_resources_for_locale(locale=locale or "")
+    return SafetyAlert(message_id=message.pk, resources=tuple(resource.as_dict() for resource in resources))

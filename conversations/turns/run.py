@@ -347,6 +347,10 @@ def _duplicate_start(duplicate: DuplicateTurn, listener: EventSink | None) -> Ru
 
 async def _duplicate_replay(duplicate: DuplicateTurn, emit: EventSink, listener: EventSink | None) -> TurnResult:
     await emit(MessageCreated(duplicate.user_message))
+    if duplicate.safety_alert is not None:
+        # The client retried: the device that missed the crisis card gets it now. It is the same
+        # referral, so the operator's counts are not incremented again.
+        await emit(duplicate.safety_alert)
     reply = duplicate.reply
     if reply is not None and reply["status"] == Status.STREAMING:
         # The first turn is still streaming: its events reach every socket as they come. Its

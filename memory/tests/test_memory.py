@@ -725,6 +725,26 @@ def test_assistant_messages_and_small_talk_call_no_model(chat: Conversation, rol
     assert not Memory.objects.exists()
 
 
+def test_a_message_flagged_as_a_crisis_is_never_mined_for_facts(chat: Conversation) -> None:
+    # Given a user message the crisis detector flagged, full of health details
+    message = MessageFactory(
+        conversation=chat,
+        role=Role.USER,
+        content="I'm on sertraline since my diagnosis in March and I have a plan for tonight.",
+        safety="crisis",
+    )
+    provider = FakeProvider(reply=facts_reply(("medication", "Sam takes sertraline.")))
+
+    # When extraction is asked for it (a task queued before, or called directly)
+    worthwhile = selectors.memory_extraction_is_worthwhile(message_id=message.pk)
+    created = services.memory_extract(message_id=message.pk, provider=provider)
+
+    # Then it is not worth extracting, no model is called and nothing is remembered
+    assert (worthwhile, created) == (False, [])
+    assert provider.calls == []
+    assert not Memory.objects.exists()
+
+
 def test_at_the_bound_the_least_recently_updated_unpinned_fact_makes_room(chat: Conversation, settings: Any) -> None:
     settings.MEMORY_MAX_FACTS = 3
     pinned = Memory.objects.create(user=chat.user, avatar=chat.avatar, key="a", text="Pinned fact one.", pinned=True)
@@ -886,6 +906,24 @@ def test_schedule_enqueues_extraction_only_for_messages_that_may_disclose_a_fact
         ("conversations.extract_memories", {"message_id": fact.pk}),
         ("conversations.extract_memories", {"message_id": answer.pk}),
     ]
+
+
+@pytest.mark.django_db
+def test_schedule_queues_no_extraction_for_a_crisis_message_but_still_the_summary(
+    small_window: Any, enqueued: list[tuple[str, dict[str, int]]], django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given a conversation due for a summary whose newest user message was flagged as a crisis
+    conversation = ConversationFactory()
+    history(conversation, 8)
+    flagged = MessageFactory(
+        conversation=conversation, role=Role.USER, content="My sister Ana found my pills today.", safety="crisis"
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=flagged.pk)
+
+    # Then no fact extraction is queued; the summary still covers the conversation
+    assert enqueued == [("conversations.summarize_conversation", {"conversation_id": conversation.pk})]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -205,3 +205,118 @@ def test_someone_else_named_after_a_first_person_phrase_does_not_weigh_it_down()
 
     assert assessment.crisis is True
     assert assessment.matched[0] == "kill myself"
+
+
+# --- by screening theme: a wish to be dead, thoughts, method, intent, plan, preparation -------------
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        # a wish to be dead, passive
+        ["i wish i could just not wake up tomorrow"],
+        ["sometimes i hope i die in my sleep"],
+        ["honestly i don't care if i die"],
+        ["i keep wishing something would happen to me so it would all stop"],
+        ["i hope i get hit by a bus on the way home, seriously"],
+        # active thoughts, in other words
+        ["i want to end everything"],
+        ["i think about offing myself every day"],
+        # method
+        ["i've been stockpiling my meds for a few weeks"],
+        ["i keep thinking about driving my car into a wall"],
+        # self-harm urges
+        ["the urge to cut is so strong tonight"],
+        ["i want to cut again"],
+        # burden
+        ["i think everyone would be better off if i wasn't around"],
+        ["my family would be better off", "i'm just a weight on them"],
+        ["i just want to stop being a burden to everyone"],
+        # doubt is not denial
+        ["i don't know how much longer i can do this"],
+        ["no idea if i can go on like this"],
+        # farewell and timing: each needs company, which the conversation gives
+        ["i won't be around much longer"],
+        ["i'm so tired of everything", "tonight is the night"],
+        ["i've made up my mind", "i know how i'm going to do it"],
+        ["i've written the letters", "i'm sorry for everything"],
+        ["i've put my affairs in order", "found a home for my cat"],
+        ["what's even the point anymore", "nobody will miss me"],
+    ],
+)
+def test_each_screening_theme_is_flagged_in_everyday_words(messages: list[str]) -> None:
+    assert flagged(*messages) is True
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "my last day at work is friday, so excited",
+        "we set the date for the wedding!",
+        "i almost got hit by a car today, scary",
+        "i took all my meds this morning like the doctor said",
+        "honestly i'm better off without him",
+        "i really let myself go this winter, time for the gym",
+        "can you leave a note for me to buy milk",
+        "i made up my mind, i'm buying the blue one",
+        "tonight is the night! prom!!",
+        "i'm going to do it, i'm asking her out",
+        "that exam was sh*t",
+        "it was a turning point in my life",
+        "i relapsed and had a drink last night, annoyed at myself",
+        "i can't even wake up without coffee",
+        "my grandma wrote her will last year",
+        "i gave away my old clothes to charity",
+        "i crashed my car into a pole, insurance is a nightmare",
+        "we walked into the ocean at sunset, it was freezing",
+        "my uncle keeps a shotgun for hunting",
+        "we've been stockpiling snacks for the movie night",
+        "is there any point buying the pro version?",
+        "i'm reading a novel where the hero writes a note and leaves",
+        "i'm so embarrassed i want to die bruh",
+        "sorry for everything i said yesterday, i was tired",
+    ],
+)
+def test_the_everyday_sense_of_the_same_words_is_not_flagged(message: str) -> None:
+    assert flagged(message) is False
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        # a timing or a farewell alone, with nothing before it, is not yet a crisis
+        ["tonight is the night"],
+        ["i picked a date", "it's next friday"],
+    ],
+)
+def test_an_ambiguous_intent_alone_waits_for_company(messages: list[str]) -> None:
+    assessment = crisis_assess(messages)
+
+    assert assessment.crisis is False
+    assert assessment.matched  # it is seen, and counts once another signal comes
+
+
+def test_doubt_before_a_phrase_is_not_read_as_its_denial() -> None:
+    doubt = crisis_assess(["i really do not know how much longer i can do this"])
+    denial = crisis_assess(["i would never kill myself"])
+
+    assert all("negation" not in label for label in doubt.matched)
+    assert any("negation" in label for label in denial.matched)
+
+
+def test_a_sentence_run_into_the_next_without_punctuation_is_split_there() -> None:
+    assert clauses_split("Lost all hopeI don't know") == ["lost all hope", "i do not know"]
+    assert clauses_split("i want to dieMy mom") == ["i want to die", "my mom"]
+
+
+def test_a_censored_swear_word_is_not_read_as_chat_shorthand() -> None:
+    # "sh" alone is chat for self harm; "sh*t" is not
+    assert clauses_split("that was sh*t honestly") == ["that was honestly"]
+    assert crisis_assess(["that was sh*t honestly"]).matched == []
+
+
+def test_the_same_words_matched_by_two_phrases_count_once() -> None:
+    # "i give up" and "giving up" match the same words after stemming: one signal, not two
+    assessment = crisis_assess(["i might give up"])
+
+    assert assessment.own_score == pytest.approx(max(m.weight for m in assessment.matches))

@@ -7,7 +7,7 @@ message is stored with safety "crisis"; intimate mode stays closed until a calm 
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
@@ -36,10 +36,15 @@ def fake_model() -> Iterator[None]:
         yield
 
 
-async def turn_over_socket(conversation: Conversation, content: str) -> list[dict[str, Any]]:
+async def turn_over_socket(
+    conversation: Conversation, content: str, *, client_id: str | None = None
+) -> list[dict[str, Any]]:
     ws = await ws_connect(conversation)
     try:
-        await ws.send_to(text_data=json.dumps({"type": "message", "content": content}))
+        frame_out: dict[str, Any] = {"type": "message", "content": content}
+        if client_id is not None:
+            frame_out["client_id"] = client_id
+        await ws.send_to(text_data=json.dumps(frame_out))
         frames: list[dict[str, Any]] = []
         while True:
             frame = json.loads(await ws.receive_from(timeout=10))
@@ -134,6 +139,96 @@ async def test_intimate_mode_stays_closed_on_the_calm_turn_after_a_crisis_and_op
     after = await turn_over_socket(conversation, "/intimate")
     start = next(f for f in after if f["type"] == "reply.start")
     assert start["mode"] == "intimate"
+
+
+async def set_mode_over_socket(conversation: Conversation, mode: str) -> dict[str, Any]:
+    ws = await ws_connect(conversation)
+    try:
+        await ws.send_to(text_data=json.dumps({"type": "set_mode", "mode": mode}))
+        answer: dict[str, Any] = json.loads(await ws.receive_from(timeout=10))
+        return answer
+    finally:
+        await ws.disconnect()
+
+
+async def test_an_explicit_switch_to_intimate_is_refused_until_a_calm_turn_clears_the_crisis() -> None:
+    # Given an intimate conversation, locked, whose last turn was a crisis
+    conversation = await database_sync_to_async(conversation_make)(mode="intimate", locked=True)
+    await turn_over_socket(conversation, CRISIS)
+
+    # When the user asks for intimate mode with a set_mode frame
+    refused = await set_mode_over_socket(conversation, "intimate")
+
+    # Then it is refused like any closed gate, naming the safety reason; nothing changed
+    assert (refused["type"], refused["code"], refused["reason"], refused["retryable"]) == (
+        "error",
+        "intimate_blocked",
+        "safety",
+        False,
+    )
+    stored = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
+    assert (stored.mode, stored.mode_locked, stored.safety_state) == ("secretary", True, "crisis")
+
+    # And once a calm turn has cleared the state, the same frame switches the mode
+    await turn_over_socket(conversation, CALM)
+    switched = await set_mode_over_socket(conversation, "intimate")
+    assert (switched["type"], switched["mode"], switched["reason"]["source"]) == ("mode", "intimate", "user")
+
+
+def test_a_patch_to_intimate_during_a_crisis_is_refused_with_the_safety_reason(
+    client: Any, bearer_for: Callable[[User], dict[str, str]]
+) -> None:
+    # Given a conversation the detector flagged, out of intimate mode and unlocked
+    conversation = conversation_make(mode="secretary")
+    Conversation.objects.filter(pk=conversation.pk).update(safety_state="crisis")
+
+    # When the user patches it to intimate
+    response = client.patch(
+        f"/api/conversations/{conversation.pk}",
+        data=json.dumps({"mode": "intimate"}),
+        content_type="application/json",
+        headers=bearer_for(conversation.user),
+    )
+
+    # Then a 403 with the code and the reason, and the conversation is as it was
+    assert response.status_code == 403
+    assert (response.json()["code"], response.json()["reason"]) == ("intimate_blocked", "safety")
+    conversation.refresh_from_db()
+    assert (conversation.mode, conversation.mode_locked) == ("secretary", False)
+
+
+async def test_a_retried_crisis_message_replays_the_safety_frame_and_counts_one_referral() -> None:
+    # Given a crisis message sent with a client_id, answered once
+    conversation = await database_sync_to_async(conversation_make)(locale="GB")
+    first = await turn_over_socket(conversation, CRISIS, client_id="c-crisis")
+    first_safety = next(f for f in first if f["type"] == "safety")
+
+    # When the client sends it again (it never saw the answer)
+    again = await turn_over_socket(conversation, CRISIS, client_id="c-crisis")
+
+    # Then the replay carries the safety frame again, after the stored message, before the reply
+    assert types(again) == ["message.created", "safety", "reply.end"]
+    assert again[0]["message"]["duplicate"] is True
+    safety = next(f for f in again if f["type"] == "safety")
+    assert safety == first_safety
+    assert [(r["name"], r["phone"]) for r in safety["resources"]] == [("Samaritans", "116 123")]
+    # And it is one message, one model call, one referral in the operator's counts
+    provider = provider_get()
+    assert isinstance(provider, FakeProvider)
+    assert len(provider.calls) == 1
+    user_messages = await database_sync_to_async(Message.objects.filter(role=Role.USER).count)()
+    assert user_messages == 1
+    counts = await database_sync_to_async(SafetyDailyCount.objects.get)()
+    assert (counts.crisis_detections, counts.referrals_shown) == (1, 1)
+
+
+async def test_a_retried_calm_message_replays_no_safety_frame() -> None:
+    conversation = await database_sync_to_async(conversation_make)()
+    await turn_over_socket(conversation, CALM, client_id="c-calm")
+
+    again = await turn_over_socket(conversation, CALM, client_id="c-calm")
+
+    assert types(again) == ["message.created", "reply.end"]
 
 
 async def test_an_ordinary_message_gets_no_safety_frame_and_its_mode_prompt() -> None:
