@@ -33,6 +33,7 @@ stream and its HTTP response.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
@@ -110,6 +111,12 @@ _GOOGLE_FAMILY = "GoogleProvider"
 # would refuse the keyword; so would Mistral's, which calls it `random_seed`).
 _SEED_FAMILIES = frozenset({"BaseOpenAIProvider", _GOOGLE_FAMILY})
 GEMINI_API_VERSION = "v1beta"
+# The HTTP responses a stream opened, recorded by our transport, so that closing the stream
+# closes them whatever the SDK does: google-genai's nested generators do not pass `aclose()`
+# on, and its response would otherwise be read to the end (or left to the garbage collector).
+_OPENED_RESPONSES: contextvars.ContextVar[list[httpx.Response] | None] = contextvars.ContextVar(
+    "companion_llm_opened_responses", default=None
+)
 
 
 class AnyLLMProvider:
@@ -326,6 +333,8 @@ class AnyLLMProvider:
         deadline = loop.time() + self._first_token_timeout
         alive = False  # a text, reasoning or tool-call delta arrived: from now on, the stall clock applies
         upstream: AsyncIterator[Any] | None = None
+        answered = False  # a chunk arrived: a broken connection now dropped mid-reply
+        opened: list[httpx.Response] = []
         pieces: list[str] = []
         drafts: dict[int, _ToolCallDraft] = {}
         finish_reason: str | None = None
@@ -333,6 +342,9 @@ class AnyLLMProvider:
         try:
             async with asyncio.timeout_at(deadline):
                 client = await self.client(provider_key)
+                # Set before each wait that may send the request, so that two streams taken in
+                # turns by one task each record their own.
+                _OPENED_RESPONSES.set(opened)
                 # Some SDKs (Gemini's) send the request and read the first chunk here already.
                 upstream = await client.acompletion(
                     **self._request(messages, resolved, provider_key, model_id, stream=True)
@@ -341,10 +353,13 @@ class AnyLLMProvider:
                 if alive:
                     deadline = loop.time() + self._read_timeout
                 try:
+                    if not opened:
+                        _OPENED_RESPONSES.set(opened)
                     async with asyncio.timeout_at(deadline):
                         chunk = await anext(upstream)
                 except StopAsyncIteration:
                     break
+                answered = True
                 if chunk.usage is not None:
                     usage = _usage_from(chunk.usage) or usage
                 if not chunk.choices:
@@ -373,10 +388,16 @@ class AnyLLMProvider:
                 raise Timeout(f"the stream stalled for more than {self._read_timeout:g}s") from None
             raise Timeout(f"no first token within {self._first_token_timeout:g}s") from None
         except Exception as exc:
-            raise self._error_translate(exc, mid_stream=upstream is not None) from exc
+            raise self._error_translate(exc, mid_stream=answered) from exc
         finally:
             if upstream is not None:
                 await _upstream_close(upstream)
+            _OPENED_RESPONSES.set(None)
+            for response in opened:
+                try:
+                    await response.aclose()
+                except Exception:  # already failing or finished: nothing more to release
+                    logger.debug("closing an LLM response failed", exc_info=True)
 
         if finish_reason is None:
             raise StreamIncomplete(f"the stream ended without a finish reason after {len(pieces)} deltas")
@@ -516,7 +537,11 @@ class _OurTimeouts(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         request.extensions["timeout"] = self._timeout
-        return await self._inner.handle_async_request(request)
+        response = await self._inner.handle_async_request(request)
+        opened = _OPENED_RESPONSES.get()
+        if opened is not None:
+            opened.append(response)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
