@@ -553,7 +553,9 @@ class _LoopClient:
     closer: AsyncGenerator[None, None]
 
 
-async def _client_close_at_loop_end(client: AnyLLM, http_client: httpx.AsyncClient | None) -> AsyncGenerator[None, None]:
+async def _client_close_at_loop_end(
+    client: AnyLLM, http_client: httpx.AsyncClient | None
+) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from core.net import free_port
-from llm.base import ChatMessage, CompletionParams, LLMProvider, StreamEnd, TextDelta, ToolCalls, ToolSpec, Usage
+from llm.base import ChatMessage, CompletionParams, StreamEnd, TextDelta, ToolCalls, ToolSpec, Usage
 from llm.breaker import CircuitBreaker
 from llm.errors import AuthenticationFailed, ConnectionDropped, ModelNotFound, Unavailable, Unreachable
 from llm.providers.anyllm import AnyLLMProvider
@@ -43,7 +43,7 @@ class Dialect:
     after_two_texts: int  # the chunk index that follows the second text chunk
     seeded: bool  # whether a streamed request carries the resilience layer's seed
 
-    def build(self, server: LlmockServer, **timeouts: float) -> LLMProvider:
+    def build(self, server: LlmockServer, **timeouts: Any) -> Any:
         if self.name == "openai":
             return OpenAICompatibleProvider(base_url=server.base_url, api_key=API_KEY, model=self.model, **timeouts)
         return AnyLLMProvider(base_url=f"{server.url}/{self.name}", api_key=API_KEY, model=self.model, **timeouts)
@@ -127,7 +127,7 @@ def test_the_anthropic_request_is_in_anthropics_own_format(llmock: LlmockServer)
 
     async def ask() -> None:
         await drain(provider.stream(prompt, params=CompletionParams(seed=7, max_tokens=50)))
-        await provider.aclose()  # type: ignore[attr-defined]
+        await provider.aclose()
 
     asyncio.run(ask())
 
@@ -390,3 +390,80 @@ async def test_each_streamed_reply_carries_the_seed_where_the_api_has_one(
     body = request["body"]
     seed = body.get("seed", body.get("generationConfig", {}).get("seed"))
     assert isinstance(seed, int)
+
+
+# -- the registry and llm_check with LLM_PROVIDER=anyllm ---------------------------------------------
+
+
+@pytest.fixture
+def anyllm_settings(settings: Any, llmock: LlmockServer) -> Any:
+    settings.LLM_PROVIDER = "anyllm"
+    settings.LLM_MODEL = ANTHROPIC.model
+    settings.LLM_BASE_URL = f"{llmock.url}/anthropic"
+    settings.LLM_API_KEY = "sk-ant-typo-4321"
+    return settings
+
+
+def test_the_registry_wraps_anyllm_in_the_resilience_layer(anyllm_settings: Any) -> None:
+    from llm.registry import provider_build
+
+    provider = provider_build()
+
+    assert isinstance(provider, ResilientProvider)
+    assert isinstance(provider.inner, AnyLLMProvider)
+    assert (provider.name, provider.default_model, provider.supports_tools) == ("anyllm", ANTHROPIC.model, True)
+
+
+def test_llm_check_streams_through_anyllm(llmock: LlmockServer, anyllm_settings: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    llmock.scenario(reply())
+    out = StringIO()
+
+    call_command("llm_check", "--stream", "Say hello please", stdout=out)
+
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("provider: anyllm  (LLM_BASE_URL=http://127.0.0.1:")
+    assert lines[1] == REPLY
+    assert "tokens:              prompt 4, completion 5" in lines
+    llmock.verdict_assert_clean()
+
+
+def test_llm_check_diagnoses_a_rejected_key_through_anyllm(llmock: LlmockServer, anyllm_settings: Any) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    llmock.scenario({"type": "fail", "status": 401})
+
+    with pytest.raises(CommandError) as caught:
+        call_command("llm_check", "hi")
+
+    assert "Check LLM_API_KEY" in str(caught.value)
+    assert "key ...4321" in str(caught.value)
+    assert "sk-ant-typo-4321" not in str(caught.value)
+
+
+def test_llm_check_lists_the_providers_models_for_an_unknown_one(llmock: LlmockServer, anyllm_settings: Any) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    llmock.scenario({"type": "fail", "status": 404, "message": "model: claude-nope"})
+
+    with pytest.raises(CommandError) as caught:
+        call_command("llm_check", "hi")
+
+    assert "anthropic:claude-sonnet-4-6" in str(caught.value)
+
+
+def test_llm_check_says_which_extra_a_provider_needs(anyllm_settings: Any) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    anyllm_settings.LLM_MODEL = "cohere:command-r"  # any-llm knows it; its SDK is not installed
+
+    with pytest.raises(CommandError) as caught:
+        call_command("llm_check", "hi")
+
+    assert "pip install 'any-llm-sdk[cohere]'" in str(caught.value)
