@@ -62,12 +62,14 @@ ProviderFactory = Callable[..., ResilientProvider]
 async def make_provider() -> AsyncIterator[ProviderFactory]:
     made: list[Any] = []
 
-    def make(dialect: Dialect, server: LlmockServer, *, first_token_timeout: float = 5.0) -> ResilientProvider:
+    def make(
+        dialect: Dialect, server: LlmockServer, *, first_token_timeout: float = 5.0, base_delay: float = 0.05
+    ) -> ResilientProvider:
         inner = dialect.build(server, first_token_timeout=first_token_timeout, read_timeout=5.0, complete_timeout=10.0)
         made.append(inner)
         return ResilientProvider(
             inner,
-            policy=RetryPolicy(max_retries=2, base_delay=0.05, max_delay=1.0, max_retry_after=5.0, resume=True),
+            policy=RetryPolicy(max_retries=2, base_delay=base_delay, max_delay=1.0, max_retry_after=5.0, resume=True),
             breaker=CircuitBreaker(name=inner.name, failure_threshold=10, reset_seconds=30.0),
             rng=UpperJitter(),
         )
@@ -336,8 +338,10 @@ async def test_a_disconnect_on_every_attempt_gives_up_dropped(
     )
     received: list[Any] = []
 
+    # Waits of 0.2 then 0.4 s: longer than an SDK's own time per attempt, so llmock, timing the
+    # attempts' starts, sees the backoff grow.
     with pytest.raises(ConnectionDropped):
-        await consume(make_provider(dialect, llmock).stream(PROMPT), received)
+        await consume(make_provider(dialect, llmock, base_delay=0.2).stream(PROMPT), received)
 
     assert texts(received) == ["Hello ", "there, "]  # shown once, not once per attempt
     assert len(llmock.requests()) == 3
