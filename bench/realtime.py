@@ -3,6 +3,7 @@
     python -m bench.realtime ttft [--server uvicorn|daphne] [--turns 300] [--peer litellm]
     python -m bench.realtime load [--server uvicorn|daphne] [--streams 200] [--idle 1000]
     python -m bench.realtime stop [--server uvicorn|daphne] [--turns 200]
+    python -m bench.realtime providers [--turns 300] [--provider anyllm]
 
 Each starts its own stack (`bench.live`): a migrated, seeded database (SQLite, or a fresh
 PostgreSQL database when DATABASE_URL names one), llmock with fixed latency settings, and
@@ -31,6 +32,13 @@ load  `--streams` conversations streaming at once (each runs `--turns-per-stream
       the SDK sees straight from llmock at the same concurrency. Errors (target: none):
       error frames, missing or repeated `seq`, replies not `complete`, sockets that failed
       or stopped answering a ping. Memory: the server's RSS from /proc.
+providers  Time to first token through our providers, in-process, against one llmock (no
+      server, no database): `stream()` -> first text delta. Interleaved in a rotating order:
+      the OpenAI provider on `/v1` (the baseline), `--provider anyllm` with `openai:MODEL` on the
+      same `/v1` (the same wire: what any-llm itself adds), and `anyllm` with
+      `anthropic:claude-haiku-4-5` on llmock's Anthropic Messages API (any-llm and Anthropic's
+      SDK, a native wire with two more events before the first text). Added = percentile of
+      each minus the same percentile of the baseline. Target: at most 2 ms added at p50.
 stop  Stop latency: after the third token, send `stop` and time until `reply.end` with
       status `cancelled`. Target: 100 ms p99. llmock's journal must show every stopped
       stream as not completed (the upstream connection was closed).
@@ -78,6 +86,7 @@ from bench.live import (
     summary_ms,
 )
 from core.net import free_port, process_stop
+from llm.testing import llmock_server
 from testing.live_server import PROJECT_DIR, LiveServer
 
 TURNS_PER_CONVERSATION = 5  # then a new one: history (and the prompt) stays the size of a young chat
@@ -599,6 +608,78 @@ async def stop_run(stack: Stack, *, turns: int, warmup: int, after_tokens: int, 
     }
 
 
+# --- providers: ttft through each provider, in-process ----------------------------------------------
+
+
+async def providers_run(*, llm_url: str, turns: int, warmup: int) -> dict[str, Any]:
+    from llm.base import ChatMessage, TextDelta
+    from llm.providers.anyllm import AnyLLMProvider
+    from llm.providers.openai import OpenAICompatibleProvider
+
+    key = "sk-bench-0123456789"
+    ways: dict[str, Any] = {
+        "openai": OpenAICompatibleProvider(base_url=f"{llm_url}/v1", api_key=key, model="gpt-4o-mini"),
+        "anyllm-openai": AnyLLMProvider(base_url=f"{llm_url}/v1", api_key=key, model="openai:gpt-4o-mini"),
+        "anyllm-anthropic": AnyLLMProvider(
+            base_url=f"{llm_url}/anthropic", api_key=key, model="anthropic:claude-haiku-4-5"
+        ),
+    }
+    prompt = [
+        ChatMessage(role="system", content="You are Ada, a warm and concise companion."),
+        ChatMessage(role="user", content="Good morning! What should I do first today?"),
+    ]
+
+    async def first_token(provider: Any) -> float:
+        started = time.perf_counter()
+        stream = provider.stream(prompt)
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    return time.perf_counter() - started
+        finally:
+            await stream.aclose()
+        raise RuntimeError("no text")
+
+    for _ in range(warmup):
+        for provider in ways.values():
+            await first_token(provider)
+    taken: dict[str, list[float]] = {name: [] for name in ways}
+    names = list(ways)
+    for turn in range(turns):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            taken[name].append(await first_token(ways[name]))
+    for provider in ways.values():
+        await provider.aclose()
+    base = summary_ms(taken["openai"])
+    return {
+        "turns": turns,
+        "ttft_ms": {name: summary_ms(values) for name, values in taken.items()},
+        "added_ms": {name: added_ms(summary_ms(values), base) for name, values in taken.items() if name != "openai"},
+    }
+
+
+def providers_main(args: argparse.Namespace) -> None:
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "companion.settings")
+    django.setup()
+    from any_llm import __version__ as any_llm_version
+
+    info = machine()
+    with llmock_server(latency_ms=args.latency_ms, chunk_delay_ms=args.chunk_delay_ms) as llm:
+        result = uvloop.run(providers_run(llm_url=llm.url, turns=args.turns, warmup=args.warmup))
+    result["any_llm_version"] = any_llm_version
+    result["machine"] = info
+    report_print("providers", result)
+    for name, added in result["added_ms"].items():
+        print(
+            f"{name:18s} added over the OpenAI provider: "
+            f"p50 {added['p50']} ms, p90 {added['p90']} ms, p99 {added['p99']} ms"
+        )
+    report_save(args.json, "providers", result)
+
+
 # --- command line ------------------------------------------------------------------------------
 
 
@@ -651,7 +732,14 @@ def main() -> None:
     stop.add_argument("--warmup", type=int, default=10)
     stop.add_argument("--after-tokens", type=int, default=3)
     stop.add_argument("--background", type=int, default=0, help="other conversations streaming meanwhile")
+    providers = command("providers", 20, 5)
+    providers.add_argument("--turns", type=int, default=300)
+    providers.add_argument("--warmup", type=int, default=20)
+    providers.add_argument("--provider", choices=["anyllm"], default="anyllm", help="compared with the OpenAI provider")
     args = parser.parse_args()
+    if args.bench == "providers":
+        providers_main(args)
+        return
 
     words = args.words if args.bench in {"ttft", "load"} else 400
     extra_env = dict(pair.split("=", 1) for pair in args.env)

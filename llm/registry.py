@@ -3,6 +3,8 @@
 LLM_PROVIDER:
     "openai"         OpenAICompatibleProvider (any OpenAI-compatible server), wrapped in
                      ResilientProvider (retries, circuit breaker, metering)
+    "anyllm"         AnyLLMProvider (native providers through any-llm, LLM_MODEL=provider:model),
+                     wrapped in ResilientProvider like "openai"
     "fake"           llm.fake.FakeProvider, as it is (development without a model, tests)
     "pkg.mod.Class"  a custom provider: the class is imported and instantiated with no
                      arguments; it must satisfy `llm.base.LLMProvider`. One written before
@@ -54,6 +56,10 @@ def provider_build() -> LLMProvider:
         from llm.providers.openai import OpenAICompatibleProvider
 
         return ResilientProvider.from_settings(OpenAICompatibleProvider.from_settings())
+    if choice == "anyllm":
+        from llm.providers.anyllm import AnyLLMProvider
+
+        return ResilientProvider.from_settings(AnyLLMProvider.from_settings())
     if choice == "fake":
         from llm.fake import FakeProvider
 
@@ -80,7 +86,7 @@ def _custom_provider_build(dotted_path: str) -> LLMProvider:
     module_path, _, class_name = dotted_path.rpartition(".")
     if not module_path:
         raise ImproperlyConfigured(
-            f"LLM_PROVIDER={dotted_path!r}: expected 'openai', 'fake' or a dotted path to a provider class"
+            f"LLM_PROVIDER={dotted_path!r}: expected 'openai', 'anyllm', 'fake' or a dotted path to a provider class"
         )
     try:
         cls = getattr(import_module(module_path), class_name)

@@ -101,6 +101,10 @@ def diagnosis(error: LLMError, *, provider: LLMProvider, model: str, models: lis
     """What went wrong and what to change, for a person at a terminal."""
     target = _target(provider)
     detail = f"\n  server said: {error.detail}" if error.detail and not isinstance(error, NotConfigured) else ""
+    if isinstance(error, NotConfigured) and provider.configured and error.detail:
+        # A key or base URL is set, yet the provider is not usable (LLM_PROVIDER=anyllm: the
+        # provider's SDK is not installed, LLM_MODEL names no provider).
+        return f"The language model is not set up: {error.detail}. {target}"
     if isinstance(error, NotConfigured):
         return (
             "No language model is configured: LLM_API_KEY and LLM_BASE_URL are both empty.\n"
