@@ -75,6 +75,8 @@ class Message(models.Model):
     route = models.JSONField(null=True, blank=True)
     # "crisis" on a user message the crisis detector flagged; "" otherwise.
     safety = models.CharField(max_length=16, choices=[("", "none"), ("crisis", "crisis")], default="", blank=True)
+    # What the secretary did while writing this reply: [{name, arguments, result, error}], in order.
+    actions = models.JSONField(default=list, blank=True)
     # LLM accounting for assistant messages.
     model = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=32, blank=True)

@@ -68,6 +68,10 @@ class MessageOut(Schema):
     client_id: str | None
     origin: str = Field(description='"user", "reply", "reminder", "proactive" or "greeting": why the message exists.')
     reminder_id: int | None = Field(None, description='The reminder it delivers (origin "reminder").')
+    actions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="What the secretary did while writing this reply: {name, arguments, result, error}.",
+    )
     reply_to: int | None
     route: dict[str, Any] | None
     safety: str | None = None  # "crisis" on a user message the crisis detector flagged

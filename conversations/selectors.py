@@ -126,6 +126,7 @@ def message_dict(message: Message) -> dict[str, Any]:
         "client_id": message.client_id,
         "origin": message.origin,
         "reminder_id": message.reminder_id,
+        "actions": message.actions or [],
         "late": message.late,
         "reply_to": message.reply_to_id,
         "route": message.route,

@@ -81,6 +81,8 @@ def test_a_reminder_asked_for_is_created_confirmed_in_the_users_zone_and_answere
     # and the model's second call saw the tool's result, then the reply was stored whole
     assert tool_messages(provider.calls[1]) == [{"ok": True, **action["result"]}]
     assert (reply.status, reply.content) == (Status.COMPLETE, "Done: I'll remind you tomorrow at 9:00.")
+    # and what it did is kept with the reply, for a page opened later
+    assert reply.actions == [{k: action[k] for k in ("name", "arguments", "result", "error")}]
     # and usage counts both rounds
     assert reply.prompt_tokens is not None
     assert reply.prompt_tokens > len(provider.calls[0])

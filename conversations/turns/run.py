@@ -407,7 +407,7 @@ async def _turn_run(
         cancel=running.cancel,
         emit=emit,
         default_model=default_model,
-        act=_tool_actor(plan, stored, emit) if plan.tools else None,
+        act=_tool_actor(plan, stored, reply_state, emit) if plan.tools else None,
     )
     reply_state.ended = True  # a socket resuming from now on reads the stored reply
     # The reply is stored even if this task is being cancelled (client gone): shield the write.
@@ -448,7 +448,7 @@ async def _turn_run(
     return TurnResult(stored.user_message, reply, plan.mode, plan.mode_event.frame() if plan.mode_event else None)
 
 
-def _tool_actor(plan: TurnPlan, stored: StoredTurn, emit: EventSink) -> ToolActor:
+def _tool_actor(plan: TurnPlan, stored: StoredTurn, reply: ReplyState, emit: EventSink) -> ToolActor:
     """Runs a round's tool calls for this turn's user, one after another, each with its `action` frame."""
     offered = {tool.name for tool in plan.tools}
 
@@ -484,15 +484,15 @@ def _tool_actor(plan: TurnPlan, stored: StoredTurn, emit: EventSink) -> ToolActo
                     }
                 },
             )
-            await emit(
-                Action(
-                    message_id=stored.reply_id,
-                    name=call.name[:64],
-                    arguments=arguments,
-                    result=outcome.result,
-                    error=outcome.error,
-                )
+            action = Action(
+                message_id=stored.reply_id,
+                name=call.name[:64],
+                arguments=arguments,
+                result=outcome.result,
+                error=outcome.error,
             )
+            reply.actions.append({k: v for k, v in action.frame().items() if k not in ("type", "message_id")})
+            await emit(action)
             answers.append(ChatMessage(role="tool", content=outcome.for_model(), tool_call_id=call.id))
         return answers
 

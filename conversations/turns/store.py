@@ -94,7 +94,7 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
 
 def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome) -> dict[str, Any]:
     """Finish the reply's row (one UPDATE); returns the reply as clients see it."""
-    fields = {
+    fields: dict[str, Any] = {
         "content": outcome.text,
         "status": outcome.status,
         "finish_reason": outcome.finish_reason[:32],
@@ -105,6 +105,8 @@ def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome) -> dict[st
         "duration_ms": outcome.duration_ms,
         "error_code": outcome.error.code if outcome.error else "",
     }
+    if outcome.actions:
+        fields["actions"] = list(outcome.actions)
     Message.objects.filter(pk=stored.reply_id).update(**fields)
     return {
         **stored.reply,
@@ -114,4 +116,5 @@ def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome) -> dict[st
         "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
         "ttft_ms": outcome.ttft_ms,
         "duration_ms": outcome.duration_ms,
+        "actions": list(outcome.actions),
     }

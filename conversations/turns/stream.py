@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from conversations.models import Status
 from conversations.turns.events import Token, TurnEvent
@@ -73,6 +74,7 @@ class ReplyState:
     message_id: int
     mode: str
     deltas: list[str] = field(default_factory=list)  # every piece shown, in order: seq is the index
+    actions: list[dict[str, Any]] = field(default_factory=list)  # the tools it ran: stored with the reply
     ended: bool = False  # its outcome is final: a resuming socket reads the stored message instead
 
     def snapshot(self) -> dict[str, object] | None:
@@ -100,6 +102,7 @@ class ReplyOutcome:
     duration_ms: int
     error: LLMError | TurnError | None = None
     closing: "asyncio.Future[None] | None" = field(default=None, compare=False, repr=False)
+    actions: tuple[dict[str, Any], ...] = ()
 
 
 class StartedStream:
@@ -203,7 +206,8 @@ async def reply_stream(
             break
         with_tools = sum(1 for r in rounds if r.tool_calls) < TOOL_ROUNDS_MAX
         stream = stream.then(messages, params if with_tools else replace(params, tools=()))
-    return await _outcome_make(plan, rounds, reply=reply, emit=emit, default_model=default_model, stopped=stopped)
+    outcome = await _outcome_make(plan, rounds, reply=reply, emit=emit, default_model=default_model, stopped=stopped)
+    return replace(outcome, actions=tuple(reply.actions)) if reply.actions else outcome
 
 
 async def _round_read(stream: StartedStream, *, reply: ReplyState, cancel: asyncio.Event, emit: EventSink) -> _Round:
