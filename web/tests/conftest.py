@@ -16,6 +16,7 @@ from web.browser import DESKTOP_VIEWPORT, chromium_missing_reason
 
 PASSWORD = "a-long-passphrase-42"
 STREAM_CHUNK_DELAY_MS = 30  # slow enough to watch a reply stream, and to stop it
+LIVE_ENV = {"REGISTER_THROTTLE_PER_IP": "100"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def live() -> Iterator[Live]:
     with (
         live_database() as database,
         llmock_server(chunk_delay_ms=STREAM_CHUNK_DELAY_MS) as llm,
-        live_server(database=database, llm_base_url=llm.base_url) as server,
+        # Most tests register a user of their own, all from 127.0.0.1: more than a real address may in an hour.
+        live_server(database=database, llm_base_url=llm.base_url, extra_env=LIVE_ENV) as server,
     ):
         yield Live(url=server.url, llm=llm, database_url=database.url)
 

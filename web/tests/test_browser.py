@@ -5,13 +5,17 @@ user of its own through the page. Replies are scripted in llmock and streamed sl
 (30 ms a word) to watch them arrive and to stop them.
 """
 
+import json
 import struct
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from avatars.demo import DEMO_PASSWORD, DEMO_USERNAME
 from web.browser import (
+    DESKTOP_VIEWPORT,
     PHONE_VIEWPORT,
     WAIT_MS,
     chat_register,
@@ -391,3 +395,207 @@ def png_size(path: Path) -> tuple[int, int]:
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", header[16:24])
     return width, height
+
+
+# --- the secretary: reminders, tasks, actions, time zone --------------------------------------
+
+
+def tomorrow_at(hour_minute: str, zone: str = "UTC") -> str:
+    """Tomorrow's date in `zone` with a wall-clock time: a `due_local` that is surely ahead."""
+    return (datetime.now(ZoneInfo(zone)) + timedelta(days=1)).strftime(f"%Y-%m-%dT{hour_minute}")
+
+
+def time_display(due_at: str, zone: str = "UTC") -> str:
+    # As the server confirms a reminder: "Tue 8 Dec 09:00".
+    local = datetime.fromisoformat(due_at).astimezone(ZoneInfo(zone))
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
+
+
+def test_the_panel_lists_a_pending_reminder_and_cancelling_it_there_cancels_it(page, live, username):
+    # Given a reminder made through the API, repeating daily
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD)
+    conversation_id = chat_start_with(page, avatar_name="Ada")
+    api = live.api(username)
+    panel = page.locator("#secretary-panel")
+    expect(panel.locator("#reminders-empty")).to_be_visible()
+    expect(panel.locator("#tasks-empty")).to_be_visible()
+    reminder = api.post(
+        "/reminders",
+        json={
+            "conversation_id": conversation_id,
+            "text": "Water the plants",
+            "due_local": tomorrow_at("09:00"),
+            "recurrence": "daily",
+        },
+    ).json()
+
+    # When the page is loaded again, the panel lists it: its text, its time in the user's zone, how it repeats
+    page.reload()
+    item = panel.locator(f'[data-reminder-id="{reminder["id"]}"]')
+    expect(item.locator(".item-text")).to_have_text("Water the plants")
+    expect(item.locator("time")).to_have_attribute("datetime", reminder["due_at"])
+    expect(item.locator(".item-when")).to_contain_text("09:00")
+    expect(item.locator(".item-when")).to_contain_text("every day")
+    expect(panel.locator("#reminders-zone")).to_have_text("Times in UTC.")
+    expect(panel.locator("#reminders-empty")).to_be_hidden()
+
+    # and Cancel in the page cancels it on the server, and only it
+    page.get_by_role("button", name="Cancel reminder: Water the plants").click()
+    expect(item).to_have_count(0)
+    expect(panel.locator("#reminders-empty")).to_be_visible()
+    assert api.get(f"/reminders/{reminder['id']}").json()["status"] == "cancelled"
+    assert [r["id"] for r in api.get("/reminders").json()] == [reminder["id"]]  # no second row
+    expect(page.locator("#secretary-error")).to_be_hidden()
+
+
+def test_ticking_a_task_off_in_the_panel_marks_it_done_and_delete_removes_it(page, live, username):
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD)
+    api = live.api(username)
+    milk = api.post("/tasks", json={"title": "Buy milk"}).json()
+    post = api.post("/tasks", json={"title": "Post the letter"}).json()
+    page.reload()
+    tasks = page.locator("#task-list")
+    expect(tasks.locator(".item-text")).to_have_text(["Buy milk", "Post the letter"])
+
+    # When "Buy milk" is ticked off
+    page.get_by_role("checkbox", name="Buy milk").check()
+
+    # Then it is done on the server, and shown struck through; the other stays open
+    expect(tasks.locator(f'[data-task-id="{milk["id"]}"]')).to_have_attribute("data-done", "true")
+    done = {t["id"]: t["done"] for t in api.get("/tasks").json()}
+    assert done == {milk["id"]: True, post["id"]: False}
+
+    # and Delete removes the other one; a task added in the page lands on the server
+    page.get_by_role("button", name="Delete task: Post the letter").click()
+    expect(tasks.locator(f'[data-task-id="{post["id"]}"]')).to_have_count(0)
+    page.get_by_label("New task").fill("Call the plumber")
+    page.get_by_label("New task").press("Enter")
+    expect(tasks.locator(".item-text")).to_have_text(["Call the plumber", "Buy milk"])
+    assert sorted(t["title"] for t in api.get("/tasks").json()) == ["Buy milk", "Call the plumber"]
+
+
+def test_what_the_secretary_did_shows_in_its_reply_and_the_panel_follows(page, live, username):
+    # Given Ada in secretary mode, and a model that sets one reminder and tries one in the past
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD)
+    conversation_id = chat_start_with(page, avatar_name="Ada")
+    expect(page.locator("#mode-badge")).to_have_attribute("data-mode", "secretary")
+    live.llm.scenario(
+        {
+            "type": "reply",
+            "tool_calls": [
+                {"name": "reminder_create", "arguments": {"text": "Stretch", "due_local": tomorrow_at("09:00")}},
+                {"name": "reminder_create", "arguments": {"text": "Yesterday", "due_local": "2001-01-01T09:00"}},
+            ],
+            "match": {"tools": True},
+        }
+    )
+    live.reply("Done: I'll remind you to stretch tomorrow at 9.")
+
+    # When the user asks
+    chat_send(page, "Remind me to stretch tomorrow at 9am please")
+
+    # Then the reply carries one line per action: the confirmation, and the refusal with its reason
+    reply = page.locator("#messages .msg.assistant").last
+    api = live.api(username)
+    (reminder,) = api.get("/reminders").json()
+    assert (reminder["text"], reminder["conversation_id"]) == ("Stretch", conversation_id)
+    expect(reply.locator(".action")).to_have_text(
+        [
+            f"✓ Reminder set for {time_display(reminder['due_at'])}",
+            "✗ Could not set the reminder: That time has already passed. Ask the user for a time in the future.",
+        ]
+    )
+    expect(reply.locator(".bubble")).to_have_text("Done: I'll remind you to stretch tomorrow at 9.")
+    # and the panel lists the new reminder without a reload
+    expect(page.locator(f'#reminder-list [data-reminder-id="{reminder["id"]}"] .item-text')).to_have_text("Stretch")
+
+
+def test_a_reminder_arriving_live_is_a_labelled_bubble_and_leaves_the_panel(page, live, username):
+    # Given a pending reminder in the panel, and the socket's frames within reach of the test
+    sockets = []
+
+    def route(ws):
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket("**/ws/conversations/**", route)
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD)
+    conversation_id = chat_start_with(page, avatar_name="Ada")
+    api = live.api(username)
+    reminder = api.post(
+        "/reminders", json={"conversation_id": conversation_id, "text": "Stretch", "due_local": tomorrow_at("09:00")}
+    ).json()
+    page.reload()
+    chat_wait_connected(page)
+    expect(page.locator("#reminder-list .item")).to_have_count(1)
+
+    # When it is delivered (stored as the delivery would store it) and its frame reaches the page
+    live.shell(
+        "from conversations.models import Message\n"
+        "from secretary.models import Reminder\n"
+        f"Reminder.objects.filter(pk={reminder['id']}).update(status='sent')\n"
+        f"Message.objects.create(conversation_id={conversation_id}, role='assistant', mode='secretary',"
+        f" origin='reminder', reminder_id={reminder['id']}, content='Time to stretch!')"
+    )
+    message = api.get(f"/conversations/{conversation_id}/messages").json()["items"][-1]
+    assert (message["origin"], message["reminder_id"]) == ("reminder", reminder["id"])
+    sockets[-1].send(json.dumps({"type": "message.created", "message": message}))
+
+    # Then it is an assistant bubble labelled as a reminder, and the panel no longer lists it
+    bubble = page.locator(f'#messages .msg.assistant[data-id="{message["id"]}"]')
+    expect(bubble.locator(".bubble")).to_have_text("Time to stretch!")
+    expect(bubble.locator(".origin-label")).to_have_text("⏰ Reminder")
+    expect(page.locator("#reminder-list .item")).to_have_count(0)
+    expect(page.locator("#reminders-empty")).to_be_visible()
+    # and after a reload it is still labelled
+    page.reload()
+    expect(page.locator(f'#messages .msg[data-id="{message["id"]}"] .origin-label')).to_have_text("⏰ Reminder")
+
+
+def test_the_browsers_time_zone_is_saved_once_on_the_first_visit(browser, live, username):
+    context = browser.new_context(viewport=DESKTOP_VIEWPORT, timezone_id="America/New_York")
+    page = context.new_page()
+    patches: list[str] = []
+    page.on(
+        "request",
+        lambda r: patches.append(r.post_data or "") if r.method == "PATCH" and r.url.endswith("/api/me") else None,
+    )
+    try:
+        # Given a new account (its profile on the default UTC) in a New York browser
+        chat_register(page, base_url=live.url, username=username, password=PASSWORD)
+
+        # Then the profile takes the browser's zone, and the page says so
+        expect(page.locator("#info")).to_contain_text("Your time zone is now America/New_York")
+        api = live.api(username)
+        assert api.get("/me").json()["timezone"] == "America/New_York"
+        expect(page.locator("#reminders-zone")).to_have_text("Times in America/New_York.")
+
+        # When the user sets UTC back by hand in Settings, with quiet hours and check-ins
+        page.get_by_role("button", name="Settings", exact=True).click()
+        dialog = page.locator("#settings-dialog")
+        expect(dialog.get_by_label("Time zone")).to_have_value("America/New_York")
+        dialog.get_by_label("Time zone").fill("Mars/Olympus")
+        dialog.get_by_role("button", name="Save").click()
+        expect(page.locator("#settings-error")).to_contain_text("Unknown time zone 'Mars/Olympus'")
+        dialog.get_by_label("Time zone").fill("UTC")
+        dialog.get_by_label("No messages I did not ask for at night").check()
+        dialog.get_by_label("From").fill("21:30")
+        dialog.get_by_label("until").fill("07:15")
+        dialog.get_by_label("Let avatars check in first after a silence").check()
+        dialog.get_by_role("button", name="Save").click()
+        expect(dialog).to_be_hidden()
+        me = api.get("/me").json()
+        assert (me["timezone"], me["quiet_hours"], me["proactive_opt_in"]) == (
+            "UTC",
+            {"start": "21:30", "end": "07:15"},
+            True,
+        )
+
+        # then a later visit leaves the zone the user chose
+        page.reload()
+        expect(page.locator("#reminders-zone")).to_have_text("Times in UTC.")
+        assert api.get("/me").json()["timezone"] == "UTC"
+        assert len(patches) == 3  # the first visit's, the refused one, the saved settings
+        assert '"timezone":"America/New_York"' in patches[0].replace(" ", "")
+    finally:
+        context.close()

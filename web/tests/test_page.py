@@ -24,7 +24,16 @@ def test_the_page_is_served_at_the_root_with_the_app_shell(anon_client):
     assert response["Content-Type"] == "text/html; charset=utf-8"
     content = response.content.decode()
     assert '<div id="app" class="app" data-api="/api" data-ws-path="/ws/conversations/"' in content
-    for element in ("signin-form", "register-form", "conversation-list", "mode-badge", "composer-input", "stop"):
+    for element in (
+        "signin-form",
+        "register-form",
+        "conversation-list",
+        "mode-badge",
+        "composer-input",
+        "stop",
+        "secretary-panel",
+        "settings-dialog",
+    ):
         assert f'id="{element}"' in content
     assert '<noscript><p class="notice">The chat needs JavaScript.' in content
 

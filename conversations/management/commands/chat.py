@@ -1,6 +1,7 @@
 """`python manage.py chat AVATAR_SLUG [--user USERNAME]`: talk to an avatar in the terminal.
 
-Replies stream as they are generated; mode switches are shown with their reason. Ctrl-C
+Replies stream as they are generated; mode switches are shown with their reason, and what
+the secretary did (a reminder set, a task added) as a line of its own. Ctrl-C
 during a reply stops it (stored as cancelled, like the app's stop button); Ctrl-C or
 Ctrl-D at the prompt leaves.
 """
@@ -21,6 +22,7 @@ from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from conversations.turns import turn_start
 from conversations.turns.events import (
+    Action,
     AiNotice,
     ErrorEvent,
     MessageCreated,
@@ -95,6 +97,33 @@ def mode_line(frame: dict[str, Any]) -> str:
     return f"[mode {frame['previous']} → {frame['mode']} ({why}){lock}]"
 
 
+# What a failed action was meant to do, for "✗ Could not set the reminder: <why>".
+ACTION_FAILURES = {
+    "reminder_create": "Could not set the reminder",
+    "reminder_list": "Could not read your reminders",
+    "reminder_cancel": "Could not cancel the reminder",
+    "task_add": "Could not add it to your list",
+    "task_list": "Could not read your list",
+    "task_complete": "Could not tick it off",
+}
+
+
+def action_line(frame: dict[str, Any]) -> str:
+    """An `action` frame as one line: "✓ Reminder set for Tue 8 Dec 14:32", or "✗ Could not ...: why"."""
+    error = frame.get("error")
+    if error:
+        what = ACTION_FAILURES.get(frame["name"], f"Could not run {frame['name']}")
+        return f"✗ {what}: {error.get('message') or error.get('code') or 'it failed'}"
+    result = frame.get("result") or {}
+    if result.get("confirmation"):
+        return f"✓ {result['confirmation']}"
+    if frame["name"] == "reminder_list":
+        return f"✓ Looked at your reminders ({result.get('count', 0)} pending)"
+    if frame["name"] == "task_list":
+        return f"✓ Looked at your list ({result.get('count', 0)} items)"
+    return f"✓ {frame['name']}"
+
+
 async def _chat_loop(user: User, conversation: Conversation, out: Any, stdin: TextIO) -> None:
     provider = await database_sync_to_async(provider_get)()
     loop = asyncio.get_running_loop()
@@ -108,17 +137,30 @@ async def _chat_loop(user: User, conversation: Conversation, out: Any, stdin: Te
         if not line.strip():
             continue
 
+        # The reply's "Name> " is written with its first token, so an action line can come first.
+        speaking = False
+
         async def emit(event: TurnEvent) -> None:
+            nonlocal speaking
             if isinstance(event, ModeChanged):
                 out.write(mode_line(event.frame()))
             elif isinstance(event, ReplyStart):
-                out.write(f"{name}> ", ending="")
+                speaking = False
             elif isinstance(event, Token):
+                if not speaking:
+                    out.write(f"{name}> ", ending="")
+                    speaking = True
                 out.write(event.delta, ending="")
                 out.flush()
+            elif isinstance(event, Action):
+                if speaking:
+                    out.write("")  # end the words so far: the action gets a line of its own
+                    speaking = False
+                out.write(action_line(event.frame()))
             elif isinstance(event, ReplyEnd):
                 suffix = "" if event.status == "complete" else f"  [{event.status}]"
-                out.write(suffix)
+                out.write(suffix if speaking else f"{name}> {suffix.strip()}")
+                speaking = False
             elif isinstance(event, ErrorEvent):
                 out.write(f"[error {event.code}: {event.message}]")
             elif isinstance(event, AiNotice):

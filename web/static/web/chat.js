@@ -7,6 +7,8 @@
  * - The socket reconnects with backoff and sends `resume` with the last finished message it
  *   saw; streamed tokens are kept by `seq`, so a token that arrives twice is shown once.
  * - Every text from the server is set with textContent, never parsed as HTML.
+ * - The "Reminders & tasks" panel reads /api/reminders and /api/tasks, and reads them again
+ *   when the secretary acts in a reply (an `action` frame) or a reminder arrives.
  */
 (function () {
   "use strict";
@@ -22,6 +24,7 @@
   var BACKOFF_BASE_MS = 500;
   var BACKOFF_MAX_MS = 15000;
   var CLOSE_IDLE = 4408;
+  var TIMEZONE_OFFERED_KEY = "companion.timezoneOffered."; // + user id: the browser's zone is offered once
 
   var MODE_LABELS = { secretary: "Secretary", intimate: "Intimate" };
   var STATUS_LABELS = {
@@ -30,6 +33,17 @@
     failed: "Failed",
     fallback: "Fallback reply (the model could not answer)",
     pending: "Sending\u2026",
+  };
+  var ORIGIN_LABELS = { reminder: "\u23F0 Reminder", proactive: "Check-in" };
+  var RECURRENCE_LABELS = { daily: "every day", weekdays: "on weekdays", weekly: "every week" };
+  // What a failed action was meant to do: "✗ Could not set the reminder: <why>".
+  var ACTION_FAILURES = {
+    reminder_create: "Could not set the reminder",
+    reminder_list: "Could not read your reminders",
+    reminder_cancel: "Could not cancel the reminder",
+    task_add: "Could not add it to your list",
+    task_list: "Could not read your list",
+    task_complete: "Could not tick it off",
   };
   var BLOCK_REASONS = {
     adult_required: "intimate mode is for adults, and you have not confirmed your age",
@@ -55,6 +69,9 @@
     streams: new Map(), // assistant message id -> {deltas, shown, el}
     pending: new Map(), // client_id -> {frame, el}: sent, not yet stored
     modeRequest: null, // the select value before a set_mode the server may refuse
+    reminders: [], // pending, as GET /api/reminders
+    tasks: [], // as GET /api/tasks: open ones first
+    secretarySeq: 0, // guards against a slow load overwriting a newer one
   };
 
   // --- errors shown to people ---------------------------------------------------------------
@@ -221,6 +238,27 @@
     $("optin-state").textContent = intimateAllowed() ? "on" : "off";
   }
 
+  function infoShow(message) {
+    $("info-text").textContent = message;
+    $("info").hidden = !message;
+  }
+
+  function storageGet(key) {
+    try {
+      return localStorage.getItem(key);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function storageSet(key, value) {
+    try {
+      localStorage.setItem(key, value);
+    } catch (e) {
+      /* private mode: offered again next time, while the profile still says UTC */
+    }
+  }
+
   function intimateAllowed() {
     return !!(state.me && state.me.adult_confirmed && state.me.intimate_opt_in);
   }
@@ -302,6 +340,10 @@
     state.current = null;
     state.conversations = [];
     state.pending.clear();
+    state.reminders = [];
+    state.tasks = [];
+    state.secretarySeq += 1;
+    infoShow("");
     if (location.hash) history.replaceState(null, "", location.pathname);
     show("auth");
     authTab("signin");
@@ -319,6 +361,7 @@
       state.me = me;
       renderAccount();
       show("chat");
+      timezoneAdopt().then(secretaryLoad);
       return Promise.all([avatarsLoad(), conversationsLoad()])
         .then(route)
         .catch(function (err) {
@@ -591,6 +634,13 @@
     var status = el.dataset.status;
     var parts = [];
     if (el.classList.contains("assistant") && el.dataset.mode) parts.push(MODE_LABELS[el.dataset.mode] || el.dataset.mode);
+    if (ORIGIN_LABELS[el.dataset.origin]) {
+      var origin = document.createElement("span");
+      origin.className = "origin-label";
+      origin.textContent = ORIGIN_LABELS[el.dataset.origin];
+      meta.append(origin);
+      if (parts.length) meta.append(document.createTextNode(" \u00b7 "));
+    }
     if (parts.length) meta.append(document.createTextNode(parts.join(" \u00b7 ")));
     if (status && status !== "complete" && STATUS_LABELS[status]) {
       if (parts.length) meta.append(document.createTextNode(" \u00b7 "));
@@ -616,6 +666,7 @@
     el.dataset.id = String(message.id);
     el.dataset.role = message.role;
     el.dataset.mode = message.mode || "";
+    if (message.origin) el.dataset.origin = message.origin;
     var stream = state.streams.get(message.id);
     if (message.status === "streaming") {
       el.dataset.status = "streaming";
@@ -714,10 +765,49 @@
     if (follow) scrollToBottom();
   }
 
+  // A user message of a turn; or, outside any turn, an assistant message: a reminder falling
+  // due or an avatar checking in. Either way one bubble, and the panel learns what was sent.
   function onMessageCreated(frame) {
     var follow = nearBottom();
     messageUpsert(frame.message);
+    if (frame.message.role === "assistant") {
+      if (frame.message.origin === "reminder") secretaryLoadSoon();
+      conversationsReloadSoon();
+    }
     if (follow || frame.message.role === "user") scrollToBottom();
+  }
+
+  // What the secretary did during a reply: one line in that reply, and the panel read again.
+  function onAction(frame) {
+    var follow = nearBottom();
+    var el = state.elements.get(frame.message_id) || streamOf(frame.message_id, null).el;
+    var list = el.querySelector(".actions");
+    if (!list) {
+      list = document.createElement("ul");
+      list.className = "actions";
+      list.setAttribute("aria-label", "What was done");
+      el.insertBefore(list, el.querySelector(".bubble"));
+    }
+    var item = document.createElement("li");
+    item.className = "action";
+    item.dataset.name = frame.name;
+    item.dataset.outcome = frame.error ? "error" : "ok";
+    item.textContent = actionText(frame);
+    list.append(item);
+    secretaryLoadSoon();
+    if (follow) scrollToBottom();
+  }
+
+  function actionText(frame) {
+    var result = frame.result || {};
+    if (frame.error) {
+      var what = ACTION_FAILURES[frame.name] || "Could not do that";
+      return "\u2717 " + what + ": " + (frame.error.message || "it failed (" + (frame.error.code || "unknown") + ").");
+    }
+    if (result.confirmation) return "\u2713 " + result.confirmation;
+    if (frame.name === "reminder_list") return "\u2713 Looked at your reminders (" + (result.count || 0) + " pending)";
+    if (frame.name === "task_list") return "\u2713 Looked at your list (" + (result.count || 0) + " items)";
+    return "\u2713 Done";
   }
 
   function stopButtonUpdate() {
@@ -920,6 +1010,310 @@
       });
   }
 
+  // --- reminders and tasks ----------------------------------------------------------------------
+
+  function userZone() {
+    return (state.me && state.me.timezone) || "UTC";
+  }
+
+  // "Tue, Dec 8, 09:00" in the profile's zone (the browser's own when the name is unknown to it).
+  function formatInZone(value) {
+    if (!value) return "";
+    var date = new Date(value);
+    if (isNaN(date.getTime())) return "";
+    var options = { weekday: "short", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+    try {
+      return date.toLocaleString([], Object.assign({ timeZone: userZone() }, options));
+    } catch (e) {
+      return date.toLocaleString([], options);
+    }
+  }
+
+  function secretaryLoad() {
+    if (!state.me) return Promise.resolve();
+    var seq = ++state.secretarySeq;
+    return Promise.all([api("GET", "/reminders?status=pending"), api("GET", "/tasks")])
+      .then(function (answers) {
+        if (seq !== state.secretarySeq) return;
+        state.reminders = answers[0];
+        state.tasks = answers[1];
+        showError("secretary-error", "");
+        secretaryRender();
+      })
+      .catch(function (err) {
+        if (seq !== state.secretarySeq || !state.tokens) return;
+        showError("secretary-error", "Your reminders and tasks could not be loaded: " + err.message);
+      });
+  }
+
+  var secretaryReloadTimer = null;
+
+  function secretaryLoadSoon() {
+    clearTimeout(secretaryReloadTimer);
+    secretaryReloadTimer = setTimeout(secretaryLoad, 250);
+  }
+
+  function secretaryRender() {
+    $("reminders-zone").textContent = "Times in " + userZone() + ".";
+    var reminders = $("reminder-list");
+    reminders.textContent = "";
+    $("reminders-empty").hidden = state.reminders.length > 0;
+    state.reminders.forEach(function (reminder) {
+      reminders.append(reminderItem(reminder));
+    });
+    var tasks = $("task-list");
+    tasks.textContent = "";
+    $("tasks-empty").hidden = state.tasks.length > 0;
+    state.tasks.forEach(function (task) {
+      tasks.append(taskItem(task));
+    });
+  }
+
+  function reminderItem(reminder) {
+    var item = document.createElement("li");
+    item.className = "item";
+    item.dataset.reminderId = String(reminder.id);
+    var body = document.createElement("div");
+    body.className = "item-body";
+    var text = document.createElement("span");
+    text.className = "item-text";
+    text.textContent = reminder.text;
+    var when = document.createElement("span");
+    when.className = "item-when";
+    var time = document.createElement("time");
+    time.dateTime = reminder.due_at;
+    time.textContent = formatInZone(reminder.due_at);
+    when.append(time);
+    if (RECURRENCE_LABELS[reminder.recurrence]) when.append(" \u00b7 " + RECURRENCE_LABELS[reminder.recurrence]);
+    body.append(text, when);
+    var cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "link-button";
+    cancel.textContent = "Cancel";
+    cancel.setAttribute("aria-label", "Cancel reminder: " + reminder.text);
+    cancel.addEventListener("click", function () {
+      cancel.disabled = true;
+      api("PATCH", "/reminders/" + reminder.id, { status: "cancelled" })
+        .then(function () {
+          showError("secretary-error", "");
+          state.reminders = state.reminders.filter(function (r) {
+            return r.id !== reminder.id;
+          });
+          secretaryRender();
+          $("stream-status").textContent = "Reminder cancelled: " + reminder.text;
+        })
+        .catch(function (err) {
+          cancel.disabled = false;
+          showError("secretary-error", "The reminder could not be cancelled: " + err.message);
+          if (err.status === 404 || err.status === 409) secretaryLoadSoon(); // already sent or gone
+        });
+    });
+    item.append(body, cancel);
+    return item;
+  }
+
+  function taskItem(task) {
+    var item = document.createElement("li");
+    item.className = "item task";
+    item.dataset.taskId = String(task.id);
+    item.dataset.done = task.done ? "true" : "false";
+    var body = document.createElement("div");
+    body.className = "item-body";
+    var label = document.createElement("label");
+    label.className = "check task-check";
+    var box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = !!task.done;
+    var title = document.createElement("span");
+    title.className = "item-text";
+    title.textContent = task.title;
+    label.append(box, title);
+    body.append(label);
+    if (task.due_at) {
+      var when = document.createElement("span");
+      when.className = "item-when";
+      when.textContent = "Due " + formatInZone(task.due_at);
+      body.append(when);
+    }
+    box.addEventListener("change", function () {
+      var done = box.checked;
+      box.disabled = true;
+      api("PATCH", "/tasks/" + task.id, { done: done })
+        .then(function (updated) {
+          showError("secretary-error", "");
+          task.done = updated.done;
+          item.dataset.done = updated.done ? "true" : "false";
+          $("stream-status").textContent = (updated.done ? "Ticked off: " : "Back on your list: ") + updated.title;
+        })
+        .catch(function (err) {
+          box.checked = !done;
+          showError("secretary-error", "The task could not be updated: " + err.message);
+        })
+        .finally(function () {
+          box.disabled = false;
+        });
+    });
+    var remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "link-button";
+    remove.textContent = "Delete";
+    remove.setAttribute("aria-label", "Delete task: " + task.title);
+    remove.addEventListener("click", function () {
+      remove.disabled = true;
+      api("DELETE", "/tasks/" + task.id)
+        .then(function () {
+          showError("secretary-error", "");
+          state.tasks = state.tasks.filter(function (t) {
+            return t.id !== task.id;
+          });
+          secretaryRender();
+        })
+        .catch(function (err) {
+          remove.disabled = false;
+          showError("secretary-error", "The task could not be deleted: " + err.message);
+        });
+    });
+    item.append(body, remove);
+    return item;
+  }
+
+  function onTaskAdd(event) {
+    event.preventDefault();
+    var title = formValue("task-title");
+    if (!title) {
+      showError("secretary-error", "Write the task first.");
+      $("task-title").focus();
+      return;
+    }
+    busy(event.target, true);
+    api("POST", "/tasks", { title: title })
+      .then(function () {
+        showError("secretary-error", "");
+        $("task-title").value = "";
+        return secretaryLoad();
+      })
+      .catch(function (err) {
+        showError("secretary-error", "The task could not be added: " + err.message);
+      })
+      .finally(function () {
+        busy(event.target, false);
+      });
+  }
+
+  // --- settings: time zone, quiet hours, check-ins ----------------------------------------------
+
+  function browserZone() {
+    try {
+      return Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+    } catch (e) {
+      return "";
+    }
+  }
+
+  // On the first visit of a profile still on the default UTC, this browser's zone is saved, once:
+  // a user who later picks UTC by hand keeps it.
+  function timezoneAdopt() {
+    var me = state.me;
+    var zone = browserZone();
+    if (!me || me.timezone !== "UTC" || !zone || zone === "UTC" || zone === "Etc/UTC") return Promise.resolve();
+    var key = TIMEZONE_OFFERED_KEY + me.id;
+    if (storageGet(key)) return Promise.resolve();
+    return api("PATCH", "/me", { timezone: zone })
+      .then(function (updated) {
+        storageSet(key, zone);
+        state.me = updated;
+        renderAccount();
+        infoShow("Your time zone is now " + zone + ", this browser's: reminders use it.");
+      })
+      .catch(function (err) {
+        if (err.status === 422) storageSet(key, zone); // a zone the server does not know: not again
+      });
+  }
+
+  function timezoneOptionsFill() {
+    var list = $("timezone-options");
+    if (list.childElementCount || typeof Intl.supportedValuesOf !== "function") return;
+    var zones = [];
+    try {
+      zones = Intl.supportedValuesOf("timeZone");
+    } catch (e) {
+      zones = [];
+    }
+    ["UTC"].concat(zones).forEach(function (zone) {
+      var option = document.createElement("option");
+      option.value = zone;
+      list.append(option);
+    });
+  }
+
+  function quietInputsUpdate() {
+    var on = $("settings-quiet").checked;
+    $("settings-quiet-start").disabled = !on;
+    $("settings-quiet-end").disabled = !on;
+  }
+
+  function settingsOpen() {
+    var me = state.me;
+    if (!me) return;
+    timezoneOptionsFill();
+    $("settings-timezone").value = me.timezone || "UTC";
+    var zone = browserZone();
+    $("settings-browser-zone").textContent = zone ? "This browser: " + zone + "." : "";
+    $("settings-quiet").checked = !!me.quiet_hours;
+    if (me.quiet_hours) {
+      $("settings-quiet-start").value = me.quiet_hours.start;
+      $("settings-quiet-end").value = me.quiet_hours.end;
+    }
+    quietInputsUpdate();
+    $("settings-proactive").checked = !!me.proactive_opt_in;
+    showError("settings-error", "");
+    var dialog = $("settings-dialog");
+    if (typeof dialog.showModal === "function") dialog.showModal();
+    else dialog.setAttribute("open", "");
+  }
+
+  function settingsClose() {
+    var dialog = $("settings-dialog");
+    if (typeof dialog.close === "function") dialog.close();
+    else dialog.removeAttribute("open");
+  }
+
+  function onSettingsSave(event) {
+    event.preventDefault();
+    var zone = formValue("settings-timezone");
+    if (!zone) {
+      showError("settings-error", "Enter a time zone, such as Europe/Paris.");
+      $("settings-timezone").focus();
+      return;
+    }
+    var body = { timezone: zone, proactive_opt_in: $("settings-proactive").checked, quiet_hours: null };
+    if ($("settings-quiet").checked) {
+      var start = $("settings-quiet-start").value.slice(0, 5);
+      var end = $("settings-quiet-end").value.slice(0, 5);
+      if (!start || !end) {
+        showError("settings-error", "Give quiet hours a start and an end, or turn them off.");
+        return;
+      }
+      body.quiet_hours = { start: start, end: end };
+    }
+    busy(event.target, true);
+    api("PATCH", "/me", body)
+      .then(function (me) {
+        state.me = me;
+        renderAccount();
+        settingsClose();
+        infoShow("");
+        $("stream-status").textContent = "Settings saved.";
+        secretaryRender();
+      })
+      .catch(function (err) {
+        showError("settings-error", err.message);
+      })
+      .finally(function () {
+        busy(event.target, false);
+      });
+  }
+
   // --- the websocket ----------------------------------------------------------------------------
 
   var sock = { ws: null, conversationId: null, wanted: false, attempt: 0, timer: null };
@@ -1055,6 +1449,9 @@
         break;
       case "reply.end":
         onReplyEnd(frame);
+        break;
+      case "action":
+        onAction(frame);
         break;
       case "error":
         onErrorFrame(frame);
@@ -1275,6 +1672,18 @@
       optinSave({ intimate_opt_in: false }, null);
     });
     $("optin-cancel").addEventListener("click", optinClose);
+    $("settings-open").addEventListener("click", settingsOpen);
+    $("settings-cancel").addEventListener("click", settingsClose);
+    $("settings-form").addEventListener("submit", onSettingsSave);
+    $("settings-quiet").addEventListener("change", quietInputsUpdate);
+    $("info-settings").addEventListener("click", settingsOpen);
+    $("info-close").addEventListener("click", function () {
+      infoShow("");
+    });
+    $("task-form").addEventListener("submit", onTaskAdd);
+    window.addEventListener("focus", function () {
+      if (state.me) secretaryLoadSoon(); // a reminder may have gone out in another conversation
+    });
     window.addEventListener("hashchange", function () {
       if (state.me) route();
     });
