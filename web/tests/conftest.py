@@ -16,7 +16,8 @@ from web.browser import DESKTOP_VIEWPORT, chromium_missing_reason
 
 PASSWORD = "a-long-passphrase-42"
 STREAM_CHUNK_DELAY_MS = 30  # slow enough to watch a reply stream, and to stop it
-LIVE_ENV = {"REGISTER_THROTTLE_PER_IP": "100"}
+# The server's own scheduler delivers reminders, as with `make run` on embedded defaults.
+LIVE_ENV = {"REGISTER_THROTTLE_PER_IP": "100", "SCHEDULER_IN_PROCESS": "true"}
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ user of its own through the page. Replies are scripted in llmock and streamed sl
 (30 ms a word) to watch them arrive and to stop them.
 """
 
-import json
 import struct
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -508,48 +508,51 @@ def test_what_the_secretary_did_shows_in_its_reply_and_the_panel_follows(page, l
     expect(reply.locator(".bubble")).to_have_text("Done: I'll remind you to stretch tomorrow at 9.")
     # and the panel lists the new reminder without a reload
     expect(page.locator(f'#reminder-list [data-reminder-id="{reminder["id"]}"] .item-text')).to_have_text("Stretch")
+    # and the lines are still there when the page is opened again
+    page.reload()
+    expect(page.locator("#messages .msg.assistant").last.locator(".action")).to_have_count(2)
 
 
-def test_a_reminder_arriving_live_is_a_labelled_bubble_and_leaves_the_panel(page, live, username):
-    # Given a pending reminder in the panel, and the socket's frames within reach of the test
-    sockets = []
+def due_this_minute() -> str:
+    """This minute in UTC (the profile's zone): due at once, within the server's minute of grace."""
+    now = datetime.now(ZoneInfo("UTC"))
+    if now.second > 45:
+        time.sleep(61 - now.second)
+        now = datetime.now(ZoneInfo("UTC"))
+    return now.strftime("%Y-%m-%dT%H:%M")
 
-    def route(ws):
-        ws.connect_to_server()
-        sockets.append(ws)
 
-    page.route_web_socket("**/ws/conversations/**", route)
+def test_a_reminder_falling_due_arrives_labelled_counts_as_unread_elsewhere_and_leaves_the_panel(page, live, username):
+    # Given two conversations, the page on the second, and a reminder in the first falling due now
     chat_register(page, base_url=live.url, username=username, password=PASSWORD)
-    conversation_id = chat_start_with(page, avatar_name="Ada")
+    first = chat_start_with(page, avatar_name="Ada")
+    page.goto(f"{live.url}/#/")
+    second = chat_start_with(page, avatar_name="Ada")
+    assert first != second
     api = live.api(username)
-    reminder = api.post(
-        "/reminders", json={"conversation_id": conversation_id, "text": "Stretch", "due_local": tomorrow_at("09:00")}
-    ).json()
-    page.reload()
-    chat_wait_connected(page)
-    expect(page.locator("#reminder-list .item")).to_have_count(1)
+    created = api.post("/reminders", json={"conversation_id": first, "text": "Stretch", "due_local": due_this_minute()})
+    assert created.status_code == 201, created.text
 
-    # When it is delivered (stored as the delivery would store it) and its frame reaches the page
-    live.shell(
-        "from conversations.models import Message\n"
-        "from secretary.models import Reminder\n"
-        f"Reminder.objects.filter(pk={reminder['id']}).update(status='sent')\n"
-        f"Message.objects.create(conversation_id={conversation_id}, role='assistant', mode='secretary',"
-        f" origin='reminder', reminder_id={reminder['id']}, content='Time to stretch!')"
-    )
-    message = api.get(f"/conversations/{conversation_id}/messages").json()["items"][-1]
-    assert (message["origin"], message["reminder_id"]) == ("reminder", reminder["id"])
-    sockets[-1].send(json.dumps({"type": "message.created", "message": message}))
+    # When the server's scheduler delivers it, and the user comes back to the window
+    deadline = time.monotonic() + 20
+    while not api.get("/reminders?status=sent").json():
+        assert time.monotonic() < deadline, "the reminder was not delivered within 20 s"
+        time.sleep(0.2)
+    page.evaluate("window.dispatchEvent(new Event('focus'))")
 
-    # Then it is an assistant bubble labelled as a reminder, and the panel no longer lists it
-    bubble = page.locator(f'#messages .msg.assistant[data-id="{message["id"]}"]')
-    expect(bubble.locator(".bubble")).to_have_text("Time to stretch!")
-    expect(bubble.locator(".origin-label")).to_have_text("⏰ Reminder")
+    # Then the first conversation shows one unread message in the list
+    badge = page.locator(f'#conversation-list button[data-conversation-id="{first}"] .unread')
+    expect(badge).to_have_text("1")
     expect(page.locator("#reminder-list .item")).to_have_count(0)
-    expect(page.locator("#reminders-empty")).to_be_visible()
-    # and after a reload it is still labelled
-    page.reload()
-    expect(page.locator(f'#messages .msg[data-id="{message["id"]}"] .origin-label')).to_have_text("⏰ Reminder")
+    # and opening it shows the avatar's reminder, labelled, and clears the count
+    page.locator(f'#conversation-list button[data-conversation-id="{first}"]').click()
+    reminder_bubble = page.locator('#messages .msg.assistant[data-origin="reminder"]')
+    expect(reminder_bubble).to_have_count(1)
+    expect(reminder_bubble.locator(".origin-label")).to_have_text("⏰ Reminder")
+    expect(badge).to_have_count(0)
+    assert next(c for c in api.get("/conversations").json() if c["id"] == first)["unread"] == 0
+    (sent,) = api.get("/reminders?status=sent").json()
+    assert sent["id"] == created.json()["id"]
 
 
 def test_the_browsers_time_zone_is_saved_once_on_the_first_visit(browser, live, username):

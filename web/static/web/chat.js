@@ -19,6 +19,7 @@
   var WS_PATH = root.dataset.wsPath || "/ws/conversations/";
   var STORAGE_KEY = "companion.tokens";
   var PAGE_SIZE = 50;
+  var LIST_REFRESH_MS = 60000; // how often the conversation list (unread counts) is read while the page is visible
   var MESSAGE_MAX_CHARS = 8000;
   var REFRESH_MARGIN_MS = 30000;
   var BACKOFF_BASE_MS = 500;
@@ -432,6 +433,13 @@
         " \u00b7 " +
         formatWhen(conversation.last_message_at || conversation.created_at);
       button.append(name, when);
+      if (conversation.unread > 0 && !(state.current && state.current.id === conversation.id)) {
+        var badge = document.createElement("span");
+        badge.className = "unread";
+        badge.textContent = String(conversation.unread);
+        badge.setAttribute("aria-label", conversation.unread + " unread");
+        button.append(badge);
+      }
       button.addEventListener("click", function () {
         location.hash = "#/c/" + conversation.id;
         sidebarOpen(false);
@@ -572,7 +580,24 @@
     scrollToBottom();
     requestAnimationFrame(scrollToBottom); // again once the page has its final layout
     socketOpen();
+    readMark();
     $("composer-input").focus();
+  }
+
+  // The open conversation is read: its unread count (reminders, check-ins) goes back to 0.
+  function readMark() {
+    var conversation = state.current;
+    if (!conversation || document.visibilityState !== "visible") return;
+    api("POST", "/conversations/" + conversation.id + "/read", {})
+      .then(function () {
+        conversation.unread = 0;
+        var listed = state.conversations.find(function (c) {
+          return c.id === conversation.id;
+        });
+        if (listed) listed.unread = 0;
+        conversationsRender();
+      })
+      .catch(function () {});
   }
 
   function olderLoad() {
@@ -682,6 +707,11 @@
     if (message.error_code && (message.status === "failed" || message.status === "fallback")) {
       el.dataset.note = message.error_code;
     }
+    if (message.actions && message.actions.length && !el.querySelector(".actions")) {
+      message.actions.forEach(function (action) {
+        actionLineAdd(el, action);
+      });
+    }
     metaRender(el);
     if (fresh || !el.isConnected) {
       state.elements.set(message.id, el);
@@ -772,6 +802,7 @@
     messageUpsert(frame.message);
     if (frame.message.role === "assistant") {
       if (frame.message.origin === "reminder") secretaryLoadSoon();
+      if (frame.message.origin === "reminder" || frame.message.origin === "proactive") readMark();
       conversationsReloadSoon();
     }
     if (follow || frame.message.role === "user") scrollToBottom();
@@ -781,6 +812,13 @@
   function onAction(frame) {
     var follow = nearBottom();
     var el = state.elements.get(frame.message_id) || streamOf(frame.message_id, null).el;
+    actionLineAdd(el, frame);
+    secretaryLoadSoon();
+    if (follow) scrollToBottom();
+  }
+
+  // One line in a reply for one action: live from a frame, or from the stored reply's `actions`.
+  function actionLineAdd(el, frame) {
     var list = el.querySelector(".actions");
     if (!list) {
       list = document.createElement("ul");
@@ -794,8 +832,6 @@
     item.dataset.outcome = frame.error ? "error" : "ok";
     item.textContent = actionText(frame);
     list.append(item);
-    secretaryLoadSoon();
-    if (follow) scrollToBottom();
   }
 
   function actionText(frame) {
@@ -1682,8 +1718,18 @@
     });
     $("task-form").addEventListener("submit", onTaskAdd);
     window.addEventListener("focus", function () {
-      if (state.me) secretaryLoadSoon(); // a reminder may have gone out in another conversation
+      if (!state.me) return;
+      // A reminder or a check-in may have arrived in another conversation: its panel and its unread count.
+      secretaryLoadSoon();
+      conversationsReloadSoon();
     });
+    // The socket carries the open conversation only; the others' unread counts are read now and then.
+    setInterval(function () {
+      if (state.me && document.visibilityState === "visible") {
+        conversationsReloadSoon();
+        secretaryLoadSoon();
+      }
+    }, LIST_REFRESH_MS);
     window.addEventListener("hashchange", function () {
       if (state.me) route();
     });
