@@ -68,6 +68,7 @@ class MessageOut(Schema):
     client_id: str | None
     origin: str = Field(description='"user", "reply", "reminder", "proactive" or "greeting": why the message exists.')
     reminder_id: int | None = Field(None, description='The reminder it delivers (origin "reminder").')
+    late: bool = Field(False, description="A reminder delivered more than a minute after it fell due (a restart).")
     actions: list[dict[str, Any]] = Field(
         default_factory=list,
         description="What the secretary did while writing this reply: {name, arguments, result, error}.",

@@ -129,6 +129,7 @@ async def test_a_new_yorker_asks_for_a_reminder_sees_the_action_and_gets_it_on_e
     assert on_phone["content"]
     stored = [m for m in await messages_get(http, alice, conversation_id) if m["origin"] == "reminder"]
     assert [m["id"] for m in stored] == [on_phone["id"]]
+    assert stored[0]["late"] is False  # on time; the REST page says so as the frame does
     sent = (await http.get("/api/reminders?status=sent", headers=alice.headers)).json()
     assert [r["id"] for r in sent] == [reminders[0]["id"]]
     listed = (await http.get(f"/api/conversations/{conversation_id}", headers=alice.headers)).json()
