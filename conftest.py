@@ -35,6 +35,16 @@ def _clear_cache() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _background_tasks_drained() -> Iterator[None]:
+    # Background work a test's turns queued (an automatic title after every first exchange,
+    # memory tasks) finishes before the test's database is flushed, never against the next test's.
+    yield
+    from core.background import in_process_tasks_wait
+
+    in_process_tasks_wait(timeout=30)
+
+
 @pytest.fixture
 def user(db: Any) -> User:
     return UserFactory(username="sam")
