@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -27,8 +28,8 @@ async def conversation() -> Conversation:
     return await database_sync_to_async(ConversationFactory)()
 
 
-async def _exchange(ws: object, content: str) -> list[dict[str, object]]:
-    await ws.send_to(text_data=json.dumps({"type": "message", "content": content}))  # type: ignore[attr-defined]
+async def _exchange(ws: Any, content: str) -> list[dict[str, Any]]:
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": content}))
     return await ws_receive_until(ws, "reply.end")
 
 
