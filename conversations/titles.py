@@ -11,6 +11,7 @@ rename that lands while the model is writing always wins, and a second run write
 import logging
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import transaction
 
 from conversations.models import Conversation, Message, Role, Status
@@ -28,7 +29,10 @@ TITLE_MAX_TOKENS = 24
 
 def conversation_title_schedule(*, conversation_id: int) -> None:
     """Queue the automatic title once the conversation has its first exchange and still bears
-    the avatar's name; returns at once (the task runs after the transaction commits)."""
+    the avatar's name; returns at once (the task runs after the transaction commits). Off
+    with `CONVERSATION_TITLES_AUTO=false`."""
+    if not getattr(settings, "CONVERSATION_TITLES_AUTO", True):
+        return
     if not Conversation.objects.filter(pk=conversation_id, title_source="avatar").exists():
         return
 

@@ -365,21 +365,12 @@ def test_fork_at_another_conversations_message_is_not_found() -> None:
 # --- titles -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def titles_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The automatic title is not queued: the test calls the service itself."""
-    from conversations import titles
-
-    monkeypatch.setattr(titles.background, "task_enqueue", lambda task, **kwargs: None)
-
-
 class _NoModel(FakeProvider):
     @property
     def configured(self) -> bool:
         return False
 
 
-@pytest.mark.usefixtures("titles_by_hand")
 def test_without_a_model_the_title_is_the_first_words_of_the_first_message() -> None:
     conversation = ConversationFactory(title="Avatar 1")
     exchange(conversation, "Could you help me plan a trip to Lisbon in May please", "Gladly.")
@@ -391,7 +382,6 @@ def test_without_a_model_the_title_is_the_first_words_of_the_first_message() -> 
     assert (conversation.title, conversation.title_source) == ("Could you help me plan a…", "auto")
 
 
-@pytest.mark.usefixtures("titles_by_hand")
 def test_the_model_writes_the_title_once_and_never_over_the_users() -> None:
     conversation = ConversationFactory()
     exchange(conversation, "Could you help me plan a trip to Lisbon", "Gladly.")
@@ -408,7 +398,6 @@ def test_the_model_writes_the_title_once_and_never_over_the_users() -> None:
     assert renamed.title == "Mine"
 
 
-@pytest.mark.usefixtures("titles_by_hand")
 def test_a_failing_title_model_falls_back_to_the_first_words() -> None:
     conversation = ConversationFactory()
     exchange(conversation, "budget review tomorrow", "Noted.")
@@ -420,9 +409,11 @@ def test_a_failing_title_model_falls_back_to_the_first_words() -> None:
     assert title == "budget review tomorrow"
 
 
-def test_the_first_exchange_queues_the_title_in_the_background() -> None:
+def test_the_first_exchange_queues_the_title_in_the_background(settings: Any) -> None:
+    # (Off elsewhere in the suite: conftest.py.)
     from core.background import in_process_tasks_wait
 
+    settings.CONVERSATION_TITLES_AUTO = True
     conversation = ConversationFactory(title="Avatar")
     with provider_configured():  # no key in tests: the first words
         exchange(conversation, "what should I cook tonight", "Pasta.")
@@ -548,7 +539,6 @@ def test_rest_rename_and_search() -> None:
     assert hidden.superseded
 
 
-@pytest.mark.usefixtures("titles_by_hand")
 def test_two_title_writers_race_and_the_users_rename_wins() -> None:
     conversation = ConversationFactory()
     exchange(conversation, "hello there friend", "Hi.")
