@@ -98,7 +98,7 @@ def test_register_chat_with_a_streamed_reply_and_find_it_after_a_reload(page, li
     expect(page.locator(f'#conversation-list [data-conversation-id="{conversation_id}"]')).to_have_attribute(
         "aria-current", "true"
     )
-    expect(page.locator("#conversation-list button")).to_have_count(1)
+    expect(page.locator("#conversation-list button.open")).to_have_count(1)
 
     # No token ever travelled in a URL; the socket used a one-time ticket.
     tokens = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")
