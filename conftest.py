@@ -35,6 +35,19 @@ def _clear_cache() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _background_tasks_drained(settings: Any) -> Iterator[None]:
+    # Automatic titles would run after every first exchange of every test, on the in-process
+    # thread, against the test's in-memory SQLite (shared-cache table locks have no busy
+    # timeout): off unless a test turns them on (conversations/tests/test_alternatives.py).
+    settings.CONVERSATION_TITLES_AUTO = False
+    # Background work a test queued finishes before its database is flushed, never against the next test's.
+    yield
+    from core.background import in_process_tasks_wait
+
+    in_process_tasks_wait(timeout=30)
+
+
 @pytest.fixture
 def user(db: Any) -> User:
     return UserFactory(username="sam")

@@ -199,6 +199,9 @@ LLM_BASE_URL: str = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY: str = env.str("LLM_API_KEY", default="") or env.str("OPENAI_API_KEY", default="")
 LLM_MODEL: str = env.str("LLM_MODEL", default="gpt-4o-mini")
 LLM_SUMMARY_MODEL: str = env.str("LLM_SUMMARY_MODEL", default="") or LLM_MODEL
+# Automatic conversation titles after the first exchange (conversations/titles.py): one short
+# call to LLM_SUMMARY_MODEL per conversation, or its first words without a model.
+CONVERSATION_TITLES_AUTO: bool = env.bool("CONVERSATION_TITLES_AUTO", default=True)
 LLM_TEMPERATURE: float = env.float("LLM_TEMPERATURE", default=0.8)
 LLM_MAX_TOKENS: int = env.int("LLM_MAX_TOKENS", default=800)
 LLM_MAX_TOKENS_LIMIT: int = env.int("LLM_MAX_TOKENS_LIMIT", default=4096)

@@ -12,17 +12,24 @@ from ninja import Field, Query, Router, Schema, Status
 
 from conversations import selectors, services
 from conversations.models import Conversation
+from conversations.realtime import conversation_event_broadcast
 from conversations.schemas import (
+    AlternativesOut,
     ConversationIn,
     ConversationOut,
     ConversationPatchIn,
+    ForkIn,
+    MessageEditIn,
     MessageIn,
+    MessageOut,
     MessagePageOut,
     ReadIn,
+    RegenerateIn,
     SummaryOut,
     TurnOut,
 )
 from conversations.turns import RunningTurn, TurnEvent, turn_start
+from conversations.turns.request import Regenerate, ScheduledMessage
 from llm.registry import provider_get
 from memory import selectors as memory_selectors
 
@@ -44,6 +51,7 @@ def conversation_out(conversation: Conversation) -> dict[str, Any]:
             "image": avatar.image.url if avatar.image else None,
         },
         "title": conversation.title,
+        "title_source": conversation.title_source,
         "mode": conversation.mode,
         "mode_locked": conversation.mode_locked,
         "message_count": conversation.message_count,
@@ -68,13 +76,14 @@ def conversation_create(request: HttpRequest, payload: ConversationIn) -> Status
 
 class ConversationListQuery(Schema):
     avatar_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    q: str | None = Field(None, max_length=200, description="Search titles and message text.")
     limit: int = Field(50, ge=1, le=200)
     offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
 @router.get("/conversations", response=list[ConversationOut])
 def conversation_list(request: HttpRequest, filters: Query[ConversationListQuery]) -> list[dict[str, Any]]:
-    conversations = selectors.conversation_list(user=request.auth, avatar_id=filters.avatar_id)  # type: ignore[attr-defined]
+    conversations = selectors.conversation_list(user=request.auth, avatar_id=filters.avatar_id, query=filters.q)  # type: ignore[attr-defined]
     return [conversation_out(c) for c in conversations[filters.offset : filters.offset + filters.limit]]
 
 
@@ -86,6 +95,8 @@ def conversation_get(request: HttpRequest, conversation_id: int) -> dict[str, An
 @router.patch("/conversations/{conversation_id}", response=ConversationOut)
 def conversation_patch(request: HttpRequest, conversation_id: int, payload: ConversationPatchIn) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
+    if payload.title is not None:
+        services.conversation_rename(conversation=conversation, title=payload.title)
     event = services.conversation_mode_set(
         user=request.auth,  # type: ignore[attr-defined]
         conversation=conversation,
@@ -93,10 +104,16 @@ def conversation_patch(request: HttpRequest, conversation_id: int, payload: Conv
         mode_locked=payload.mode_locked,
     )
     if event is not None:
-        from conversations.realtime import conversation_event_broadcast
-
         conversation_event_broadcast(conversation_id=conversation.pk, event=event)
     return conversation_out(conversation)
+
+
+@router.post("/conversations/{conversation_id}/fork", response={201: ConversationOut})
+def conversation_fork(request: HttpRequest, conversation_id: int, payload: ForkIn) -> Status[dict[str, Any]]:
+    """A new conversation with this one's history up to `message_id` (included)."""
+    conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
+    fork = services.conversation_fork(user=request.auth, conversation=conversation, message_id=payload.message_id)  # type: ignore[attr-defined]
+    return Status(201, conversation_out(selectors.conversation_get_owned(user=request.auth, conversation_id=fork.pk)))  # type: ignore[attr-defined]
 
 
 @router.post("/conversations/{conversation_id}/read", response=ConversationOut)
@@ -123,7 +140,32 @@ class MessagePageQuery(Schema):
 def message_list(request: HttpRequest, conversation_id: int, page: Query[MessagePageQuery]) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     items, next_cursor = selectors.message_page(conversation=conversation, before=page.before, limit=page.limit)
-    return {"items": [selectors.message_dict(m) for m in items], "next": next_cursor}
+    return {"items": selectors.message_dicts(items), "next": next_cursor}
+
+
+@router.get("/messages/{message_id}/alternatives", response=AlternativesOut)
+def message_alternatives(request: HttpRequest, message_id: int) -> dict[str, Any]:
+    """The replies to the same user message as this one (or to this user message), oldest first."""
+    replies = selectors.message_alternatives(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
+    selected = next((m.pk for m in replies if not m.superseded), None)
+    return {"items": selectors.message_dicts(replies), "selected": selected}
+
+
+@router.post("/messages/{message_id}/select", response=MessageOut)
+def message_select(request: HttpRequest, message_id: int) -> dict[str, Any]:
+    """Make this reply the one the history and the next prompt use; every socket hears of it."""
+    event = services.message_alternative_select(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
+    conversation_event_broadcast(conversation_id=event.message["conversation_id"], event=event)
+    return event.message
+
+
+@router.delete("/messages/{message_id}", response={204: None})
+def message_forget(request: HttpRequest, message_id: int) -> Status[None]:
+    """Forget one message (a user message with its replies); every socket hears of it."""
+    message = selectors.message_get_owned(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
+    event = services.message_forget(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
+    conversation_event_broadcast(conversation_id=message.conversation_id, event=event)
+    return Status(204, None)
 
 
 @router.get("/conversations/{conversation_id}/summary", response=SummaryOut)
@@ -136,9 +178,37 @@ def summary_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
 @router.post("/conversations/{conversation_id}/messages", response={201: TurnOut})
 async def message_post(request: HttpRequest, conversation_id: int, payload: MessageIn) -> Any:
     """Run a turn. With `Accept: text/event-stream`, stream its events as SSE; otherwise answer the finished turn."""
+    return await _turn_answer(request, conversation_id, payload.model_dump(exclude_unset=True), status=201)
+
+
+@router.post("/conversations/{conversation_id}/regenerate", response={201: TurnOut})
+async def conversation_regenerate(
+    request: HttpRequest, conversation_id: int, payload: RegenerateIn | None = None
+) -> Any:
+    """A new reply to the last user message, the earlier one kept as an alternative; SSE as for a message."""
+    message = Regenerate(message_id=payload.message_id if payload else None)
+    return await _turn_answer(request, conversation_id, message, status=201)
+
+
+@router.patch("/messages/{message_id}", response={200: TurnOut})
+async def message_edit(request: HttpRequest, message_id: int, payload: MessageEditIn) -> Any:
+    """Edit your last message and answer it again (its earlier replies are replaced); SSE as for a message."""
+    user_id: int = request.auth.pk  # type: ignore[attr-defined]
+    message = await sync_to_async(selectors.message_get_owned)(user_id=user_id, message_id=message_id)
+    edit = Regenerate(message_id=message_id, content=payload.content)
+    return await _turn_answer(request, message.conversation_id, edit, status=200)
+
+
+async def _turn_answer(
+    request: HttpRequest,
+    conversation_id: int,
+    message: dict[str, Any] | Regenerate | ScheduledMessage,
+    *,
+    status: int,
+) -> Any:
+    """Start a turn through the door; stream it as SSE when asked, else answer the finished turn."""
     user_id: int = request.auth.pk  # type: ignore[attr-defined]
     provider = await sync_to_async(provider_get)()
-    message = payload.model_dump(exclude_unset=True)
 
     if "text/event-stream" in request.headers.get("Accept", ""):
         queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
@@ -152,7 +222,7 @@ async def message_post(request: HttpRequest, conversation_id: int, payload: Mess
         )
         assert running.task is not None
         running.task.add_done_callback(lambda _: queue.put_nowait(None))
-        response = StreamingHttpResponse(_sse_events(queue, running), content_type="text/event-stream", status=201)
+        response = StreamingHttpResponse(_sse_events(queue, running), content_type="text/event-stream", status=status)
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
@@ -161,7 +231,7 @@ async def message_post(request: HttpRequest, conversation_id: int, payload: Mess
     # A client that hangs up does not cancel the turn (`result` is shielded); it completes and is stored.
     result = await running.result()
     return Status(
-        201,
+        status,
         {
             "user_message": result.user_message,
             "assistant_message": result.assistant_message,

@@ -21,11 +21,20 @@ from django.conf import settings
 
 from accounts.selectors import token_family_group_name
 from conversations import realtime, services
-from conversations.selectors import message_dict, message_list_after
+from conversations.selectors import message_dicts, message_get_owned, message_list_after
 from conversations.tickets import ws_ticket_redeem
 from conversations.turns import turn_cancel_local, turn_running, turn_start
-from conversations.turns.events import ErrorEvent, ModeChanged, ReplyStart, Token, TurnEvent
-from core.errors import DomainError, Throttled
+from conversations.turns.events import (
+    AlternativeSelected,
+    ErrorEvent,
+    MessagesDeleted,
+    ModeChanged,
+    ReplyStart,
+    Token,
+    TurnEvent,
+)
+from conversations.turns.request import Regenerate
+from core.errors import DomainError, NotFound, Throttled
 from core.modes import Mode
 from llm.registry import provider_get
 
@@ -114,6 +123,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             frame = self._frame_parse(text_data, bytes_data)
             handler = {
                 "message": self._on_message,
+                "regenerate": self._on_regenerate,
+                "edit": self._on_edit,
+                "select": self._on_select,
+                "forget": self._on_forget,
                 "stop": self._on_stop,
                 "set_mode": self._on_set_mode,
                 "resume": self._on_resume,
@@ -160,6 +173,32 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             user_id=self.user_id, conversation_id=self.conversation_id, message=message, provider=provider_get()
         )
 
+    async def _on_regenerate(self, frame: dict[str, Any]) -> None:
+        # A turn like a message's, through the same door: its events reach this socket through the group.
+        regenerate = Regenerate(message_id=_message_id(frame, required=False))
+        await turn_start(
+            user_id=self.user_id, conversation_id=self.conversation_id, message=regenerate, provider=provider_get()
+        )
+
+    async def _on_edit(self, frame: dict[str, Any]) -> None:
+        content = frame.get("content")
+        if not isinstance(content, str):
+            raise ClientError("invalid", "content must be a string.", field="content")
+        edit = Regenerate(message_id=_message_id(frame, required=True), content=content)
+        await turn_start(
+            user_id=self.user_id, conversation_id=self.conversation_id, message=edit, provider=provider_get()
+        )
+
+    async def _on_select(self, frame: dict[str, Any]) -> None:
+        message_id = _message_id(frame, required=True)
+        event = await database_sync_to_async(_alternative_select)(self.user_id, self.conversation_id, message_id)
+        await self.channel_layer.group_send(self.group, {"type": realtime.GROUP_EVENT_TYPE, "frame": event.frame()})
+
+    async def _on_forget(self, frame: dict[str, Any]) -> None:
+        message_id = _message_id(frame, required=True)
+        event = await database_sync_to_async(_message_forget)(self.user_id, self.conversation_id, message_id)
+        await self.channel_layer.group_send(self.group, {"type": realtime.GROUP_EVENT_TYPE, "frame": event.frame()})
+
     async def _on_stop(self, frame: dict[str, Any]) -> None:
         # One turn per conversation at a time: if it runs here, stop it without a trip through the layer.
         if turn_cancel_local(self.conversation_id):
@@ -180,8 +219,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise ClientError("invalid", "after must be a message id (an integer).", field="after")
         missed = await database_sync_to_async(message_list_after)(conversation_id=self.conversation_id, after=after)
-        for message in missed:
-            await self._send_frame({"type": "message.created", "message": message_dict(message), "resumed": True})
+        for message in await database_sync_to_async(message_dicts)(missed):
+            await self._send_frame({"type": "message.created", "message": message, "resumed": True})
         # The process running a reply (maybe another server) answers with what it has streamed so far.
         control = realtime.conversation_control_group_name(self.conversation_id)
         await self.channel_layer.group_send(
@@ -205,6 +244,32 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+
+def _message_id(frame: dict[str, Any], *, required: bool) -> int | None:
+    message_id = frame.get("message_id")
+    if message_id is None and not required:
+        return None
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 1:
+        raise ClientError("invalid", "message_id must be a message id (a positive integer).", field="message_id")
+    return message_id
+
+
+def _message_of_conversation(user_id: int, conversation_id: int, message_id: int) -> None:
+    # A socket acts on its own conversation only: a message of another one is not found here.
+    message = message_get_owned(user_id=user_id, message_id=message_id)
+    if message.conversation_id != conversation_id:
+        raise NotFound("Message not found.", field="message_id")
+
+
+def _alternative_select(user_id: int, conversation_id: int, message_id: int) -> AlternativeSelected:
+    _message_of_conversation(user_id, conversation_id, message_id)
+    return services.message_alternative_select(user_id=user_id, message_id=message_id)
+
+
+def _message_forget(user_id: int, conversation_id: int, message_id: int) -> MessagesDeleted:
+    _message_of_conversation(user_id, conversation_id, message_id)
+    return services.message_forget(user_id=user_id, message_id=message_id)
 
 
 def _conversation_mode_set(user_id: int, conversation_id: int, mode: str) -> ModeChanged | None:

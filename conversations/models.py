@@ -13,6 +13,13 @@ class Conversation(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
+    # Who wrote the title: the avatar's name at creation, an automatic one from the first
+    # exchange (conversations/titles.py), or the user; an automatic title never replaces the user's.
+    title_source = models.CharField(
+        max_length=8,
+        choices=[("avatar", "avatar's name"), ("auto", "automatic"), ("user", "user")],
+        default="avatar",
+    )
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SECRETARY)
     mode_locked = models.BooleanField(default=False, help_text="A user lock: automatic switching is off.")
     # "crisis" from a flagged turn until the next calm one: intimate mode stays closed meanwhile (docs/safety.md).
@@ -71,6 +78,10 @@ class Message(models.Model):
     # A reminder sent more than a minute after its time (a restart, a backlog): clients may say so.
     late = models.BooleanField(default=False)
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # The replies to one user message (same `reply_to`) are alternatives of each other: a
+    # regeneration adds one. Exactly one is selected; the others are superseded, kept for the
+    # user to pick again, and left out of the history, the prompt and the summary.
+    superseded = models.BooleanField(default=False)
     # The mode decision that routed this user message: {mode, score, matched, switch, source, blocked, ...}
     route = models.JSONField(null=True, blank=True)
     # "crisis" on a user message the crisis detector flagged; "" otherwise.

@@ -15,6 +15,25 @@ class ConversationIn(Schema):
 class ConversationPatchIn(Schema):
     mode: Mode | Literal["auto"] | None = None
     mode_locked: bool | None = None
+    title: str | None = Field(None, description="The user's own title, 1 to 200 characters; never overwritten.")
+
+
+class ForkIn(Schema):
+    message_id: int = Field(..., ge=1, le=2**63 - 1, description="The last message the new conversation keeps.")
+
+
+class RegenerateIn(Schema):
+    message_id: int | None = Field(
+        None, ge=1, le=2**63 - 1, description="The user message to answer again: must be the last one (else 409)."
+    )
+
+
+class MessageEditIn(Schema):
+    content: str = Field(
+        ...,
+        description=f"The new text of your last message, 1 to {CONTENT_MAX_CHARS:,} characters.",
+        json_schema_extra={"minLength": 1, "maxLength": CONTENT_MAX_CHARS},
+    )
 
 
 class AvatarBriefOut(Schema):
@@ -28,6 +47,7 @@ class ConversationOut(Schema):
     id: int
     avatar: AvatarBriefOut
     title: str
+    title_source: str = Field(description='"avatar" (its name), "auto" (from the first exchange) or "user".')
     mode: str
     mode_locked: bool
     message_count: int
@@ -74,6 +94,11 @@ class MessageOut(Schema):
         description="What the secretary did while writing this reply: {name, arguments, result, error}.",
     )
     reply_to: int | None
+    alternatives: list[int] = Field(
+        default_factory=list,
+        description="A reply: the ids of every reply to the same user message, this one included, oldest first.",
+    )
+    superseded: bool = Field(False, description="An alternative not selected: left out of history and prompt.")
     route: dict[str, Any] | None
     safety: str | None = None  # "crisis" on a user message the crisis detector flagged
     model: str | None
@@ -88,6 +113,11 @@ class MessageOut(Schema):
 class MessagePageOut(Schema):
     items: list[MessageOut]
     next: int | None
+
+
+class AlternativesOut(Schema):
+    items: list[MessageOut]
+    selected: int | None = Field(description="The reply the history uses.")
 
 
 class TurnOut(Schema):

@@ -6,7 +6,8 @@ from functools import lru_cache
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db import connection
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from avatars.models import Avatar
@@ -64,12 +65,31 @@ def _avatar_for_turn_at(avatar_id: int, version: datetime) -> AvatarForTurn:
     )
 
 
-def conversation_list(*, user: User, avatar_id: int | None = None) -> QuerySet[Conversation]:
-    """The user's conversations, newest first, each with `unread` (one query for the page)."""
+def conversation_list(*, user: User, avatar_id: int | None = None, query: str | None = None) -> QuerySet[Conversation]:
+    """The user's conversations, newest first, each with `unread` (one query for the page).
+
+    `query` keeps those whose title or whose messages' text match: PostgreSQL's full-text
+    search (the "simple" configuration: no stemming, so it works for every language alike)
+    on the text, a substring on the title; a substring on both on other databases (SQLite).
+    """
     conversations = Conversation.objects.select_related("avatar").filter(user_id=user.pk)
     if avatar_id is not None:
         conversations = conversations.filter(avatar_id=avatar_id)
+    if query is not None and query.strip():
+        conversations = conversations.filter(Q(title__icontains=query.strip()) | Exists(_messages_matching(query)))
     return conversations.annotate(unread=_unread_count()).order_by("-updated_at", "-id")
+
+
+def _messages_matching(query: str) -> QuerySet[Message]:
+    """The messages of the outer conversation whose text matches `query` (superseded ones do not count)."""
+    messages = Message.objects.filter(conversation_id=OuterRef("pk"), superseded=False)
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+
+        return messages.annotate(document=SearchVector("content", config="simple")).filter(
+            document=SearchQuery(query, config="simple", search_type="websearch")
+        )
+    return messages.filter(content__icontains=query.strip())
 
 
 def conversation_unread_count(*, conversation: Conversation) -> int:
@@ -96,7 +116,7 @@ def _unread_count() -> Coalesce:
 def message_page(*, conversation: Conversation, before: int | None, limit: int) -> tuple[list[Message], int | None]:
     """Newest page of messages older than `before`, returned oldest first, and the cursor of the next page."""
     limit = max(1, min(limit, MESSAGE_PAGE_MAX))
-    messages = Message.objects.filter(conversation_id=conversation.pk)
+    messages = Message.objects.filter(conversation_id=conversation.pk, superseded=False)
     if before is not None:
         messages = messages.filter(pk__lt=before)
     newest_first = list(messages.order_by("-id")[: limit + 1])
@@ -108,14 +128,50 @@ def message_page(*, conversation: Conversation, before: int | None, limit: int) 
 def message_list_after(*, conversation_id: int, after: int, limit: int = MESSAGE_PAGE_MAX) -> list[Message]:
     """Messages a reconnecting client missed, oldest first (in-flight replies excluded)."""
     return list(
-        Message.objects.filter(conversation_id=conversation_id, pk__gt=after)
+        Message.objects.filter(conversation_id=conversation_id, pk__gt=after, superseded=False)
         .exclude(status=Status.STREAMING)
         .order_by("id")[:limit]
     )
 
 
-def message_dict(message: Message) -> dict[str, Any]:
-    """A message as clients see it, in events and in the API."""
+def message_dicts(messages: list[Message]) -> list[dict[str, Any]]:
+    """Messages as clients see them, each reply with its `alternatives` (one query for them all)."""
+    asked = {m.reply_to_id for m in messages if m.role == Role.ASSISTANT and m.reply_to_id is not None}
+    groups: dict[int, list[int]] = {}
+    if asked:
+        rows = Message.objects.filter(reply_to_id__in=asked, role=Role.ASSISTANT).order_by("id")
+        for reply_to_id, reply_id in rows.values_list("reply_to_id", "id"):
+            groups.setdefault(reply_to_id, []).append(reply_id)
+    return [
+        message_dict(m, alternatives=groups.get(m.reply_to_id) if m.reply_to_id is not None else None) for m in messages
+    ]
+
+
+def message_get_owned(*, user_id: int, message_id: int) -> Message:
+    """One of the user's messages; another user's is indistinguishable from a missing one."""
+    message = Message.objects.filter(pk=message_id, conversation__user_id=user_id).first()
+    if message is None:
+        raise NotFound("Message not found.")
+    return message
+
+
+def message_alternatives(*, user_id: int, message_id: int) -> list[Message]:
+    """The replies to the same user message as this reply (or to this user message), oldest first."""
+    message = message_get_owned(user_id=user_id, message_id=message_id)
+    question = message.pk if message.role == Role.USER else message.reply_to_id
+    if question is None:
+        return [message]  # a greeting or a reminder answers nothing: it is its only version
+    return list(Message.objects.filter(reply_to_id=question, role=Role.ASSISTANT).order_by("id"))
+
+
+def message_dict(message: Message, *, alternatives: list[int] | None = None) -> dict[str, Any]:
+    """A message as clients see it, in events and in the API.
+
+    `alternatives`: the ids of every reply to the same user message, this one included, oldest
+    first (`message_dicts` reads them); by default the reply alone.
+    """
+    if alternatives is None:
+        alternatives = [message.pk] if message.role == Role.ASSISTANT and message.reply_to_id else []
     return {
         "id": message.pk,
         "conversation_id": message.conversation_id,
@@ -129,6 +185,8 @@ def message_dict(message: Message) -> dict[str, Any]:
         "actions": message.actions or [],
         "late": message.late,
         "reply_to": message.reply_to_id,
+        "alternatives": alternatives,
+        "superseded": message.superseded,
         "route": message.route,
         "safety": message.safety or None,
         "model": message.model or None,

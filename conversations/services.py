@@ -1,22 +1,33 @@
-"""Conversation writes: create one (with the avatar's greeting), delete it, set its mode.
+"""Conversation writes: create one (with the avatar's greeting), rename, fork or delete it,
+set its mode; and the user's hold on their messages: pick a reply among its alternatives,
+forget a message.
 
-A turn, the message and its reply, is `conversations.turns`.
+A turn, the message and its reply, is `conversations.turns`; so are a regeneration and an
+edit, which are turns (`conversations.turns.request.Regenerate`).
 """
 
 import random
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.selectors import intimate_block_reason, profile_get
 from avatars.models import Avatar
-from conversations.models import SAFETY_CRISIS, Conversation, Message, Origin, Role
-from conversations.turns.events import ModeChanged
+from conversations.models import SAFETY_CRISIS, Conversation, Message, Origin, Role, Status
+from conversations.selectors import message_dicts, message_get_owned
+from conversations.turns.events import AlternativeSelected, MessagesDeleted, ModeChanged
+from conversations.turns.locks import Busy, conversation_lock_held
 from conversations.turns.prepare import SAFETY_BLOCK_REASON
 from core.errors import DomainError, InvalidInput, NotFound
 from core.modes import Mode
+from memory.models import Summary
+from memory.services import summary_discard_covering
+
+TITLE_MAX_CHARS = 200
+FORK_BATCH = 500
 
 # --- Conversations -------------------------------------------------------------------------
 
@@ -84,6 +95,142 @@ def conversation_read_mark(*, conversation: Conversation, message_id: int | None
 
 def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    """The user's own title: from now on an automatic title never replaces it."""
+    cleaned = " ".join(title.split())
+    if not cleaned:
+        raise InvalidInput("title must not be empty.", field="title")
+    if len(cleaned) > TITLE_MAX_CHARS:
+        raise InvalidInput(f"title is longer than {TITLE_MAX_CHARS} characters.", field="title")
+    Conversation.objects.filter(pk=conversation.pk).update(title=cleaned, title_source="user")
+    conversation.title, conversation.title_source = cleaned, "user"
+    return conversation
+
+
+def conversation_fork(*, user: User, conversation: Conversation, message_id: int) -> Conversation:
+    """A new conversation with the same avatar and the history up to `message_id` (included).
+
+    Copied: the messages the history uses (superseded alternatives are not; a fork at an
+    alternative takes that one), in order, with their replies linked, the mode and its lock.
+    The facts belong to the user and the avatar, so both conversations share them. The
+    summary is copied when it covers nothing after the fork point; otherwise the new
+    conversation gets its own, built in the background when due. The conversation's crisis
+    state goes with it: a fork is no way around the safety hold.
+    """
+    at = Message.objects.filter(pk=message_id, conversation_id=conversation.pk).first()
+    if at is None:
+        raise NotFound("Message not found in this conversation.", field="message_id")
+    history = Message.objects.filter(conversation_id=conversation.pk, pk__lte=at.pk).exclude(status=Status.STREAMING)
+    if at.superseded and at.reply_to_id is not None:
+        # Forking at an alternative: it is the reply the new history uses, not its selected sibling.
+        sibling = Q(reply_to_id=at.reply_to_id, role=Role.ASSISTANT)
+        history = history.filter((Q(superseded=False) & ~sibling) | Q(pk=at.pk))
+    else:
+        history = history.filter(superseded=False)
+    summary = Summary.objects.filter(conversation_id=conversation.pk).first()
+    now = timezone.now()
+    with transaction.atomic():
+        fork = Conversation.objects.create(
+            user=user,
+            avatar_id=conversation.avatar_id,
+            title=f"{conversation.title} (fork)"[:TITLE_MAX_CHARS] if conversation.title else "",
+            title_source="user" if conversation.title_source == "user" else "auto",
+            mode=conversation.mode,
+            mode_locked=conversation.mode_locked,
+            safety_state=conversation.safety_state,
+            ai_notice_at=conversation.ai_notice_at,
+        )
+        new_ids: dict[int, int] = {}
+        copies: list[tuple[Message, int | None]] = []
+        for message in history.order_by("id").iterator(chunk_size=FORK_BATCH):
+            old_id, reply_to = message.pk, message.reply_to_id
+            message.pk = None
+            message.conversation_id = fork.pk
+            message.reply_to_id = None
+            message.superseded = False
+            message.client_id = None  # a client's idempotency key belongs to the conversation it was sent in
+            message.save(force_insert=True)
+            new_ids[old_id] = message.pk
+            copies.append((message, reply_to))
+        linked = [m for m, reply_to in copies if reply_to in new_ids]
+        for message, reply_to in copies:
+            if reply_to in new_ids:
+                message.reply_to_id = new_ids[reply_to]
+        Message.objects.bulk_update(linked, ["reply_to"], batch_size=FORK_BATCH)
+        last_id = max(new_ids.values(), default=None)
+        fork.message_count = len(new_ids)
+        fork.last_message_at = now if new_ids else None
+        fork.last_read_message_id = last_id
+        fork.save(update_fields=["message_count", "last_message_at", "last_read_message_id"])
+        if summary is not None and summary.covers_until_id <= at.pk:
+            covered = [new for old, new in new_ids.items() if old <= summary.covers_until_id]
+            if covered:
+                Summary.objects.create(
+                    conversation=fork, text=summary.text, covers_until_id=max(covered), model=summary.model
+                )
+    if summary is not None and summary.covers_until_id > at.pk:
+        # The summary read messages after the fork point: the fork gets its own when it is due.
+        from memory.services import conversation_memory_schedule
+
+        if last_id is not None:
+            conversation_memory_schedule(conversation_id=fork.pk, message_id=last_id, facts=False)
+    fork.refresh_from_db()
+    return fork
+
+
+def message_alternative_select(*, user_id: int, message_id: int) -> AlternativeSelected:
+    """Make this reply the one the history, the next prompt and the summary use; its
+    alternatives (the other replies to the same user message) stay, superseded."""
+    message = message_get_owned(user_id=user_id, message_id=message_id)
+    if message.role != Role.ASSISTANT or message.reply_to_id is None:
+        raise InvalidInput("Only a reply to one of your messages has alternatives.", field="message_id")
+    group = Message.objects.filter(reply_to_id=message.reply_to_id, role=Role.ASSISTANT)
+    with conversation_lock_held(conversation_id=message.conversation_id), transaction.atomic():
+        if message.superseded:
+            group.exclude(pk=message.pk).update(superseded=True)
+            Message.objects.filter(pk=message.pk).update(superseded=False)
+            message.superseded = False
+            # A summary that read the reply selected before is rebuilt with this one.
+            summary_discard_covering(
+                conversation_id=message.conversation_id, message_ids=list(group.values_list("id", flat=True))
+            )
+    [selected] = message_dicts([message])
+    return AlternativeSelected(
+        message_id=message.pk,
+        reply_to=message.reply_to_id,
+        alternatives=tuple(selected["alternatives"]),
+        message=selected,
+    )
+
+
+def message_forget(*, user_id: int, message_id: int) -> MessagesDeleted:
+    """Forget one message: gone from the history, the prompt and the summary's input (a
+    summary that read it is rebuilt). A user message takes its replies with it; a selected
+    reply hands the selection to its newest alternative. Refused as `Busy` while a reply streams."""
+    message = message_get_owned(user_id=user_id, message_id=message_id)
+    conversation_id = message.conversation_id
+    with conversation_lock_held(conversation_id=conversation_id), transaction.atomic():
+        doomed = Message.objects.filter(pk=message.pk)
+        if message.role == Role.USER:
+            doomed = doomed | Message.objects.filter(reply_to_id=message.pk, role=Role.ASSISTANT)
+        ids = sorted(doomed.values_list("id", flat=True))
+        if Message.objects.filter(pk__in=ids, status=Status.STREAMING).exists():
+            raise Busy("A reply is still being generated for this message; stop it first.")
+        if message.role == Role.ASSISTANT and message.reply_to_id is not None and not message.superseded:
+            heir = (
+                Message.objects.filter(reply_to_id=message.reply_to_id, role=Role.ASSISTANT)
+                .exclude(pk=message.pk)
+                .order_by("-id")
+                .first()
+            )
+            if heir is not None:
+                Message.objects.filter(pk=heir.pk).update(superseded=False)
+        summary_discard_covering(conversation_id=conversation_id, message_ids=ids)
+        Message.objects.filter(pk__in=ids).delete()
+        Conversation.objects.filter(pk=conversation_id).update(message_count=Greatest(F("message_count") - len(ids), 0))
+    return MessagesDeleted(message_ids=tuple(ids))
 
 
 def conversation_mode_set(

@@ -53,7 +53,10 @@ def summary_covered_until(*, conversation_id: int) -> int:
 
 
 def _counted(conversation_id: int) -> QuerySet[Message]:
-    return Message.objects.filter(conversation_id=conversation_id, status__in=COUNTED_STATUSES, content__gt="")
+    # A superseded alternative (a regenerated reply not selected) is not part of the conversation's story.
+    return Message.objects.filter(
+        conversation_id=conversation_id, status__in=COUNTED_STATUSES, content__gt="", superseded=False
+    )
 
 
 def summary_candidates(*, conversation_id: int, after_id: int, config: MemorySettings) -> QuerySet[Message]:
@@ -113,7 +116,11 @@ def reply_get_before(*, message: Message) -> str | None:
     """The text of the companion's last counted reply before `message`, if any."""
     return (
         Message.objects.filter(
-            conversation_id=message.conversation_id, role=Role.ASSISTANT, id__lt=message.pk, status__in=COUNTED_STATUSES
+            conversation_id=message.conversation_id,
+            role=Role.ASSISTANT,
+            id__lt=message.pk,
+            status__in=COUNTED_STATUSES,
+            superseded=False,
         )
         .order_by("-id")
         .values_list("content", flat=True)

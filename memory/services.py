@@ -77,13 +77,14 @@ FACTS_MAX_TOKENS = 400
 # --- scheduling --------------------------------------------------------------------------------
 
 
-def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> None:
+def conversation_memory_schedule(*, conversation_id: int, message_id: int, facts: bool = True) -> None:
     """Queue the background memory work of a stored turn; returns at once.
 
     Call it after the turn is stored, in or out of a transaction, with the id of the turn's
     user message. When the transaction commits: fact extraction for that message when
     `memory_extraction_is_worthwhile` (most small talk is not), and summarisation when
-    `summary_is_due`. With Redis the tasks go to the Celery worker; without it they run on
+    `summary_is_due` (`facts=False`: the summary only, for a reply regenerated to a message
+    whose facts were already read). With Redis the tasks go to the Celery worker; without it they run on
     the in-process background thread (`core.background.task_enqueue`), never in the
     caller's thread, so a caller inside `database_sync_to_async` never holds up the event
     loop's database thread. A failure to enqueue is logged, never raised: the turn is
@@ -91,13 +92,13 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int) -> No
     """
 
     def memory_enqueue() -> None:  # a named function: Django logs a robust callback's __qualname__ on failure
-        _memory_enqueue(conversation_id=conversation_id, message_id=message_id)
+        _memory_enqueue(conversation_id=conversation_id, message_id=message_id, facts=facts)
 
     transaction.on_commit(memory_enqueue, robust=True)
 
 
-def _memory_enqueue(*, conversation_id: int, message_id: int) -> None:
-    if memory_extraction_is_worthwhile(message_id=message_id):
+def _memory_enqueue(*, conversation_id: int, message_id: int, facts: bool = True) -> None:
+    if facts and memory_extraction_is_worthwhile(message_id=message_id):
         background.task_enqueue(tasks.extract_memories, message_id=message_id)
     if _summary_due_and_claimed(conversation_id):
         background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
@@ -114,6 +115,25 @@ def _summary_due_and_claimed(conversation_id: int) -> bool:
         return False
     key = f"memory:summary-queued:{conversation_id}:{covered}"
     return bool(cache.add(key, 1, timeout=SUMMARY_ENQUEUE_GUARD_SECONDS))
+
+
+def summary_discard_covering(*, conversation_id: int, message_ids: Sequence[int]) -> bool:
+    """Drop the conversation's summary if it covers any of `message_ids` (forgotten, replaced or
+    swapped for another alternative), and queue its rebuild when the transaction commits.
+
+    The summary's text is self-contained and cannot be edited: one that read a message the
+    user took back is rebuilt from the messages that remain. Returns whether it was dropped.
+    """
+    if not message_ids:
+        return False
+    dropped, _ = Summary.objects.filter(conversation_id=conversation_id, covers_until_id__gte=min(message_ids)).delete()
+    if dropped:
+
+        def summary_rebuild_enqueue() -> None:
+            background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
+
+        transaction.on_commit(summary_rebuild_enqueue, robust=True)
+    return bool(dropped)
 
 
 def summary_sweep(*, limit: int = 500) -> int:

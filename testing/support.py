@@ -19,6 +19,7 @@ from accounts.models import Profile
 from avatars.models import Avatar
 from conversations.models import Conversation, Message, Role
 from conversations.turns import EventSink, TurnResult, turn_start
+from conversations.turns.request import Regenerate
 from core.modes import Mode
 from llm.base import LLMProvider
 
@@ -118,7 +119,7 @@ async def turn_complete(
     *,
     user_id: int,
     conversation_id: int,
-    message: dict[str, Any],
+    message: dict[str, Any] | Regenerate,
     provider: LLMProvider,
     listener: EventSink | None = None,
     cancel: asyncio.Event | None = None,
@@ -151,6 +152,30 @@ def turn_frames(
         user_id=conversation.user_id,
         conversation_id=conversation.pk,
         message={"content": content, **fields},
+        provider=provider,
+        listener=listen,
+        cancel=cancel,
+    )
+    return frames
+
+
+def regenerate_frames(
+    conversation: Conversation,
+    provider: LLMProvider,
+    regenerate: Regenerate | None = None,
+    *,
+    cancel: asyncio.Event | None = None,
+) -> list[dict[str, Any]]:
+    """Run one whole regeneration (or edit) from sync test code; the frames its listener got, in order."""
+    frames: list[dict[str, Any]] = []
+
+    async def listen(event: Any) -> None:
+        frames.append(event.frame())
+
+    async_to_sync(turn_complete)(
+        user_id=conversation.user_id,
+        conversation_id=conversation.pk,
+        message=regenerate or Regenerate(),
         provider=provider,
         listener=listen,
         cancel=cancel,

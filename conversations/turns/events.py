@@ -72,9 +72,55 @@ class AiNotice:
 class ReplyStart:
     message_id: int
     mode: str
+    # A regeneration: the user message it answers again, and every reply to it (this one last).
+    reply_to: int | None = None
+    alternatives: tuple[int, ...] = ()
 
     def frame(self) -> Frame:
-        return {"type": "reply.start", "message_id": self.message_id, "mode": self.mode}
+        frame: Frame = {"type": "reply.start", "message_id": self.message_id, "mode": self.mode}
+        if self.reply_to is not None:
+            frame["reply_to"] = self.reply_to
+            frame["alternatives"] = list(self.alternatives)
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class MessageUpdated:
+    """A stored message changed: the user edited their last message (before its new reply.start)."""
+
+    message: dict[str, Any]
+
+    def frame(self) -> Frame:
+        return {"type": "message.updated", "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesDeleted:
+    """Messages the user forgot (a user message with its replies); gone from every device."""
+
+    message_ids: tuple[int, ...]
+
+    def frame(self) -> Frame:
+        return {"type": "message.deleted", "message_ids": list(self.message_ids)}
+
+
+@dataclass(frozen=True, slots=True)
+class AlternativeSelected:
+    """The user picked which reply to a message the history uses."""
+
+    message_id: int  # the reply now selected
+    reply_to: int
+    alternatives: tuple[int, ...]
+    message: dict[str, Any]
+
+    def frame(self) -> Frame:
+        return {
+            "type": "alternative.selected",
+            "message_id": self.message_id,
+            "reply_to": self.reply_to,
+            "alternatives": list(self.alternatives),
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,4 +194,15 @@ class ErrorEvent:
         return frame
 
 
-TurnEvent = MessageCreated | ModeChanged | AiNotice | SafetyAlert | ReplyStart | Token | Action | ReplyEnd | ErrorEvent
+TurnEvent = (
+    MessageCreated
+    | MessageUpdated
+    | ModeChanged
+    | AiNotice
+    | SafetyAlert
+    | ReplyStart
+    | Token
+    | Action
+    | ReplyEnd
+    | ErrorEvent
+)

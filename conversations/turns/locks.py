@@ -7,6 +7,7 @@ process cannot hold a lock longer than TURN_LOCK_SECONDS.
 
 import contextlib
 import time
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.core.cache import cache
@@ -41,6 +42,19 @@ def turn_locks_acquire(*, user_id: int, conversation_id: int) -> None:
     if cache.incr(replies_key) > limit:
         turn_locks_release(user_id=user_id, conversation_id=conversation_id)
         raise Throttled(f"At most {limit} replies can be generated at once; wait for one to finish.", retry_after=5)
+
+
+@contextlib.contextmanager
+def conversation_lock_held(*, conversation_id: int) -> Iterator[None]:
+    """The conversation's lock for a short write that must not cross a reply in flight
+    (forgetting a message, selecting an alternative): `Busy` while a reply streams."""
+    lock_seconds: int = getattr(settings, "TURN_LOCK_SECONDS", 300)
+    if not cache.add(_conversation_key(conversation_id), 1, timeout=lock_seconds):
+        raise Busy("A reply is still being generated in this conversation; wait for it or stop it.")
+    try:
+        yield
+    finally:
+        cache.delete(_conversation_key(conversation_id))
 
 
 def turn_locks_release(*, user_id: int, conversation_id: int) -> None:

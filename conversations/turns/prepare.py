@@ -25,9 +25,9 @@ from conversations.intents import RouteDecision, RouterSettings, route_message
 from conversations.models import SAFETY_CRISIS, Conversation, Message, Role, Status
 from conversations.selectors import AvatarForTurn, avatar_for_turn, message_dict
 from conversations.turns.events import ModeChanged, SafetyAlert
-from conversations.turns.request import TurnRequest
+from conversations.turns.request import Regenerate, TurnRequest
 from core.db import CompiledQuery
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.modes import Mode
 from llm.base import ChatMessage, ToolSpec
 from llm.prompts import (
@@ -45,6 +45,7 @@ from secretary.tools import SECRETARY_TOOLS
 FACTS_IN_PROMPT = 30
 CRISIS_CONTEXT_MESSAGES = 4  # earlier user messages the crisis detector reads with the new one
 SAFETY_BLOCK_REASON = "safety"  # why intimate mode is closed while a crisis is unresolved
+HISTORY_UNBOUNDED = 2**62  # `before_id` of an ordinary turn: every message is before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class TurnPlan:
     safety_state: str  # the conversation's state after this turn: "crisis" or "" (calm)
     ai_notice: bool  # the AI notice is due and goes out with this turn
     tools: tuple[ToolSpec, ...] = ()  # offered to the model: the secretary's, in secretary mode only
+    regenerate: "RegenerateTarget | None" = None  # a new reply to a stored user message (maybe edited)
 
     @property
     def mode(self) -> str:
@@ -133,17 +135,69 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
     )
 
 
-def message_list_for_prompt(*, conversation_id: int, after_id: int) -> list[HistoryRow]:
-    """The newest messages the summary does not cover, oldest first: one query, bounded by the context budget."""
+@dataclass(frozen=True, slots=True)
+class RegenerateTarget:
+    """The user message a regeneration answers again, as read under the conversation's lock."""
+
+    user_message_id: int
+    content: str  # the text the new reply answers: the stored one, or the edit
+    edited: bool
+    replies: tuple[int, ...]  # its earlier replies: kept as alternatives, or replaced by an edit
+
+
+def regenerate_target_get(*, conversation_id: int, regenerate: Regenerate) -> RegenerateTarget:
+    """The conversation's last user message and its replies. Call it holding the conversation's lock.
+
+    `regenerate.message_id` names the message the client means: another conversation's (or
+    an assistant message) is a `NotFound`, an older user message a `Conflict`.
+    """
+    last = (
+        Message.objects.filter(conversation_id=conversation_id, role=Role.USER)
+        .order_by("-id")
+        .values_list("id", "content")
+        .first()
+    )
+    if regenerate.message_id is not None and regenerate.message_id != (last[0] if last else None):
+        named = Message.objects.filter(pk=regenerate.message_id, conversation_id=conversation_id, role=Role.USER)
+        if not named.exists():
+            raise NotFound("Message not found.", field="message_id")
+        raise Conflict("Only the last message you sent can be edited or answered again.", field="message_id")
+    if last is None:
+        raise Conflict("There is no message of yours to answer again.")
+    replies = Message.objects.filter(reply_to_id=last[0], role=Role.ASSISTANT).order_by("id").values_list("id")
+    return RegenerateTarget(
+        user_message_id=last[0],
+        content=regenerate.content if regenerate.content is not None else last[1],
+        edited=regenerate.content is not None,
+        replies=tuple(reply_id for (reply_id,) in replies),
+    )
+
+
+def message_list_for_prompt(
+    *, conversation_id: int, after_id: int, before_id: int = HISTORY_UNBOUNDED
+) -> list[HistoryRow]:
+    """The newest messages the summary does not cover (and older than `before_id`), oldest
+    first: one query, bounded by the context budget. Superseded alternatives are left out."""
     budget = ContextBudget.from_django_settings()
-    rows = _HISTORY.rows(shape=budget.max_pairs * 2 + 2, conversation_id=conversation_id, after_id=after_id)
+    rows = _HISTORY.rows(
+        shape=budget.max_pairs * 2 + 2, conversation_id=conversation_id, after_id=after_id, before_id=before_id
+    )
     rows.reverse()
     return [HistoryRow(*row) for row in rows]
 
 
-def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest, tools_supported: bool = False) -> TurnPlan:
+def turn_plan_make(
+    *,
+    conversation: TurnConversation,
+    request: TurnRequest,
+    tools_supported: bool = False,
+    regenerate: RegenerateTarget | None = None,
+) -> TurnPlan:
     """Assess the message for a crisis, route it and build the prompt. The caller holds the
     conversation's lock, so no other message can be stored in it before this turn's are.
+
+    A regeneration (`regenerate`) answers a stored user message again: its history is what
+    came before that message, and `request.content` is its text (or the edit).
 
     The secretary's tools are offered in secretary mode when the provider supports them, never
     in intimate mode, and never on a crisis turn (its reply is about the person, not a to-do).
@@ -151,7 +205,11 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest, tool
     avatar = avatar_for_turn(avatar_id=conversation.avatar_id, version=conversation.avatar_version)
     profile = conversation.profile
     summary = conversation.summary
-    history = message_list_for_prompt(conversation_id=conversation.pk, after_id=summary.covers_until if summary else 0)
+    history = message_list_for_prompt(
+        conversation_id=conversation.pk,
+        after_id=summary.covers_until if summary else 0,
+        before_id=regenerate.user_message_id if regenerate else HISTORY_UNBOUNDED,
+    )
     # Before the mode router: a crisis in either mode, read with the user's recent messages.
     recent = [m.content for m in history if m.role == Role.USER][-CRISIS_CONTEXT_MESSAGES:]
     crisis = crisis_assess([*recent, request.content])
@@ -210,6 +268,7 @@ def turn_plan_make(*, conversation: TurnConversation, request: TurnRequest, tool
         safety_state=SAFETY_CRISIS if crisis.crisis else "",
         ai_notice=ai_notice_due(last=conversation.ai_notice_at, now=now),
         tools=tools,
+        regenerate=regenerate,
     )
 
 
@@ -278,9 +337,9 @@ def _turn_conversation_query(*, user_id: int, conversation_id: int) -> QuerySet[
     )
 
 
-def _history_query(*, conversation_id: int, after_id: int, shape: int) -> QuerySet[Message, Any]:
+def _history_query(*, conversation_id: int, after_id: int, before_id: int, shape: int) -> QuerySet[Message, Any]:
     return (
-        Message.objects.filter(conversation_id=conversation_id, pk__gt=after_id)
+        Message.objects.filter(conversation_id=conversation_id, pk__gt=after_id, pk__lt=before_id, superseded=False)
         .exclude(status=Status.STREAMING)
         .order_by("-id")
         .values_list("role", "content", "status")[:shape]
@@ -289,7 +348,7 @@ def _history_query(*, conversation_id: int, after_id: int, shape: int) -> QueryS
 
 # Read on every turn before the model is called: compiled once (core/db.py).
 _TURN_CONVERSATION = CompiledQuery(_turn_conversation_query, arguments=("user_id", "conversation_id"))
-_HISTORY = CompiledQuery(_history_query, arguments=("conversation_id", "after_id"))
+_HISTORY = CompiledQuery(_history_query, arguments=("conversation_id", "after_id", "before_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +370,7 @@ def turn_duplicate_get(*, conversation_id: int, mode: str, client_id: str | None
     existing = Message.objects.filter(conversation_id=conversation_id, client_id=client_id, role=Role.USER).first()
     if existing is None:
         return None
-    reply = Message.objects.filter(reply_to_id=existing.pk).order_by("id").first()
+    reply = Message.objects.filter(reply_to_id=existing.pk).order_by("superseded", "-id").first()  # the selected one
     return DuplicateTurn(
         conversation_id=conversation_id,
         mode=mode,

@@ -60,6 +60,37 @@ class ScheduledMessage:
     late: bool = False  # a reminder sent more than a minute after its time (clients may say so)
 
 
+@dataclass(frozen=True, slots=True)
+class Regenerate:
+    """A new reply to the conversation's last user message, the earlier replies kept as
+    alternatives (websocket `regenerate`, `POST /api/conversations/{id}/regenerate`); with
+    `content`, that message edited first and answered again (websocket `edit`,
+    `PATCH /api/messages/{id}`), its earlier replies replaced.
+
+    Built by an interface from its own checked fields, never parsed from a client's JSON
+    mapping: `turn_start` takes it in place of a message and checks it (`regenerate_check`).
+    `message_id`, when given, names the user message the client means: anything but the
+    conversation's last user message is refused (a `Conflict`: the client's view is stale).
+    """
+
+    message_id: int | None = None
+    content: str | None = None
+
+    @property
+    def edit(self) -> bool:
+        return self.content is not None
+
+
+def regenerate_check(regenerate: Regenerate) -> Regenerate:
+    """The request with its content stripped, or `InvalidInput` naming the field at fault."""
+    message_id = regenerate.message_id
+    if message_id is not None and (isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 1):
+        raise InvalidInput("message_id must be a message id (a positive integer).", field="message_id")
+    if regenerate.content is None:
+        return regenerate
+    return Regenerate(message_id=message_id, content=_content(regenerate.content))
+
+
 def turn_request_parse(payload: Mapping[str, Any]) -> TurnRequest:
     """The request in `payload`, or `InvalidInput` naming the first field that is wrong.
 
@@ -69,16 +100,8 @@ def turn_request_parse(payload: Mapping[str, Any]) -> TurnRequest:
     unknown = sorted(set(payload) - FIELDS)
     if unknown:
         raise InvalidInput(f"Unknown field {unknown[0]!r}.", field=unknown[0])
-    content = payload.get("content")
-    if not isinstance(content, str):
-        raise InvalidInput("content must be a string.", field="content")
-    content = content.strip()
-    if not content:
-        raise InvalidInput("content must not be empty.", field="content")
-    if len(content) > CONTENT_MAX_CHARS:
-        raise InvalidInput(f"content is longer than {CONTENT_MAX_CHARS:,} characters.", field="content")
     request = TurnRequest(
-        content=content,
+        content=_content(payload.get("content")),
         client_id=_client_id(payload.get("client_id")),
         model=_model(payload.get("model")),
         temperature=_temperature(payload.get("temperature")),
@@ -89,6 +112,17 @@ def turn_request_parse(payload: Mapping[str, Any]) -> TurnRequest:
     # refused here (an `InvalidParams`, which is an `InvalidInput`), before a lock or a row.
     completion_params_validate(params=request.params)
     return request
+
+
+def _content(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("content must be a string.", field="content")
+    content = value.strip()
+    if not content:
+        raise InvalidInput("content must not be empty.", field="content")
+    if len(content) > CONTENT_MAX_CHARS:
+        raise InvalidInput(f"content is longer than {CONTENT_MAX_CHARS:,} characters.", field="content")
+    return content
 
 
 def _client_id(value: Any) -> str | None:

@@ -35,11 +35,13 @@ from channels.db import database_sync_to_async
 
 from conversations import realtime
 from conversations.models import Status
+from conversations.titles import conversation_title_schedule
 from conversations.turns.events import (
     Action,
     AiNotice,
     ErrorEvent,
     MessageCreated,
+    MessageUpdated,
     ReplyEnd,
     ReplyStart,
     SafetyAlert,
@@ -49,11 +51,18 @@ from conversations.turns.locks import message_rate_check, turn_locks_acquire, tu
 from conversations.turns.prepare import (
     DuplicateTurn,
     TurnPlan,
+    regenerate_target_get,
     turn_conversation_get,
     turn_duplicate_get,
     turn_plan_make,
 )
-from conversations.turns.request import ScheduledMessage, TurnRequest, turn_request_parse
+from conversations.turns.request import (
+    Regenerate,
+    ScheduledMessage,
+    TurnRequest,
+    regenerate_check,
+    turn_request_parse,
+)
 from conversations.turns.store import StoredTurn, reply_outcome_store, turn_messages_store
 from conversations.turns.stream import (
     EventSink,
@@ -117,7 +126,7 @@ async def turn_start(
     *,
     user_id: int,
     conversation_id: int,
-    message: Mapping[str, Any] | ScheduledMessage,
+    message: Mapping[str, Any] | ScheduledMessage | Regenerate,
     provider: LLMProvider,
     listener: EventSink | None = None,
 ) -> RunningTurn:
@@ -138,7 +147,7 @@ async def turn_start(
         return await scheduled_turn_start(
             user_id=user_id, conversation_id=conversation_id, message=message, provider=provider, listener=listener
         )
-    request = turn_request_parse(message)
+    request = regenerate_check(message) if isinstance(message, Regenerate) else turn_request_parse(message)
     # From here on, in a task of its own: a caller cancelled meanwhile (its client went away)
     # must not leave the conversation locked or a stored message without its reply. The turn
     # then runs on without it, as it would had the client left a moment later.
@@ -150,7 +159,11 @@ async def turn_start(
 
 
 async def _turn_begin(
-    user_id: int, conversation_id: int, request: TurnRequest, provider: LLMProvider, listener: EventSink | None
+    user_id: int,
+    conversation_id: int,
+    request: TurnRequest | Regenerate,
+    provider: LLMProvider,
+    listener: EventSink | None,
 ) -> "RunningTurn":
     prepared = await _on_begin_thread(
         _turn_prepare,
@@ -218,17 +231,29 @@ def turn_cancel_local(conversation_id: int) -> bool:
 
 
 def _turn_prepare(
-    *, user_id: int, conversation_id: int, request: TurnRequest, tools_supported: bool
+    *, user_id: int, conversation_id: int, request: TurnRequest | Regenerate, tools_supported: bool
 ) -> TurnPlan | DuplicateTurn:
     conversation = turn_conversation_get(user_id=user_id, conversation_id=conversation_id)
-    duplicate = turn_duplicate_get(conversation_id=conversation.pk, mode=conversation.mode, client_id=request.client_id)
-    if duplicate is not None:
-        return duplicate
+    if isinstance(request, TurnRequest):
+        duplicate = turn_duplicate_get(
+            conversation_id=conversation.pk, mode=conversation.mode, client_id=request.client_id
+        )
+        if duplicate is not None:
+            return duplicate
     # Locks first: a message refused as busy is not one the user sent, and does not count
     # toward the rate. The rate is checked while the locks are held, and frees them if it refuses.
     turn_locks_acquire(user_id=user_id, conversation_id=conversation_id)
     try:
         message_rate_check(user_id=user_id)
+        if isinstance(request, Regenerate):
+            # Read under the lock: no turn can store a newer message meanwhile.
+            target = regenerate_target_get(conversation_id=conversation.pk, regenerate=request)
+            return turn_plan_make(
+                conversation=conversation,
+                request=TurnRequest(content=target.content),
+                tools_supported=tools_supported,
+                regenerate=target,
+            )
         return turn_plan_make(conversation=conversation, request=request, tools_supported=tools_supported)
     except BaseException:
         turn_locks_release(user_id=user_id, conversation_id=conversation_id)
@@ -255,7 +280,10 @@ def _turn_end(plan: TurnPlan, stored: StoredTurn, outcome: ReplyOutcome) -> dict
 
 
 def _memory_schedule(stored: StoredTurn, conversation_id: int) -> None:
-    conversation_memory_schedule(conversation_id=conversation_id, message_id=stored.user_message["id"])
+    # A reply regenerated to the same words reads no new facts from them.
+    facts = not stored.regenerated or stored.edited
+    conversation_memory_schedule(conversation_id=conversation_id, message_id=stored.user_message["id"], facts=facts)
+    conversation_title_schedule(conversation_id=conversation_id)
 
 
 # The turn's database work runs on two threads of its own, not on the one thread that
@@ -374,7 +402,10 @@ async def _turn_run(
 ) -> TurnResult:
     reply_state = ReplyState(message_id=stored.reply_id, mode=plan.mode)
     try:
-        await emit(MessageCreated(stored.user_message))
+        if stored.edited:
+            await emit(MessageUpdated(stored.user_message))
+        elif not stored.regenerated:
+            await emit(MessageCreated(stored.user_message))
         if plan.mode_event is not None:
             await emit(plan.mode_event)
         if plan.ai_notice:
@@ -395,7 +426,13 @@ async def _turn_run(
             resources = tuple(resource.as_dict() for resource in plan.resources)
             await emit(SafetyAlert(message_id=stored.user_message["id"], resources=resources))
         running.reply = reply_state
-        await emit(ReplyStart(message_id=stored.reply_id, mode=plan.mode))
+        if stored.regenerated:
+            alternatives = tuple(stored.reply["alternatives"])
+            await emit(
+                ReplyStart(stored.reply_id, plan.mode, reply_to=stored.user_message["id"], alternatives=alternatives)
+            )
+        else:
+            await emit(ReplyStart(message_id=stored.reply_id, mode=plan.mode))
     except asyncio.CancelledError:
         # Cancelled before the reply began (the process is stopping): close the call, end the
         # reply's row as cancelled and free the locks, or they would outlive the turn.

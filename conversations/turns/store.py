@@ -11,12 +11,14 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 
 from conversations.models import Conversation, Message, Origin, Role, Status
 from conversations.selectors import message_dict
-from conversations.turns.prepare import DuplicateTurn, TurnPlan, turn_duplicate_get
+from conversations.turns.prepare import DuplicateTurn, RegenerateTarget, TurnPlan, turn_duplicate_get
 from conversations.turns.stream import ReplyOutcome
 from core.errors import Conflict
+from memory.services import summary_discard_covering
 from safety.services import safety_counts_add
 
 
@@ -26,6 +28,8 @@ class StoredTurn:
 
     user_message: dict[str, Any]
     reply: dict[str, Any]  # the reply's row while it streams
+    regenerated: bool = False  # the user message was stored before: this is another reply to it
+    edited: bool = False  # ...and its text was just changed
 
     @property
     def reply_id(self) -> int:
@@ -39,6 +43,8 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
     When the same `client_id` raced in from another socket, the first one stored wins and
     its turn is returned as a `DuplicateTurn`.
     """
+    if plan.regenerate is not None:
+        return _regenerated_turn_store(plan, plan.regenerate)
     request, decision = plan.request, plan.decision
     conversation_id = plan.conversation_id
     try:
@@ -90,6 +96,64 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
             raise Conflict("The message could not be stored; try again.") from exc
         return duplicate
     return StoredTurn(user_message=message_dict(user_message), reply=message_dict(reply))
+
+
+def _regenerated_turn_store(plan: TurnPlan, target: RegenerateTarget) -> StoredTurn:
+    """Another reply to a stored user message: the earlier ones become superseded alternatives
+    (or, when the message was edited, are deleted: they answered words no longer there)."""
+    decision, conversation_id = plan.decision, plan.conversation_id
+    with transaction.atomic():
+        Message.objects.filter(conversation_id=conversation_id, status=Status.STREAMING).update(
+            status=Status.FAILED, error_code="interrupted", finish_reason="error"
+        )
+        user_message = Message.objects.filter(pk=target.user_message_id, conversation_id=conversation_id).first()
+        if user_message is None:  # forgotten between the read and now (the lock keeps turns out, not a delete)
+            raise Conflict("The message was deleted meanwhile.")
+        removed = 0
+        earlier = Message.objects.filter(reply_to_id=user_message.pk, role=Role.ASSISTANT)
+        if target.edited:
+            user_message.content = plan.request.content
+            user_message.route = decision.as_dict()
+            user_message.mode = decision.mode
+            user_message.safety = plan.safety_state
+            user_message.save(update_fields=["content", "route", "mode", "safety"])
+            removed, _ = earlier.delete()
+            # A summary that read the old words (only with SUMMARY_KEEP_RECENT at 0) is rebuilt.
+            summary_discard_covering(conversation_id=conversation_id, message_ids=[user_message.pk])
+        else:
+            earlier.update(superseded=True)
+        reply = Message.objects.create(
+            conversation_id=conversation_id,
+            role=Role.ASSISTANT,
+            content="",
+            mode=decision.mode,
+            status=Status.STREAMING,
+            reply_to=user_message,
+        )
+        notice = {"ai_notice_at": plan.created_at} if plan.ai_notice else {}
+        Conversation.objects.filter(pk=conversation_id).update(
+            mode=decision.mode,
+            mode_locked=plan.mode_locked,
+            safety_state=plan.safety_state,
+            message_count=Greatest(F("message_count") + 1 - removed, 0),
+            last_message_at=plan.created_at,
+            updated_at=plan.created_at,
+            last_read_message_id=reply.pk,
+            **notice,
+        )
+        safety_counts_add(
+            day=plan.created_at.date(),
+            crisis_detections=int(plan.crisis.crisis and target.edited),  # the same words are counted once
+            referrals_shown=int(plan.crisis.crisis and bool(plan.resources)),
+            notices_shown=int(plan.ai_notice),
+        )
+    alternatives = [reply.pk] if target.edited else [*target.replies, reply.pk]
+    return StoredTurn(
+        user_message=message_dict(user_message),
+        reply=message_dict(reply, alternatives=alternatives),
+        regenerated=True,
+        edited=target.edited,
+    )
 
 
 def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome) -> dict[str, Any]:

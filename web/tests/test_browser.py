@@ -5,6 +5,7 @@ user of its own through the page. Replies are scripted in llmock and streamed sl
 (30 ms a word) to watch them arrive and to stop them.
 """
 
+import re
 import struct
 import time
 from datetime import datetime, timedelta
@@ -97,7 +98,7 @@ def test_register_chat_with_a_streamed_reply_and_find_it_after_a_reload(page, li
     expect(page.locator(f'#conversation-list [data-conversation-id="{conversation_id}"]')).to_have_attribute(
         "aria-current", "true"
     )
-    expect(page.locator("#conversation-list button")).to_have_count(1)
+    expect(page.locator("#conversation-list button.open")).to_have_count(1)
 
     # No token ever travelled in a URL; the socket used a one-time ticket.
     tokens = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")
@@ -602,3 +603,57 @@ def test_the_browsers_time_zone_is_saved_once_on_the_first_visit(browser, live, 
         assert '"timezone":"America/New_York"' in patches[0].replace(" ", "")
     finally:
         context.close()
+
+
+def test_swipe_between_replies_edit_fork_rename_search_and_delete(page, live, username):
+    # Given a conversation with one exchange
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD, display_name="Robin")
+    conversation_id = chat_start_with(page, avatar_name="Ada")
+    live.reply("Blue is calm.")
+    chat_send(page, "Pick a colour for the kitchen")
+    replies = page.locator("#messages .msg.assistant")
+    last_reply = replies.last
+    expect(last_reply.locator(".bubble")).to_have_text("Blue is calm.")
+
+    # When the user asks for another reply, it replaces the first on screen, with arrows between them
+    live.reply("Green feels fresh.")
+    last_reply.get_by_role("button", name="Write another reply").click()
+    expect(last_reply.locator(".bubble")).to_have_text("Green feels fresh.", timeout=WAIT_MS)
+    expect(last_reply).to_have_attribute("data-status", "complete", timeout=WAIT_MS)
+    expect(last_reply.locator(".alt-count")).to_have_text("2/2")
+    last_reply.get_by_role("button", name="Previous reply").click()
+    expect(replies.last.locator(".bubble")).to_have_text("Blue is calm.", timeout=WAIT_MS)
+    expect(replies.last.locator(".alt-count")).to_have_text("1/2")
+    api = live.api(username)
+    items = api.get(f"/conversations/{conversation_id}/messages").json()["items"]
+    assert [m["content"] for m in items][-2:] == ["Pick a colour for the kitchen", "Blue is calm."]
+
+    # When the user edits their last message, it is answered again
+    live.reply("Then yellow.")
+    page.once("dialog", lambda dialog: dialog.accept("Pick a colour for the bathroom"))
+    page.locator("#messages .msg.user").last.get_by_role("button", name="Edit your last message").click()
+    expect(page.locator("#messages .msg.user").last.locator(".bubble")).to_have_text(
+        "Pick a colour for the bathroom", timeout=WAIT_MS
+    )
+    expect(replies.last.locator(".bubble")).to_have_text("Then yellow.", timeout=WAIT_MS)
+    expect(replies.last).to_have_attribute("data-status", "complete", timeout=WAIT_MS)
+
+    # When the user renames the conversation, then forks it at their message
+    page.once("dialog", lambda dialog: dialog.accept("Home colours"))
+    page.get_by_role("button", name=re.compile(r"^Rename ")).first.click()
+    expect(page.locator("#conversation-title")).to_have_text("Home colours")
+    page.locator("#messages .msg.user").last.get_by_role("button", name="Start a new conversation from here").click()
+    expect(page.locator("#conversation-title")).to_have_text("Home colours (fork)", timeout=WAIT_MS)
+    expect(page.locator("#messages .msg .bubble").last).to_have_text("Pick a colour for the bathroom")
+    expect(page.locator("#conversation-list button.open")).to_have_count(2)
+
+    # Then search finds conversations by their text, and delete removes one
+    page.get_by_label("Search conversations by title and text").fill("yellow")
+    expect(page.locator("#conversation-list button.open")).to_have_count(1)
+    expect(page.locator("#conversation-list button.open .name")).to_have_text("Home colours")
+    page.get_by_label("Search conversations by title and text").fill("")
+    expect(page.locator("#conversation-list button.open")).to_have_count(2)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete Home colours (fork)").click()
+    expect(page.locator("#conversation-list button.open")).to_have_count(1)
+    assert [c["title"] for c in api.get("/conversations").json()] == ["Home colours"]

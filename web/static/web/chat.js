@@ -407,10 +407,46 @@
   }
 
   function conversationsLoad() {
-    return api("GET", "/conversations?limit=100").then(function (conversations) {
+    var query = $("conversation-search").value.trim();
+    var path = "/conversations?limit=100" + (query ? "&q=" + encodeURIComponent(query) : "");
+    return api("GET", path).then(function (conversations) {
+      if (query !== $("conversation-search").value.trim()) return; // a newer search is on its way
       state.conversations = conversations;
       conversationsRender();
     });
+  }
+
+  function conversationRename(conversation) {
+    var title = window.prompt("Rename this conversation", conversation.title || conversation.avatar.name);
+    if (title === null || !title.trim()) return;
+    api("PATCH", "/conversations/" + conversation.id, { title: title })
+      .then(function (updated) {
+        if (state.current && state.current.id === updated.id) {
+          state.current = updated;
+          $("conversation-title").textContent = updated.title;
+        }
+        return conversationsLoad();
+      })
+      .catch(function (err) {
+        showBanner(err.message);
+      });
+  }
+
+  function conversationDelete(conversation) {
+    if (!window.confirm("Delete \u201c" + (conversation.title || conversation.avatar.name) + "\u201d and all its messages?")) return;
+    api("DELETE", "/conversations/" + conversation.id)
+      .then(function () {
+        if (state.current && state.current.id === conversation.id) {
+          socketClose();
+          state.current = null;
+          history.replaceState(null, "", location.pathname);
+          pickerShow();
+        }
+        return conversationsLoad();
+      })
+      .catch(function (err) {
+        showBanner(err.message);
+      });
   }
 
   function conversationsRender() {
@@ -421,6 +457,7 @@
       var item = document.createElement("li");
       var button = document.createElement("button");
       button.type = "button";
+      button.className = "open";
       button.dataset.conversationId = String(conversation.id);
       if (state.current && state.current.id === conversation.id) button.setAttribute("aria-current", "true");
       var name = document.createElement("span");
@@ -444,7 +481,25 @@
         location.hash = "#/c/" + conversation.id;
         sidebarOpen(false);
       });
-      item.append(button);
+      var rename = document.createElement("button");
+      rename.type = "button";
+      rename.className = "conv-action rename";
+      rename.textContent = "\u270e";
+      rename.title = "Rename";
+      rename.setAttribute("aria-label", "Rename " + (conversation.title || conversation.avatar.name));
+      rename.addEventListener("click", function () {
+        conversationRename(conversation);
+      });
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "conv-action delete";
+      remove.textContent = "\u00d7";
+      remove.title = "Delete";
+      remove.setAttribute("aria-label", "Delete " + (conversation.title || conversation.avatar.name));
+      remove.addEventListener("click", function () {
+        conversationDelete(conversation);
+      });
+      item.append(button, rename, remove);
       list.append(item);
     });
   }
@@ -691,6 +746,8 @@
     el.dataset.id = String(message.id);
     el.dataset.role = message.role;
     el.dataset.mode = message.mode || "";
+    el.dataset.replyTo = message.reply_to ? String(message.reply_to) : "";
+    if (message.alternatives) el.dataset.alternatives = message.alternatives.join(",");
     if (message.origin) el.dataset.origin = message.origin;
     var stream = state.streams.get(message.id);
     if (message.status === "streaming") {
@@ -718,7 +775,152 @@
       messageInsert(el, message.id);
     }
     stopButtonUpdate();
+    toolsRefresh();
     return el;
+  }
+
+  function messageRemove(id) {
+    var el = state.elements.get(id);
+    if (el) el.remove();
+    state.elements.delete(id);
+    state.streams.delete(id);
+  }
+
+  // --- a message's tools: alternatives, regenerate, edit, fork --------------------------------
+
+  function toolButton(className, text, label, onClick) {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = className;
+    button.textContent = text;
+    button.setAttribute("aria-label", label);
+    button.title = label;
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  // The last user message can be edited; the last reply regenerated; a reply with
+  // alternatives shows arrows between them; any finished message can start a fork.
+  function toolsRefresh() {
+    var lastUser = 0;
+    var lastReply = 0;
+    state.elements.forEach(function (el, id) {
+      if (el.dataset.role === "user" && id > lastUser) lastUser = id;
+      if (el.dataset.role === "assistant" && el.dataset.replyTo && id > lastReply) lastReply = id;
+    });
+    var streaming = state.streams.size > 0;
+    state.elements.forEach(function (el, id) {
+      var tools = el.querySelector(".tools");
+      if (!tools) {
+        tools = document.createElement("div");
+        tools.className = "tools";
+        el.append(tools);
+      }
+      tools.textContent = "";
+      if (el.dataset.status === "streaming" || el.classList.contains("pending")) return;
+      var alternatives = (el.dataset.alternatives || "").split(",").filter(Boolean).map(Number);
+      if (el.dataset.role === "assistant" && alternatives.length > 1) {
+        var at = alternatives.indexOf(id);
+        var previous = toolButton("alt-prev", "\u2039", "Previous reply", function () {
+          alternativeSelect(alternatives[at - 1]);
+        });
+        previous.disabled = at <= 0 || streaming;
+        var count = document.createElement("span");
+        count.className = "alt-count";
+        count.textContent = at + 1 + "/" + alternatives.length;
+        var next = toolButton("alt-next", "\u203a", "Next reply", function () {
+          alternativeSelect(alternatives[at + 1]);
+        });
+        next.disabled = at >= alternatives.length - 1 || streaming;
+        tools.append(previous, count, next);
+      }
+      if (id === lastReply && !streaming) {
+        tools.append(
+          toolButton("regenerate", "\u21bb Regenerate", "Write another reply", function () {
+            frameSend({ type: "regenerate", message_id: Number(el.dataset.replyTo) });
+          })
+        );
+      }
+      if (id === lastUser && !streaming) {
+        tools.append(
+          toolButton("edit", "Edit", "Edit your last message", function () {
+            messageEdit(id, el);
+          })
+        );
+      }
+      tools.append(
+        toolButton("fork", "Fork", "Start a new conversation from here", function () {
+          conversationFork(id);
+        })
+      );
+    });
+  }
+
+  function alternativeSelect(messageId) {
+    if (messageId) frameSend({ type: "select", message_id: messageId });
+  }
+
+  function messageEdit(id, el) {
+    var current = el.querySelector(".bubble").textContent;
+    var content = window.prompt("Edit your message", current);
+    if (content === null || !content.trim() || content.trim() === current) return;
+    frameSend({ type: "edit", message_id: id, content: content });
+  }
+
+  function conversationFork(messageId) {
+    if (!state.current) return;
+    api("POST", "/conversations/" + state.current.id + "/fork", { message_id: messageId })
+      .then(function (fork) {
+        location.hash = "#/c/" + fork.id;
+        conversationsReloadSoon();
+      })
+      .catch(function (err) {
+        showBanner(err.message);
+      });
+  }
+
+  // Swipe left or right on a reply with alternatives: the next or previous one.
+  function swipeBind() {
+    var startX = null;
+    var target = null;
+    $("messages").addEventListener(
+      "touchstart",
+      function (event) {
+        target = event.target.closest ? event.target.closest(".msg.assistant") : null;
+        startX = event.touches.length === 1 ? event.touches[0].clientX : null;
+      },
+      { passive: true }
+    );
+    $("messages").addEventListener("touchend", function (event) {
+      if (startX === null || !target || !event.changedTouches.length) return;
+      var dx = event.changedTouches[0].clientX - startX;
+      startX = null;
+      if (Math.abs(dx) < 60) return;
+      var button = target.querySelector(dx < 0 ? ".alt-next" : ".alt-prev");
+      if (button && !button.disabled) button.click();
+    });
+  }
+
+  function onMessageUpdated(frame) {
+    // An edit: its earlier replies are gone; the new one streams next.
+    var id = frame.message.id;
+    state.elements.forEach(function (el, otherId) {
+      if (el.dataset.replyTo === String(id)) messageRemove(otherId);
+    });
+    messageUpsert(frame.message);
+  }
+
+  function onAlternativeSelected(frame) {
+    frame.alternatives.forEach(function (id) {
+      if (id !== frame.message_id) messageRemove(id);
+    });
+    messageUpsert(frame.message);
+  }
+
+  function onMessageDeleted(frame) {
+    frame.message_ids.forEach(messageRemove);
+    toolsRefresh();
+    conversationsReloadSoon();
   }
 
   function streamOf(messageId, mode) {
@@ -761,7 +963,18 @@
 
   function onReplyStart(frame) {
     var follow = nearBottom();
-    streamOf(frame.message_id, frame.mode);
+    if (frame.reply_to) {
+      // A regeneration: the reply it replaces steps aside (an arrow brings it back).
+      (frame.alternatives || []).forEach(function (id) {
+        if (id !== frame.message_id) messageRemove(id);
+      });
+    }
+    var stream = streamOf(frame.message_id, frame.mode);
+    if (frame.reply_to) {
+      stream.el.dataset.replyTo = String(frame.reply_to);
+      stream.el.dataset.alternatives = (frame.alternatives || []).join(",");
+    }
+    toolsRefresh();
     $("stream-status").textContent = (state.current ? state.current.avatar.name : "The avatar") + " is replying.";
     if (follow) scrollToBottom();
   }
@@ -1468,6 +1681,15 @@
       case "message.created":
         onMessageCreated(frame);
         break;
+      case "message.updated":
+        onMessageUpdated(frame);
+        break;
+      case "alternative.selected":
+        onAlternativeSelected(frame);
+        break;
+      case "message.deleted":
+        onMessageDeleted(frame);
+        break;
       case "mode":
         onMode(frame);
         break;
@@ -1673,6 +1895,14 @@
     });
     $("avatar-form").addEventListener("submit", onAvatarCreate);
     $("load-older").addEventListener("click", olderLoad);
+    var searchTimer = null;
+    $("conversation-search").addEventListener("input", function () {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(function () {
+        conversationsLoad().catch(function () {});
+      }, 250);
+    });
+    swipeBind();
     $("composer").addEventListener("submit", onSend);
     $("composer-input").addEventListener("keydown", onComposerKey);
     $("composer-input").addEventListener("input", inputResize);
