@@ -30,7 +30,7 @@ def domain_error_to_response(request: HttpRequest, exc: DomainError) -> HttpResp
     return response
 
 
-def outage_to_response(request: HttpRequest, exc: Exception) -> HttpResponse:
+def outage_to_response(request: HttpRequest, exc: Exception | type[Exception]) -> HttpResponse:
     """Redis (cache, channel layer, broker) did not answer where no service said so: a 503, not a 500."""
     return domain_error_to_response(request, Unavailable(UNAVAILABLE_MESSAGE))
 

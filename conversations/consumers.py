@@ -44,6 +44,10 @@ class ClientError(Exception):
         self.code, self.message, self.field, self.retryable = code, message, field, retryable
 
 
+# Refusals for an outage: a turn refused by the door (nothing stored), or the layer failing a stop, a mode or a resume.
+_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (Unavailable, *OUTAGE_ERRORS)
+
+
 def _unavailable_frame() -> str:
     return json.dumps(ErrorEvent("unavailable", UNAVAILABLE_MESSAGE, retryable=True).frame(), separators=(",", ":"))
 
@@ -163,8 +167,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await handler(frame)
         except ClientError as exc:
             await self._send_frame(ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame())
-        except (Unavailable, *OUTAGE_ERRORS):
-            # A turn refused for an outage (nothing stored), or the layer failing a stop, a mode or a resume.
+        except _UNAVAILABLE_ERRORS:
             logger.warning("Redis unavailable: the socket is closed with 1011")
             await self._unavailable_close()
         except DomainError as exc:
