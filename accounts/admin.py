@@ -5,12 +5,13 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import ApiToken, Profile
-from accounts.services import api_token_families_revoke
+from accounts.services import api_token_families_revoke, user_sessions_end
 from core.errors import InvalidInput
 from core.timezones import zone_get
 
@@ -68,9 +69,20 @@ class ProfileInline(_ProfileInline):
 admin.site.unregister(User)
 
 
+class SessionsEndingPasswordChangeForm(AdminPasswordChangeForm):
+    """The admin's "change password": as over the API, every session of the user ends with it."""
+
+    def save(self, commit: bool = True) -> Any:
+        user = super().save(commit=commit)
+        if commit:
+            user_sessions_end(user=user)
+        return user
+
+
 @admin.register(User)
 class CompanionUserAdmin(_UserAdmin):
     inlines = (ProfileInline,)
+    change_password_form = SessionsEndingPasswordChangeForm
 
 
 @admin.register(ApiToken)

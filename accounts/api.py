@@ -9,6 +9,7 @@ from accounts.auth import request_user
 from accounts.models import Profile
 from accounts.schemas import (
     ErrorOut,
+    PasswordChangeIn,
     ProfileOut,
     ProfilePatchIn,
     RefreshIn,
@@ -26,6 +27,7 @@ from accounts.services import (
     token_family_revoke,
     token_pair_issue,
     token_pair_refresh,
+    user_password_change,
     user_register,
 )
 from accounts.throttling import client_ip
@@ -74,6 +76,21 @@ def logout(request: HttpRequest, payload: RefreshIn) -> Status[None]:
     """
     token_family_revoke(refresh=payload.refresh)
     return Status(204, None)
+
+
+@router.post("/auth/password", response={200: TokenPairOut, 422: ErrorOut, 429: ErrorOut})
+def password_change(request: HttpRequest, payload: PasswordChangeIn) -> Status[TokenPair]:
+    """Change the password. Every session of the user ends, this one included: their tokens stop
+    working, their sockets close with 4401, their unused tickets are void. The answer is a new
+    pair for this device. 422 `invalid` on `old_password` (wrong) or `new_password` (too weak);
+    429 after too many wrong current passwords, as for sign-in."""
+    pair = user_password_change(
+        user=request_user(request),
+        old_password=payload.old_password,
+        new_password=payload.new_password,
+        ip=client_ip(request),
+    )
+    return Status(200, pair)
 
 
 @router.get("/me", response={200: ProfileOut})

@@ -79,6 +79,14 @@ class TokenPairOut(Schema):
     expires_in: int = Field(description="Seconds until the access token expires.")
 
 
+class PasswordChangeIn(Schema):
+    """`old_password`: the current one. `new_password`: at most 128 characters, and must pass the
+    same rules as at registration (length, not common, not all digits, not like the username)."""
+
+    old_password: Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+    new_password: Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+
+
 class RefreshIn(Schema):
     refresh: Token
 

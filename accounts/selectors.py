@@ -49,6 +49,11 @@ def token_family_group_name(family: uuid.UUID) -> str:
     return f"auth.family.{family.hex}"
 
 
+def user_group_name(user_id: int) -> str:
+    """The channel-layer group of every socket of a user: told when all their sessions end (a password change)."""
+    return f"auth.user.{int(user_id)}"
+
+
 def profile_get(*, user: User) -> Profile:
     """The user's profile, created on first use for users made outside the API (the admin, scripts)."""
     try:

@@ -23,7 +23,7 @@ from accounts.errors import (
     UsernameTaken,
 )
 from accounts.models import ApiToken, Profile, TokenKind
-from accounts.selectors import token_family_group_name
+from accounts.selectors import token_family_group_name, user_group_name
 from accounts.throttling import login_throttle_forgive, login_throttle_hit, register_throttle_hit
 from accounts.tokens import token_generate, token_hash
 from accounts.validators import PASSWORD_MAX_LENGTH, TOKEN_MAX_LENGTH, display_name_clean, username_clean
@@ -238,6 +238,57 @@ def api_token_families_revoke(*, families: Collection[uuid.UUID]) -> int:
     chosen = list(families)
     transaction.on_commit(lambda: token_family_sockets_close(families=chosen))
     return revoked
+
+
+def user_password_change(*, user: User, old_password: str, new_password: str, ip: str | None = None) -> TokenPair:
+    """Change the user's password, end every session of theirs, and return a new pair for the caller.
+
+    Every token family of the user is revoked, the caller's included, and every socket of
+    the user closes with 4401 (`user_sessions_end`): whoever held a token or a ticket minted
+    before the change is out. The caller, who proved the old password, gets the pair of a
+    new session, so the device that made the change stays signed in.
+
+    A wrong `old_password` is an `InvalidInput` on that field and counts as a failed login
+    for the username and `ip` (so a stolen access token cannot be used to guess it); the new
+    one must pass the registration rules (`InvalidInput`, field `new_password`).
+    """
+    login_throttle_hit(username=user.username, ip=ip)
+    if not user.check_password(old_password):
+        raise InvalidInput("The current password is not right.", field="old_password")
+    login_throttle_forgive(username=user.username, ip=ip)
+    try:
+        _password_validate(password=new_password, username=user.username)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, field="new_password") from exc
+    # Hashed before the transaction: it is slow on purpose and must not hold the write lock.
+    user.set_password(new_password)
+    with transaction.atomic():
+        user.save(update_fields=["password"])
+        user_sessions_end(user=user)
+        return token_pair_create(user=user)
+
+
+def user_sessions_end(*, user: User) -> int:
+    """Revoke every token of the user and close every socket of theirs (4401), in every process.
+
+    Their tickets not yet used die with their families. Called by a password change, here
+    and in the admin. Returns how many tokens were live.
+    """
+    revoked = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    user_id = user.pk
+    transaction.on_commit(lambda: user_sockets_close(user_id=user_id))
+    return revoked
+
+
+def user_sockets_close(*, user_id: int) -> None:
+    """Close every websocket of the user (4401), in every server process; best effort, as for a session."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(user_group_name(user_id), {"type": "auth.revoked"})
+    except Exception:
+        logger.warning("could not tell a user's sockets that their sessions ended", exc_info=True)
 
 
 def api_token_delete_expired(*, now: datetime | None = None) -> int:

@@ -18,6 +18,7 @@ from django.core.cache import cache
 from django.http import HttpRequest
 
 from core.errors import Throttled
+from core.outage import redis_needed
 
 _KEY_PREFIX = "accounts:throttle"
 _REGISTER_WINDOW_SECONDS = 3600
@@ -92,6 +93,7 @@ def _counter_retry_after(counter: _Counter) -> int:
     return max(1, math.ceil(float(deadline) - _now()))
 
 
+@redis_needed()
 def _counters_hit(counters: list[_Counter], *, message: str) -> None:
     counts = [_counter_hit(counter) for counter in counters]
     spent = [counter for counter, count in zip(counters, counts, strict=True) if count > counter.limit]
@@ -134,6 +136,7 @@ def login_throttle_hit(*, username: str, ip: str | None) -> None:
     )
 
 
+@redis_needed()
 def login_throttle_forgive(*, username: str, ip: str | None) -> None:
     """Take back the count of a login attempt that succeeded."""
     for counter in _login_counters(username=username, ip=ip):

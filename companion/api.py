@@ -8,7 +8,8 @@ from accounts.api import router as accounts_router
 from accounts.auth import BearerAuth
 from avatars.api import router as avatars_router
 from conversations.api import router as conversations_router
-from core.errors import DomainError, Throttled
+from core.errors import DomainError, Throttled, Unavailable
+from core.outage import OUTAGE_ERRORS, UNAVAILABLE_MESSAGE
 from memory.api import router as memory_router
 from secretary.api import router as secretary_router
 
@@ -24,9 +25,18 @@ api = NinjaAPI(
 @api.exception_handler(DomainError)
 def domain_error_to_response(request: HttpRequest, exc: DomainError) -> HttpResponse:
     response = api.create_response(request, exc.as_dict(), status=exc.status_code)
-    if isinstance(exc, Throttled):
+    if isinstance(exc, Throttled | Unavailable):
         response["Retry-After"] = str(exc.retry_after)
     return response
+
+
+def outage_to_response(request: HttpRequest, exc: Exception | type[Exception]) -> HttpResponse:
+    """Redis (cache, channel layer, broker) did not answer where no service said so: a 503, not a 500."""
+    return domain_error_to_response(request, Unavailable(UNAVAILABLE_MESSAGE))
+
+
+for _outage_error in OUTAGE_ERRORS:
+    api.add_exception_handler(_outage_error, outage_to_response)
 
 
 @api.exception_handler(AuthenticationError)

@@ -7,6 +7,7 @@ down. Each check has a short timeout; no check writes anything but a ping.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,10 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
+
+from core.outage import url_redacted
+
+logger = logging.getLogger("companion")
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -94,3 +99,25 @@ def _broker_check() -> None:
 
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=int(CHECK_TIMEOUT_SECONDS))
+
+
+def redis_startup_check() -> bool:
+    """At startup, say (an ERROR on the log, stderr) when the configured Redis does not answer.
+
+    The server starts anyway: requests that need Redis answer 503 `unavailable` until it
+    does, and everything recovers without a restart. Returns whether it answered.
+    """
+    if not settings.REDIS_URL:
+        return True
+    try:
+        _redis_check()
+    except Exception as exc:
+        # The URL without its password; the error's type, not its text (which may hold the URL).
+        logger.error(
+            "Redis at %s is unreachable (%s): starting anyway; requests that need it answer 503 "
+            "`unavailable` and /readyz names it until it answers",
+            url_redacted(settings.REDIS_URL),
+            type(exc).__name__,
+        )
+        return False
+    return True

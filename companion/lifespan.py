@@ -1,6 +1,7 @@
 """The ASGI lifespan, which Django's ASGI handler ignores: the server's start and stop.
 
-On embedded defaults (`SCHEDULER_IN_PROCESS`, on without REDIS_URL) the in-process
+With `REDIS_URL`, startup says when that Redis does not answer (and starts anyway). On
+embedded defaults (`SCHEDULER_IN_PROCESS`, on without REDIS_URL) the in-process
 scheduler (secretary/ticker.py) starts when the server starts and stops when it stops.
 Kept apart from `companion.asgi`, whose import sets Django up: tests drive it directly.
 """
@@ -40,6 +41,9 @@ class Lifespan:
                 return
 
     def startup(self) -> None:
+        from companion.health import redis_startup_check
+
+        redis_startup_check()
         if not settings.SCHEDULER_IN_PROCESS:
             return
         from llm.registry import provider_get

@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from accounts.selectors import token_family_group_name
+from accounts.selectors import token_family_group_name, user_group_name
 from conversations import realtime, services
 from conversations.selectors import message_dicts, message_get_owned, message_list_after
 from conversations.tickets import ws_ticket_redeem
@@ -34,8 +34,9 @@ from conversations.turns.events import (
     TurnEvent,
 )
 from conversations.turns.request import Regenerate
-from core.errors import DomainError, NotFound, Throttled
+from core.errors import DomainError, NotFound, Throttled, Unavailable
 from core.modes import Mode
+from core.outage import OUTAGE_ERRORS, UNAVAILABLE_MESSAGE
 from llm.registry import provider_get
 
 logger = logging.getLogger("companion.ws")
@@ -52,33 +53,65 @@ class ClientError(Exception):
         self.code, self.message, self.field, self.retryable = code, message, field, retryable
 
 
+# Refusals for an outage: a turn refused by the door (nothing stored), or the layer failing a stop, a mode or a resume.
+_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (Unavailable, *OUTAGE_ERRORS)
+
+
+def _unavailable_frame() -> str:
+    return json.dumps(ErrorEvent("unavailable", UNAVAILABLE_MESSAGE, retryable=True).frame(), separators=(",", ":"))
+
+
 class ConversationConsumer(AsyncWebsocketConsumer):
     user_id: int
     conversation_id: int
     group: str
-    session_group: str | None = None
+    groups_joined: tuple[str, ...] = ()  # the conversation's, the user's, and the session's
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except OUTAGE_ERRORS:
+            if getattr(self, "base_send", None) is not None:
+                raise
+            # Channels asks the layer for this socket's channel before any handler runs: with
+            # Redis away that raises, and the handshake would be an HTTP 500. Answer it as
+            # `connect` does for an outage: accepted, one `error` frame, closed with 1011.
+            logger.warning("channel layer unavailable at the handshake")
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.send", "text": _unavailable_frame()})
+                await send({"type": "websocket.close", "code": CLOSE_LAYER_DOWN})
 
     async def connect(self) -> None:
         self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         ticket = (query.get("ticket") or [""])[0]
-        claim = await database_sync_to_async(ws_ticket_redeem)(ticket=ticket, conversation_id=self.conversation_id)
+        try:
+            claim = await database_sync_to_async(ws_ticket_redeem)(ticket=ticket, conversation_id=self.conversation_id)
+        except Unavailable:
+            await self.accept()
+            await self._unavailable_close()
+            return
         if claim is None:
             # Refused at the handshake: no socket for a missing, reused or foreign ticket.
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         self.user_id = claim.user_id
         self.group = realtime.conversation_group_name(self.conversation_id)
-        self.session_group = token_family_group_name(claim.family) if claim.family is not None else None
+        # Ended sessions close the socket (`auth_revoked`): its own (logout) or all the user's (a password change).
+        self.groups_joined = (self.group, user_group_name(claim.user_id)) + (
+            (token_family_group_name(claim.family),) if claim.family is not None else ()
+        )
         self.last_activity = time.monotonic()
         try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
-            if self.session_group is not None:
-                await self.channel_layer.group_add(self.session_group, self.channel_name)
+            for group in self.groups_joined:
+                await self.channel_layer.group_add(group, self.channel_name)
         except Exception:
-            logger.exception("channel layer unavailable at connect")
-            await self.close(code=CLOSE_LAYER_DOWN)
+            logger.warning("channel layer unavailable at connect")
+            await self.accept()
+            await self._unavailable_close()
             return
+        realtime.conversation_socket_add(self.conversation_id, self)
         await self.accept()
         self.idle_watch = asyncio.ensure_future(self._idle_watch())
 
@@ -87,12 +120,22 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if watch is not None:
             watch.cancel()
         if getattr(self, "group", None):
-            try:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-                if self.session_group is not None:
-                    await self.channel_layer.group_discard(self.session_group, self.channel_name)
-            except Exception:
-                logger.warning("channel layer unavailable at disconnect", exc_info=True)
+            realtime.conversation_socket_discard(self.conversation_id, self)
+        try:
+            for group in self.groups_joined:
+                await self.channel_layer.group_discard(group, self.channel_name)
+        except Exception:
+            logger.warning("channel layer unavailable at disconnect")
+
+    async def _unavailable_close(self) -> None:
+        """Redis (the layer, the cache) does not answer: say so, retryable, and close with 1011.
+
+        Closed rather than kept: while the layer is down this socket would miss the events of
+        turns started elsewhere. The client reconnects (its ticket is a 503 until Redis is
+        back) and resumes; nothing stored is lost.
+        """
+        await self.send(text_data=_unavailable_frame())
+        await self.close(code=CLOSE_LAYER_DOWN)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # A seam (docs/architecture.md, "Seams"). Channels' own dispatch first closes stale
@@ -137,6 +180,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await handler(frame)
         except ClientError as exc:
             await self._send_frame(ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame())
+        except _UNAVAILABLE_ERRORS:
+            logger.warning("Redis unavailable: the socket is closed with 1011")
+            await self._unavailable_close()
         except DomainError as exc:
             frame = ErrorEvent(exc.code, exc.message, exc.retryable, exc.field).frame()
             if isinstance(exc, Throttled):
@@ -230,7 +276,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     # --- group messages -----------------------------------------------------------------
 
     async def auth_revoked(self, message: dict[str, Any]) -> None:
-        """The session that opened this socket ended (logout, a revoked token family)."""
+        """The session that opened this socket ended (logout, a revoked token family), or all
+        the user's did (a password change)."""
         await self.close(code=CLOSE_UNAUTHORIZED)
 
     async def turn_event(self, message: dict[str, Any]) -> None:

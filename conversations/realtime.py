@@ -8,6 +8,11 @@ A second, "control" group per conversation holds only the turn in flight: stop a
 requests go there, so they reach the process running the turn even when none of the
 conversation's sockets is on that process (the phone that asked dropped, or the turn came
 in over SSE).
+
+When the layer fails mid-turn (Redis went away), the rest of the turn's events go straight
+to the sockets of the conversation on the process running it (`conversation_socket_add`),
+so the client most likely watching still gets its reply instead of silence; sockets on
+other processes get it when they reconnect and `resume`.
 """
 
 import asyncio
@@ -44,24 +49,78 @@ def conversation_control_group_name(conversation_id: int) -> str:
     return f"conversation.{int(conversation_id)}.control"
 
 
+class LocalSocket(Protocol):
+    """A socket of this process (the consumer): takes a group message as the layer would deliver it."""
+
+    async def turn_event(self, message: dict[str, Any]) -> None: ...
+
+
+_local_sockets: dict[int, set[LocalSocket]] = {}
+
+
+def conversation_socket_add(conversation_id: int, socket: LocalSocket) -> None:
+    """Register a socket of this process, for the events of a turn whose layer fails."""
+    _local_sockets.setdefault(conversation_id, set()).add(socket)
+
+
+def conversation_socket_discard(conversation_id: int, socket: LocalSocket) -> None:
+    sockets = _local_sockets.get(conversation_id)
+    if sockets is not None:
+        sockets.discard(socket)
+        if not sockets:
+            del _local_sockets[conversation_id]
+
+
 def conversation_event_sink(conversation_id: int) -> Callable[[Event], Awaitable[None]]:
-    """An `emit` that sends each event to every socket of the conversation."""
+    """An `emit` that sends each event to every socket of the conversation.
+
+    Once the layer fails, every later event of this sink (a turn) goes to this process's
+    sockets of the conversation directly: never both ways, so none arrives twice.
+    """
     layer = get_channel_layer()
     group = conversation_group_name(conversation_id)
+    layer_down = False
 
     async def emit(event: Event) -> None:
-        if layer is not None:
-            await layer.group_send(group, {"type": GROUP_EVENT_TYPE, "frame": event.frame()})
+        nonlocal layer_down
+        if layer is None:
+            return
+        message: dict[str, Any] = {"type": GROUP_EVENT_TYPE, "frame": event.frame()}
+        if not layer_down:
+            try:
+                await layer.group_send(group, message)
+                return
+            except Exception:
+                layer_down = True
+                logger.warning(
+                    "channel layer unavailable: the rest of this turn goes to this process's sockets only",
+                    extra={"data": {"conversation_id": conversation_id}},
+                )
+        await _local_sockets_send(conversation_id, message)
 
     return emit
 
 
+async def _local_sockets_send(conversation_id: int, message: dict[str, Any]) -> None:
+    for socket in list(_local_sockets.get(conversation_id, ())):
+        try:
+            await socket.turn_event(message)
+        except Exception:
+            logger.debug("a local socket went away", exc_info=True)
+
+
 def conversation_event_broadcast(*, conversation_id: int, event: Event) -> None:
-    """Send one event from sync code (a REST view)."""
+    """Send one event from sync code (a REST view), best effort: what it tells is stored already."""
     layer = get_channel_layer()
     if layer is not None:
         message: dict[str, Any] = {"type": GROUP_EVENT_TYPE, "frame": event.frame()}
-        async_to_sync(layer.group_send)(conversation_group_name(conversation_id), message)
+        try:
+            async_to_sync(layer.group_send)(conversation_group_name(conversation_id), message)
+        except Exception:
+            logger.warning(
+                "channel layer unavailable: an event reaches the sockets when they resume",
+                extra={"data": {"conversation_id": conversation_id}},
+            )
 
 
 @asynccontextmanager

@@ -16,6 +16,7 @@ from django.core.cache import cache
 
 from accounts.selectors import token_family_is_live
 from conversations.selectors import conversation_get_owned
+from core.outage import redis_needed
 
 TICKET_TTL_SECONDS = 60
 
@@ -37,6 +38,7 @@ def _ticket_key(ticket: str) -> str:
     return "ws-ticket:" + hashlib.sha256(ticket.encode()).hexdigest()
 
 
+@redis_needed()
 def ws_ticket_issue(*, user: User, conversation_id: int, family: uuid.UUID | None = None) -> Ticket:
     conversation = conversation_get_owned(user=user, conversation_id=conversation_id)
     ticket = secrets.token_urlsafe(32)
@@ -45,6 +47,7 @@ def ws_ticket_issue(*, user: User, conversation_id: int, family: uuid.UUID | Non
     return Ticket(ticket=ticket, expires_in=TICKET_TTL_SECONDS)
 
 
+@redis_needed()
 def ws_ticket_redeem(*, ticket: str, conversation_id: int) -> TicketClaim | None:
     """The claim, once; None for an unknown, expired, reused or mismatched ticket."""
     if not ticket or len(ticket) > 128:

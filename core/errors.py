@@ -60,3 +60,15 @@ class Throttled(DomainError):
     def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    """A backing service (Redis: the cache, the channel layer, the broker) does not answer; try again."""
+
+    code = "unavailable"
+    status_code = 503
+    retryable = True
+    retry_after = 5  # seconds, the Retry-After header
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "retryable": True}

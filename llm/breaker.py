@@ -3,9 +3,11 @@
 closed     calls pass; each provider failure adds one to `failures`, any success resets it.
            `failure_threshold` consecutive failures open the circuit.
 open       calls fail fast (the caller raises `CircuitOpen`) until `reset_seconds` have passed.
-half_open  exactly one call (the probe) is let through; every other call still fails fast.
-           The probe's success closes the circuit, its failure opens it again for another
-           `reset_seconds`; a probe that was cancelled decides nothing and frees the slot.
+half_open  exactly one call (the probe) is let through; `acquire` refuses every other call
+           while it is in flight (`probe_pending`), and `ResilientProvider` lets them wait,
+           bounded, for its outcome rather than fail at once. The probe's success closes the
+           circuit, its failure opens it again for another `reset_seconds`; a probe that was
+           cancelled decides nothing and frees the slot.
 
 Each call takes a `Permit` and settles it exactly once: `success()`, `failure()`,
 `neutral()` (the provider answered, but the request itself was wrong: a bad request, a
@@ -115,6 +117,11 @@ class CircuitBreaker:
                 return None
             self._probe_in_flight = True
             return Permit(self, probe=True)
+
+    def probe_pending(self) -> bool:
+        """Whether a half-open probe is in flight: its outcome decides the next calls soon."""
+        with self._lock:
+            return self._state is BreakerState.HALF_OPEN and self._probe_in_flight
 
     def retry_in(self) -> float | None:
         """Seconds until a probe may go, while open; None otherwise."""

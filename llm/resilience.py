@@ -109,6 +109,12 @@ class RetryPolicy:
         return max(error.retry_after, backoff)
 
 
+# A probe is an ordinary call: its first token comes in about a second from a healthy
+# provider. Waiting longer than this for it would be worse than the fallback.
+PROBE_WAIT_SECONDS = 5.0
+PROBE_POLL_SECONDS = 0.05
+
+
 class ResilientProvider(MeteredProvider):
     def __init__(
         self,
@@ -119,7 +125,9 @@ class ResilientProvider(MeteredProvider):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        probe_wait_seconds: float = PROBE_WAIT_SECONDS,
     ) -> None:
+        """`probe_wait_seconds`: how long a call waits for a half-open probe's outcome (see `_permit`)."""
         self.inner = inner
         self.name = inner.name
         self.policy = policy or RetryPolicy()
@@ -127,6 +135,7 @@ class ResilientProvider(MeteredProvider):
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._clock = clock
+        self.probe_wait_seconds = probe_wait_seconds
 
     @classmethod
     def from_settings(cls, inner: LLMProvider) -> "ResilientProvider":
@@ -190,7 +199,7 @@ class ResilientProvider(MeteredProvider):
             raise NotConfigured("no API key and no base URL are configured")
         last_error: LLMError | None = None
         while True:
-            permit = self._permit(last_error)
+            permit = await self._permit(last_error)
             stats.attempts += 1
             try:
                 completion = await self.inner.complete(messages, params=params)
@@ -235,7 +244,7 @@ class ResilientProvider(MeteredProvider):
                 raise NotConfigured("no API key and no base URL are configured")
             last_error: LLMError | None = None
             while True:
-                permit = self._permit(last_error)
+                permit = await self._permit(last_error)
                 stats.attempts += 1
                 source = pending if pending is not None else self.inner.stream(messages, params=params)
                 pending = None
@@ -289,10 +298,22 @@ class ResilientProvider(MeteredProvider):
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _permit(self, last_error: LLMError | None) -> Permit:
-        permit = self.breaker.acquire()
-        if permit is not None:
-            return permit
+    async def _permit(self, last_error: LLMError | None) -> Permit:
+        """A permit for the next attempt, or `CircuitOpen` (`last_error` on a retry) when the circuit is open.
+
+        While a half-open probe is in flight, wait for its outcome (polling, up to
+        `probe_wait_seconds`) instead of failing at once: a provider that is back serves
+        everyone who came during the probe, and one still down refuses them as before.
+        """
+        polls_left = round(self.probe_wait_seconds / PROBE_POLL_SECONDS)
+        while True:
+            permit = self.breaker.acquire()
+            if permit is not None:
+                return permit
+            if not self.breaker.probe_pending() or polls_left <= 0:
+                break
+            await self._sleep(PROBE_POLL_SECONDS)
+            polls_left -= 1
         if last_error is not None:
             raise last_error
         retry_in = self.breaker.retry_in()

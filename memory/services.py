@@ -38,6 +38,7 @@ from accounts.models import Profile
 from conversations.models import SAFETY_CRISIS, Conversation, Message, Role
 from core import background
 from core.errors import InvalidInput
+from core.outage import OUTAGE_ERRORS
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
 from llm.prompts.memory import (
     KNOWN_FACTS_MAX,
@@ -98,10 +99,18 @@ def conversation_memory_schedule(*, conversation_id: int, message_id: int, facts
 
 
 def _memory_enqueue(*, conversation_id: int, message_id: int, facts: bool = True) -> None:
-    if facts and memory_extraction_is_worthwhile(message_id=message_id):
-        background.task_enqueue(tasks.extract_memories, message_id=message_id)
-    if _summary_due_and_claimed(conversation_id):
-        background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
+    try:
+        if facts and memory_extraction_is_worthwhile(message_id=message_id):
+            background.task_enqueue(tasks.extract_memories, message_id=message_id)
+        if _summary_due_and_claimed(conversation_id):
+            background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation_id)
+    except OUTAGE_ERRORS:
+        # Redis (the broker, the cache) is away. The summary is caught up by the beat sweep; this
+        # message's fact extraction is not retried (its words still reach the summary).
+        logger.warning(
+            "memory work not queued: Redis does not answer; the summary sweep catches up",
+            extra={"data": {"conversation_id": conversation_id, "message_id": message_id}},
+        )
 
 
 def _summary_due_and_claimed(conversation_id: int) -> bool:

@@ -14,14 +14,16 @@ def test_openapi_lists_the_accounts_endpoints_and_their_auth(client: Client) -> 
     }
     assert sorted(operations) == [
         ("/api/auth/logout", "post"),
+        ("/api/auth/password", "post"),
         ("/api/auth/refresh", "post"),
         ("/api/auth/register", "post"),
         ("/api/auth/token", "post"),
         ("/api/me", "get"),
         ("/api/me", "patch"),
     ]
-    # only the profile needs a bearer token
+    # only the profile and a password change need a bearer token
     assert {key for key, operation in operations.items() if operation.get("security")} == {
+        ("/api/auth/password", "post"),
         ("/api/me", "get"),
         ("/api/me", "patch"),
     }

@@ -1,10 +1,12 @@
 """The chat websocket through Channels' WebsocketCommunicator, with a fake model from the registry."""
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.exceptions
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
@@ -349,3 +351,112 @@ async def test_another_sessions_logout_leaves_this_socket_open(conversation: Con
     await ws.send_to(text_data=json.dumps({"type": "ping"}))
     assert json.loads(await ws.receive_from(timeout=5)) == {"type": "pong"}
     await ws.disconnect()
+
+
+async def test_a_password_change_closes_every_socket_of_the_user_and_voids_their_tickets(
+    conversation: Conversation,
+) -> None:
+    from accounts.services import user_password_change
+
+    # Given two sockets of the user opened by two sessions (a phone, a tablet), one in another
+    # conversation, and a ticket of a third session not used yet
+    other = await database_sync_to_async(ConversationFactory)(user=conversation.user)
+    phone_ticket, _ = await database_sync_to_async(_session_ticket)(conversation)
+    tablet_ticket, _ = await database_sync_to_async(_session_ticket)(other)
+    unused_ticket, _ = await database_sync_to_async(_session_ticket)(conversation)
+    phone = WebsocketCommunicator(ws_application(), f"/ws/conversations/{conversation.pk}/?ticket={phone_ticket}")
+    tablet = WebsocketCommunicator(ws_application(), f"/ws/conversations/{other.pk}/?ticket={tablet_ticket}")
+    assert (await phone.connect())[0] is True
+    assert (await tablet.connect())[0] is True
+    # and a socket of another user, which must stay open
+    stranger = await database_sync_to_async(ConversationFactory)()
+    stranger_ticket, _ = await database_sync_to_async(_session_ticket)(stranger)
+    bystander = WebsocketCommunicator(ws_application(), f"/ws/conversations/{stranger.pk}/?ticket={stranger_ticket}")
+    assert (await bystander.connect())[0] is True
+
+    # When the user changes their password
+    user = conversation.user
+    await database_sync_to_async(user.set_password)("old-password-for-test-7")
+    await database_sync_to_async(user.save)()
+    await database_sync_to_async(user_password_change)(
+        user=user, old_password="old-password-for-test-7", new_password="a-new-long-passphrase-8"
+    )
+
+    # Then every socket of the user closes as unauthorized
+    assert await phone.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    assert await tablet.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    # And a ticket minted before the change opens no socket
+    late = WebsocketCommunicator(ws_application(), f"/ws/conversations/{conversation.pk}/?ticket={unused_ticket}")
+    assert (await late.connect())[0] is False
+    # And another user's socket is untouched
+    await bystander.send_to(text_data=json.dumps({"type": "ping"}))
+    assert json.loads(await bystander.receive_from(timeout=5)) == {"type": "pong"}
+    await bystander.disconnect()
+
+
+class _LayerDown:
+    """A channel layer whose Redis is gone: every call raises as channels_redis does."""
+
+    def __init__(self, *, fail_new_channel: bool) -> None:
+        self.fail_new_channel = fail_new_channel
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        if self.fail_new_channel:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+        return prefix + "x"
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def group_add(self, group: str, channel: str) -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+
+
+@pytest.mark.parametrize("fail_new_channel", [True, False], ids=["before-connect", "at-group-add"])
+async def test_a_handshake_while_the_layer_is_down_is_accepted_told_and_closed_with_1011(
+    conversation: Conversation, monkeypatch: pytest.MonkeyPatch, fail_new_channel: bool
+) -> None:
+    # Given a channel layer that does not answer
+    import channels.consumer
+
+    layer = _LayerDown(fail_new_channel=fail_new_channel)
+    monkeypatch.setattr(channels.consumer, "get_channel_layer", lambda alias=None: layer)
+    issued = await database_sync_to_async(ws_ticket_issue)(user=conversation.user, conversation_id=conversation.pk)
+    ticket = issued.ticket
+
+    # When a client opens a socket
+    ws = WebsocketCommunicator(ws_application(), f"/ws/conversations/{conversation.pk}/?ticket={ticket}")
+    connected, _ = await ws.connect()
+
+    # Then it is accepted, told it may retry, and closed with 1011 (not a handshake failure)
+    assert connected is True
+    error = json.loads(await ws.receive_from(timeout=5))
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "unavailable", True)
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 1011}
+
+
+async def test_a_message_while_the_cache_is_down_is_an_error_frame_then_1011_and_stores_nothing(
+    conversation: Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.cache import caches
+
+    # Given an open socket, then a cache that does not answer (in every thread: patched on its class)
+    ws = await ws_connect(conversation)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+
+    monkeypatch.setattr(type(caches["default"]), "add", refused)
+
+    # When the client sends a message
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "hello"}))
+
+    # Then it gets a retryable error frame and a clean close, and nothing is stored
+    error = json.loads(await ws.receive_from(timeout=5))
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "unavailable", True)
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 1011}
+    assert not await database_sync_to_async(Message.objects.filter(conversation=conversation).exists)()

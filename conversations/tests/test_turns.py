@@ -553,3 +553,28 @@ def test_a_first_meeting_opens_with_the_first_message_never_a_greeting_for_retur
     # Then every first meeting got the first message; later conversations may get either
     assert firsts == {"Nice to meet you!"}
     assert later == {"Nice to meet you!", f"Back again, {user.profile.display_name}?"}
+
+
+def test_locks_that_cannot_be_given_back_for_an_outage_are_a_warning_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the reply is stored, Redis gone must not turn the turn into "storing the reply failed"."""
+    import logging
+
+    import redis.exceptions
+    from django.core.cache import caches
+
+    from conversations.turns.locks import turn_locks_release
+    from testing.support import logger_captured
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(type(caches["default"]), "delete", refused)
+
+    with logger_captured(caplog, "companion.turns"):
+        turn_locks_release(user_id=1, conversation_id=2)  # raises nothing
+
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "companion.turns"] == [
+        (logging.WARNING, "the cache did not answer: the turn's locks expire on their own")
+    ]

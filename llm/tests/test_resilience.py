@@ -107,11 +107,16 @@ class FakeClock:
 
 
 class FakeSleep:
-    def __init__(self) -> None:
+    """Records each pause and returns at once; `yields`: lets other tasks run meanwhile, as a real sleep does."""
+
+    def __init__(self, *, yields: bool = False) -> None:
         self.delays: list[float] = []
+        self.yields = yields
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+        if self.yields:
+            await asyncio.sleep(0)
 
 
 class RecordingRandom(random.Random):
@@ -145,13 +150,14 @@ def rig(
     rng: random.Random | None = None,
     max_retry_after: float = 20.0,
     resume: bool = True,
+    sleep: FakeSleep | None = None,
 ) -> Rig:
     inner = ScriptedProvider(scripts=list(scripts))
     clock = FakeClock()
     breaker = CircuitBreaker(
         name="scripted", failure_threshold=threshold, reset_seconds=reset_seconds, clock=clock, wall_clock=lambda: 0.0
     )
-    sleep = FakeSleep()
+    sleep = sleep or FakeSleep()
     provider = ResilientProvider(
         inner,
         policy=RetryPolicy(
@@ -434,7 +440,7 @@ async def test_half_open_lets_one_probe_through_and_closes_on_success() -> None:
 
     probe = asyncio.create_task(drain(r.provider.stream(HELLO)))
     await asyncio.sleep(0)  # the probe took the only permit and waits upstream
-    with pytest.raises(CircuitOpen):
+    with pytest.raises(CircuitOpen):  # waited its bounded time: this fake sleep never lets the probe run
         await drain(r.provider.stream(HELLO))
     state_during_probe = r.breaker.state
     r.inner.block.set()
@@ -445,6 +451,76 @@ async def test_half_open_lets_one_probe_through_and_closes_on_success() -> None:
     assert texts(probe_events) == ["probe"]
     assert texts(after) == ["after"]
     assert r.breaker.snapshot() == {"state": "closed", "failures": 0, "opened_at": None, "retry_in": None}
+
+
+async def _circuit_opened_then_probing(r: Rig) -> "asyncio.Task[list[StreamEvent]]":
+    """Three failures open the circuit; once it may probe, a probe that waits upstream until `r.inner.block` is set."""
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            await drain(r.provider.stream(HELLO))
+    r.clock.advance(30.0)
+    r.inner.block = asyncio.Event()
+    probe = asyncio.create_task(drain(r.provider.stream(HELLO)))
+    await asyncio.sleep(0)  # the probe took the only permit
+    assert r.breaker.probe_pending()
+    return probe
+
+
+async def test_a_call_during_the_probe_waits_for_it_and_goes_on_when_it_succeeds() -> None:
+    # Given a half-open circuit whose probe is in flight
+    r = rig(*failing(3), ["probe"], ["waited"], max_retries=0, threshold=3, sleep=FakeSleep(yields=True))
+    probe = await _circuit_opened_then_probing(r)
+
+    # When another user's call comes meanwhile
+    waiting = asyncio.create_task(drain(r.provider.stream(HELLO)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+    # Then it neither fails at once nor calls the provider: it waits for the probe
+    assert not waiting.done()
+    assert r.inner.calls == 4  # three failures and the probe
+    # And once the probe succeeds it goes on, with the circuit closed
+    assert r.inner.block is not None
+    r.inner.block.set()
+    assert texts(await probe) == ["probe"]
+    assert texts(await waiting) == ["waited"]
+    assert r.breaker.state is BreakerState.CLOSED
+    assert set(r.sleep.delays) == {0.05}
+
+
+async def test_a_call_during_the_probe_fails_fast_once_the_probe_fails() -> None:
+    r = rig(*failing(3), [Unavailable()], ["never"], max_retries=0, threshold=3, sleep=FakeSleep(yields=True))
+    probe = await _circuit_opened_then_probing(r)
+    waiting = asyncio.create_task(drain(r.provider.stream(HELLO)))
+    await asyncio.sleep(0)
+
+    # When the probe fails
+    assert r.inner.block is not None
+    r.inner.block.set()
+    with pytest.raises(Unavailable):
+        await probe
+
+    # Then the waiting call is refused as the open circuit refuses, without calling the provider
+    with pytest.raises(CircuitOpen) as caught:
+        await waiting
+    assert caught.value.retry_after == 30.0
+    assert r.inner.calls == 4
+
+
+async def test_a_call_waits_for_a_probe_no_longer_than_its_bound() -> None:
+    # Given a probe that never answers
+    r = rig(*failing(3), ["stuck"], max_retries=0, threshold=3, sleep=FakeSleep(yields=True))
+    probe = await _circuit_opened_then_probing(r)
+
+    # When another call comes, it gives up after `probe_wait_seconds` of polling
+    with pytest.raises(CircuitOpen):
+        await drain(r.provider.stream(HELLO))
+
+    assert sum(r.sleep.delays) == pytest.approx(r.provider.probe_wait_seconds)
+    assert r.inner.calls == 4
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
 
 
 async def test_a_failed_probe_opens_the_circuit_again() -> None:

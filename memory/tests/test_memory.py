@@ -852,6 +852,37 @@ def test_schedule_enqueues_on_commit_extraction_and_a_due_summary_once(
 
 
 @pytest.mark.django_db
+def test_a_broker_that_does_not_answer_is_a_warning_not_an_error_and_raises_nothing(
+    small_window: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import kombu.exceptions
+
+    from testing.support import logger_captured
+
+    # Given a broker (Redis) that refuses connections
+    def refused(task: Any, **kwargs: int) -> None:
+        raise kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(background, "task_enqueue", refused)
+    conversation = ConversationFactory()
+    messages = history(conversation, 9)
+
+    # When a stored turn schedules its memory work
+    with logger_captured(caplog, "companion.memory"), django_capture_on_commit_callbacks(execute=True):
+        services.conversation_memory_schedule(conversation_id=conversation.pk, message_id=messages[-1].pk)
+
+    # Then one warning says the sweep catches up, and nothing is logged as an error
+    warnings = [r for r in caplog.records if r.name == "companion.memory" and r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "memory work not queued: Redis does not answer; the summary sweep catches up"
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.django_db
 def test_once_a_summary_is_stored_the_next_due_one_is_queued_at_once(
     small_window: Any, enqueued: list[tuple[str, dict[str, int]]], django_capture_on_commit_callbacks: Any
 ) -> None:
