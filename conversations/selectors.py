@@ -36,6 +36,7 @@ class AvatarForTurn:
     intimate_allowed: bool
     fallback_lines: tuple[str, ...]
     bank: PhraseBank
+    default_model: str = ""  # the model it answers with when the user picks none (empty: the default)
 
 
 def avatar_for_turn(*, avatar_id: int, version: datetime) -> AvatarForTurn:
@@ -61,6 +62,7 @@ def _avatar_for_turn_at(avatar_id: int, version: datetime) -> AvatarForTurn:
         intimate_allowed=avatar.intimate_allowed,
         fallback_lines=tuple(line for line in avatar.fallback_lines if isinstance(line, str) and line.strip()),
         bank=phrase_bank_for_avatar(tuple(avatar.phrases.order_by("id").values_list("mode", "text"))),
+        default_model=avatar.default_model,
     )
 
 
@@ -137,5 +139,6 @@ def message_dict(message: Message) -> dict[str, Any]:
         "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
         "ttft_ms": message.ttft_ms,
         "duration_ms": message.duration_ms,
+        "cost_usd": str(message.cost_usd) if message.cost_usd is not None else None,
         "created_at": message.created_at.isoformat() if message.created_at else None,
     }
