@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='avatar',
             name='default_model',
-            field=models.CharField(blank=True, help_text='The model this avatar answers with when the user picks none (one of LLM_MODELS); empty: the default.', max_length=200),
+            field=models.CharField(blank=True, help_text='The model it answers with when the user picks none (one of LLM_MODELS); empty: the default.', max_length=200),
         ),
     ]
