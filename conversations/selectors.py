@@ -13,6 +13,7 @@ from avatars.models import Avatar
 from conversations.intents import PhraseBank, phrase_bank_for_avatar
 from conversations.models import Conversation, Message, Role, Status
 from core.errors import NotFound
+from llm.catalog import usd_text
 from llm.prompts import Persona, persona_from_avatar
 
 MESSAGE_PAGE_DEFAULT = 50
@@ -139,6 +140,6 @@ def message_dict(message: Message) -> dict[str, Any]:
         "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
         "ttft_ms": message.ttft_ms,
         "duration_ms": message.duration_ms,
-        "cost_usd": str(message.cost_usd) if message.cost_usd is not None else None,
+        "cost_usd": usd_text(message.cost_usd) if message.cost_usd is not None else None,
         "created_at": message.created_at.isoformat() if message.created_at else None,
     }

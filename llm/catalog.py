@@ -57,6 +57,11 @@ def cost_usd(
     return total.quantize(COST_PLACES)
 
 
+def usd_text(value: Decimal) -> str:
+    """A cost as clients see it: a fixed-point decimal string, ten places ("0.0000000000", never "0E-10")."""
+    return format(Decimal(value).quantize(COST_PLACES), "f")
+
+
 def call_cost_usd(*, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> Decimal:
     """What a call to `model` cost, from the price table; 0 for a model the table does not price."""
     spec = model_get(model)

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from accounts.models import Profile
 from core.errors import DomainError
-from llm.catalog import ZERO, call_cost_usd
+from llm.catalog import ZERO, call_cost_usd, usd_text
 from llm.models import UsageDay, UsageKind, UsageRecord
 
 
@@ -255,7 +255,7 @@ def usage_summary_get(*, user_id: int, date_from: date, date_to: date) -> dict[s
     )
     return {
         "tokens": int(totals["tokens"]),
-        "cost_usd": str(Decimal(totals["cost"]).quantize(Decimal("0.0000000001"))),
+        "cost_usd": usd_text(Decimal(totals["cost"])),
         "images": int(totals["images"]),
         "limit": quota_limits_get(user_id=user_id).as_dict(),
     }

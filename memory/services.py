@@ -26,6 +26,7 @@ counted on the user's day; a user over their daily quota gets no background call
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
@@ -322,23 +323,22 @@ def _complete(
 ) -> tuple[Completion, int]:
     """The completion and the id of its `UsageRecord`; a failed call is recorded with its error code."""
     priced_as = params.model or provider.default_model
-    record = {
-        "user_id": call.user_id,
-        "avatar_id": call.avatar_id,
-        "conversation_id": call.conversation_id,
-        "kind": call.kind,
-        "subject": call.subject,
-        "model": priced_as,
-    }
+    record = partial(
+        usage_record_add,
+        user_id=call.user_id,
+        avatar_id=call.avatar_id,
+        conversation_id=call.conversation_id,
+        kind=call.kind,
+        subject=call.subject,
+        model=priced_as,
+    )
     try:
         # Services are sync (a Celery worker, the in-process thread); the Protocol is async.
         completion = async_to_sync(provider.complete)(messages, params=params)
     except LLMError as exc:
-        usage_record_add(**record, prompt_tokens=0, completion_tokens=0, outcome=exc.code)
+        record(prompt_tokens=0, completion_tokens=0, outcome=exc.code)
         raise
-    stored = usage_record_add(
-        **record, prompt_tokens=completion.usage.prompt_tokens, completion_tokens=completion.usage.completion_tokens
-    )
+    stored = record(prompt_tokens=completion.usage.prompt_tokens, completion_tokens=completion.usage.completion_tokens)
     return completion, stored.pk
 
 

@@ -51,6 +51,8 @@ def priced(settings: Any) -> None:
 
 
 def expected_cost(message: Message, *, input_price: str, output_price: str) -> Decimal:
+    assert message.prompt_tokens is not None
+    assert message.completion_tokens is not None
     total = Decimal(input_price) * message.prompt_tokens + Decimal(output_price) * message.completion_tokens
     return (total / Decimal(1_000_000)).quantize(Decimal("0.0000000001"))
 
@@ -79,7 +81,7 @@ def test_a_reply_is_priced_from_the_table_in_decimal_and_counted_on_the_users_da
     day = UsageDay.objects.get(user=conversation.user)
     assert day.day == datetime.now(ZoneInfo("Asia/Tokyo")).date()
     assert (day.tokens, day.cost_usd, day.reserved_tokens, day.reserved_usd) == (
-        reply.prompt_tokens + reply.completion_tokens,
+        (reply.prompt_tokens or 0) + (reply.completion_tokens or 0),
         cost,
         0,
         0,

@@ -19,7 +19,7 @@ from conversations.selectors import message_dict
 from conversations.turns.prepare import DuplicateTurn, TurnPlan, turn_duplicate_get
 from conversations.turns.stream import ReplyOutcome
 from core.errors import Conflict
-from llm.catalog import call_cost_usd
+from llm.catalog import call_cost_usd, usd_text
 from llm.quotas import quota_settle
 from safety.services import safety_counts_add
 
@@ -144,6 +144,6 @@ def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome, plan: Turn
         "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
         "ttft_ms": outcome.ttft_ms,
         "duration_ms": outcome.duration_ms,
-        "cost_usd": str(cost),
+        "cost_usd": usd_text(cost),
         "actions": list(outcome.actions),
     }
