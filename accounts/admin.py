@@ -40,6 +40,9 @@ class ProfileAdminForm(_ProfileForm):
             "quiet_hours_start",
             "quiet_hours_end",
             "proactive_opt_in",
+            "quota_daily_tokens",
+            "quota_daily_usd",
+            "quota_daily_images",
         )
 
     def clean_timezone(self) -> str:

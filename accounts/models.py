@@ -26,6 +26,20 @@ class Profile(models.Model):
     proactive_opt_in = models.BooleanField(
         default=False, help_text="The user allows avatars to write first after a silence (check-ins)."
     )
+    # The user's own daily quotas, set by staff: empty = the QUOTA_DAILY_* setting.
+    quota_daily_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="This user's own daily token quota; empty: QUOTA_DAILY_TOKENS."
+    )
+    quota_daily_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="This user's own daily USD quota; empty: QUOTA_DAILY_USD.",
+    )
+    quota_daily_images = models.PositiveIntegerField(
+        null=True, blank=True, help_text="This user's own daily image quota; empty: QUOTA_DAILY_IMAGES."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -85,7 +85,13 @@ class AvatarAdmin(admin.ModelAdmin):
         (
             "Modes",
             {
-                "fields": ("default_mode", "intimate_allowed", "secretary_instructions", "intimate_instructions"),
+                "fields": (
+                    "default_mode",
+                    "default_model",
+                    "intimate_allowed",
+                    "secretary_instructions",
+                    "intimate_instructions",
+                ),
                 "description": "Intimate mode is only ever entered for adults who opted in, and only if allowed here.",
             },
         ),

@@ -101,6 +101,7 @@ class AvatarAdminForm(forms.ModelForm):
             "first_message",
             "alternate_greetings",
             "default_mode",
+            "default_model",
             "intimate_allowed",
             "secretary_instructions",
             "intimate_instructions",
@@ -122,6 +123,15 @@ class AvatarAdminForm(forms.ModelForm):
         for tag in tags:
             unique.setdefault(tag.casefold(), tag)
         return list(unique.values())
+
+    def clean_default_model(self) -> str:
+        from llm.catalog import model_list
+
+        model: str = (self.cleaned_data.get("default_model") or "").strip()
+        offered = [spec.id for spec in model_list()]
+        if model and model not in offered:
+            raise ValidationError(f"Not one of LLM_MODELS: {', '.join(offered)}.", code="unknown_model")
+        return model
 
     def clean_card_extensions(self) -> dict[str, Any]:
         value = self.cleaned_data["card_extensions"]

@@ -78,6 +78,11 @@ class Avatar(models.Model):
     default_mode = models.CharField(
         max_length=16, choices=Mode.choices, default=Mode.SECRETARY, help_text="The mode a new conversation starts in."
     )
+    default_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The model it answers with when the user picks none (one of LLM_MODELS); empty: the default.",
+    )
     fallback_lines = models.JSONField(
         default=list, blank=True, help_text="Lines said when the language model cannot answer; one at random."
     )

@@ -8,8 +8,9 @@ from accounts.api import router as accounts_router
 from accounts.auth import BearerAuth
 from avatars.api import router as avatars_router
 from conversations.api import router as conversations_router
-from core.errors import DomainError, Throttled, Unavailable
+from core.errors import DomainError, Unavailable
 from core.outage import OUTAGE_ERRORS, UNAVAILABLE_MESSAGE
+from llm.api import router as llm_router
 from memory.api import router as memory_router
 from secretary.api import router as secretary_router
 
@@ -25,8 +26,9 @@ api = NinjaAPI(
 @api.exception_handler(DomainError)
 def domain_error_to_response(request: HttpRequest, exc: DomainError) -> HttpResponse:
     response = api.create_response(request, exc.as_dict(), status=exc.status_code)
-    if isinstance(exc, Throttled | Unavailable):
-        response["Retry-After"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)  # Throttled, QuotaExceeded
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
     return response
 
 
@@ -65,3 +67,4 @@ api.add_router("/avatars", avatars_router)
 api.add_router("/", conversations_router)
 api.add_router("/", memory_router)
 api.add_router("/", secretary_router)
+api.add_router("/", llm_router)

@@ -220,6 +220,29 @@ LLM_RETRY_AFTER_MAX_SECONDS: float = env.float("LLM_RETRY_AFTER_MAX_SECONDS", de
 # After a stream broke mid-reply, resend it (same seed) and carry on past the text shown when
 # the replay repeats it. Off for a server that rejects the `seed` parameter.
 LLM_RESUME_STREAMS: bool = env.bool("LLM_RESUME_STREAMS", default=True)
+# The models clients may pick, with prices (JSON, llm/catalog.py; checked by `manage.py check`).
+# Empty: the one LLM_MODEL, unpriced.
+LLM_MODELS: str = env.str("LLM_MODELS", default="")
+
+# --- Quotas: per user and day in the user's own zone; empty = unlimited (docs/operations.md) --
+QUOTA_DAILY_TOKENS: int | None = env.int("QUOTA_DAILY_TOKENS", default=None)
+QUOTA_DAILY_USD: str | None = env.str("QUOTA_DAILY_USD", default=None)  # a decimal text: never a float
+QUOTA_DAILY_IMAGES: int | None = env.int("QUOTA_DAILY_IMAGES", default=None)
+
+# --- Operator alerts: mail to ADMINS once per provider incident -------------------------------
+ADMINS: list[tuple[str, str]] = [(address, address) for address in env.list("DJANGO_ADMINS", default=[])]
+SERVER_EMAIL: str = env.str("SERVER_EMAIL", default="companion@localhost")
+EMAIL_BACKEND: str = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST: str = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT: int = env.int("EMAIL_PORT", default=25)
+EMAIL_TIMEOUT: float = env.float("EMAIL_TIMEOUT", default=10.0)
+# An incident already mailed is mailed again only after this long, if it is still going on.
+LLM_ALERT_REPEAT_SECONDS: int = env.int("LLM_ALERT_REPEAT_SECONDS", default=6 * 3600)
 
 # --- Logging: structured JSON lines; never message text or keys at INFO ---------------------
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")

@@ -1,16 +1,20 @@
-"""The usage report in the admin: tokens, replies, fallbacks and failures per avatar, user and day.
+"""The usage report in the admin: tokens, cost, replies, fallbacks and failures per avatar, user, day and mode.
 
 Every figure comes from aggregate queries (GROUP BY in the database), so the page costs the
 same handful of queries whether the range holds ten messages or ten million. A *reply* is
 an assistant message answering a user message (greetings are not replies) that has
-finished; tokens are those the model reported for replies.
+finished; tokens are those the model reported for replies. Cost (`cost_usd`, Decimal) is that
+of every assistant message (replies, reminders, check-ins), and background work (summaries,
+fact extraction: `llm.UsageRecord`, by the user's own day) is shown beside it in each row, and
+as the "background" row per mode.
 
 The view is mounted by `ConversationAdmin.get_urls` at /admin/conversations/conversation/usage/.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 from django import forms
@@ -25,6 +29,10 @@ from django.utils import timezone
 
 from avatars.models import Avatar
 from conversations.models import Message, Role, Status
+from llm.models import UsageRecord
+
+ZERO = Decimal(0)
+BACKGROUND_MODE: Final = "background"
 
 DEFAULT_RANGE_DAYS: Final = 30
 USERS_SHOWN_MAX: Final = 100  # the heaviest users; the rest are in the totals
@@ -40,6 +48,11 @@ _FIGURES: Final = {
     "tokens_prompt": Sum("prompt_tokens", filter=_REPLY, default=0),
     "tokens_completion": Sum("completion_tokens", filter=_REPLY, default=0),
     "ttft_avg": Avg("ttft_ms", filter=_REPLY),
+    "cost": Sum("cost_usd", filter=Q(role=Role.ASSISTANT), default=ZERO),
+}
+_BACKGROUND: Final = {
+    "bg_tokens": Sum(F("prompt_tokens") + F("completion_tokens"), default=0),
+    "bg_cost": Sum("cost_usd", default=ZERO),
 }
 
 
@@ -63,10 +76,17 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     avg_ttft_ms: int | None
+    cost_usd: Decimal = ZERO  # assistant messages: replies, reminders, check-ins
+    background_tokens: int = 0  # summaries and fact extraction
+    background_cost_usd: Decimal = ZERO
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def total_cost_usd(self) -> Decimal:
+        return self.cost_usd + self.background_cost_usd
 
     @classmethod
     def of(cls, values: Mapping[str, Any], *, key: Any, label: str) -> "UsageRow":
@@ -82,7 +102,15 @@ class UsageRow:
             prompt_tokens=values["tokens_prompt"],
             completion_tokens=values["tokens_completion"],
             avg_ttft_ms=round(ttft) if ttft is not None else None,
+            cost_usd=Decimal(values["cost"]),
         )
+
+    @classmethod
+    def empty(cls, *, key: Any, label: str) -> "UsageRow":
+        return cls(key, label, 0, 0, 0, 0, 0, 0, 0, None)
+
+    def with_background(self, values: Mapping[str, Any]) -> "UsageRow":
+        return replace(self, background_tokens=int(values["bg_tokens"]), background_cost_usd=Decimal(values["bg_cost"]))
 
 
 @dataclass(frozen=True)
@@ -92,6 +120,7 @@ class UsageReport:
     by_avatar: list[UsageRow]
     by_user: list[UsageRow]
     by_day: list[UsageRow]
+    by_mode: list[UsageRow]
 
 
 def message_usage_queryset(*, filters: UsageFilters) -> QuerySet[Message]:
@@ -107,10 +136,23 @@ def message_usage_queryset(*, filters: UsageFilters) -> QuerySet[Message]:
     return messages
 
 
+def background_usage_queryset(*, filters: UsageFilters) -> QuerySet[UsageRecord]:
+    """The background calls the report counts: on the users' days in the range, of the avatar and user chosen."""
+    records = UsageRecord.objects.filter(day__gte=filters.date_from, day__lte=filters.date_to)
+    if filters.avatar_id is not None:
+        records = records.filter(avatar_id=filters.avatar_id)
+    if filters.user_id is not None:
+        records = records.filter(user_id=filters.user_id)
+    return records
+
+
 def message_usage_report(*, filters: UsageFilters) -> UsageReport:
-    """Totals and the three breakdowns: four aggregate queries, whatever the number of messages."""
+    """Totals and the four breakdowns: a handful of aggregate queries, whatever the number of messages."""
     messages = message_usage_queryset(filters=filters)
-    total = UsageRow.of(messages.aggregate(**_FIGURES), key=None, label="All")
+    background = background_usage_queryset(filters=filters)
+    total = UsageRow.of(messages.aggregate(**_FIGURES), key=None, label="All").with_background(
+        background.aggregate(**_BACKGROUND)
+    )
 
     avatars = (
         messages.values("conversation__avatar_id", "conversation__avatar__name")
@@ -130,19 +172,65 @@ def message_usage_report(*, filters: UsageFilters) -> UsageReport:
         .annotate(**_FIGURES)
         .order_by("-day")
     )
+    modes = messages.values("mode").annotate(**_FIGURES).order_by("mode")
+    by_mode = [UsageRow.of(row, key=row["mode"], label=row["mode"]) for row in modes]
+    background_total = background.aggregate(**_BACKGROUND)
+    if background_total["bg_tokens"] or background_total["bg_cost"]:
+        by_mode.append(UsageRow.empty(key=BACKGROUND_MODE, label=BACKGROUND_MODE).with_background(background_total))
     return UsageReport(
         filters=filters,
         total=total,
-        by_avatar=[
-            UsageRow.of(row, key=row["conversation__avatar_id"], label=row["conversation__avatar__name"])
-            for row in avatars
-        ],
-        by_user=[
-            UsageRow.of(row, key=row["conversation__user_id"], label=row["conversation__user__username"])
-            for row in users
-        ],
-        by_day=[UsageRow.of(row, key=row["day"], label=row["day"].isoformat()) for row in days],
+        by_avatar=_background_merged(
+            [
+                UsageRow.of(row, key=row["conversation__avatar_id"], label=row["conversation__avatar__name"])
+                for row in avatars
+            ],
+            background.values("avatar_id", "avatar__name").annotate(**_BACKGROUND).order_by(),
+            key="avatar_id",
+            label="avatar__name",
+        ),
+        by_user=_background_merged(
+            [
+                UsageRow.of(row, key=row["conversation__user_id"], label=row["conversation__user__username"])
+                for row in users
+            ],
+            background.values("user_id", "user__username").annotate(**_BACKGROUND).order_by(),
+            key="user_id",
+            label="user__username",
+            add_missing=False,  # the heaviest users by tokens of replies; others are in the totals
+        ),
+        by_day=sorted(
+            _background_merged(
+                [UsageRow.of(row, key=row["day"], label=row["day"].isoformat()) for row in days],
+                background.values("day").annotate(**_BACKGROUND).order_by(),
+                key="day",
+                label="day",
+            ),
+            key=lambda row: row.key,
+            reverse=True,
+        ),
+        by_mode=by_mode,
     )
+
+
+def _background_merged(
+    rows: list[UsageRow], background: Any, *, key: str, label: str, add_missing: bool = True
+) -> list[UsageRow]:
+    """Each row with its background figures; a key with background work only gets a row of its own."""
+    by_key = {row.key: index for index, row in enumerate(rows)}
+    merged = list(rows)
+    for values in background:
+        index = by_key.get(values[key])
+        if index is not None:
+            merged[index] = merged[index].with_background(values)
+        elif add_missing and values[key] is not None:
+            name = values[label]
+            merged.append(
+                UsageRow.empty(
+                    key=values[key], label=name.isoformat() if isinstance(name, date) else str(name)
+                ).with_background(values)
+            )
+    return merged
 
 
 # --- the admin page ---------------------------------------------------------------------------

@@ -230,6 +230,8 @@ async def _turn_answer(
     running = await turn_start(user_id=user_id, conversation_id=conversation_id, message=message, provider=provider)
     # A client that hangs up does not cancel the turn (`result` is shielded); it completes and is stored.
     result = await running.result()
+    if result.error is not None:
+        raise result.error  # the quota: the user message is stored, the answer is a 429 (companion/api.py)
     return Status(
         status,
         {

@@ -96,6 +96,8 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token, milliseconds.")
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # What the model calls behind this message cost (every round of a tool loop), from llm/catalog.py's prices.
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=10, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

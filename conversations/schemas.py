@@ -107,6 +107,10 @@ class MessageOut(Schema):
     usage: dict[str, int | None]
     ttft_ms: int | None
     duration_ms: int | None
+    cost_usd: str | None = Field(
+        None,
+        description="What the model calls behind this message cost, in US dollars (a decimal text, never a float).",
+    )
     created_at: str | None
 
 

@@ -14,6 +14,7 @@ from avatars.models import Avatar
 from conversations.intents import PhraseBank, phrase_bank_for_avatar
 from conversations.models import Conversation, Message, Role, Status
 from core.errors import NotFound
+from llm.catalog import usd_text
 from llm.prompts import Persona, persona_from_avatar
 
 MESSAGE_PAGE_DEFAULT = 50
@@ -37,6 +38,7 @@ class AvatarForTurn:
     intimate_allowed: bool
     fallback_lines: tuple[str, ...]
     bank: PhraseBank
+    default_model: str = ""  # the model it answers with when the user picks none (empty: the default)
 
 
 def avatar_for_turn(*, avatar_id: int, version: datetime) -> AvatarForTurn:
@@ -62,6 +64,7 @@ def _avatar_for_turn_at(avatar_id: int, version: datetime) -> AvatarForTurn:
         intimate_allowed=avatar.intimate_allowed,
         fallback_lines=tuple(line for line in avatar.fallback_lines if isinstance(line, str) and line.strip()),
         bank=phrase_bank_for_avatar(tuple(avatar.phrases.order_by("id").values_list("mode", "text"))),
+        default_model=avatar.default_model,
     )
 
 
@@ -195,5 +198,6 @@ def message_dict(message: Message, *, alternatives: list[int] | None = None) -> 
         "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
         "ttft_ms": message.ttft_ms,
         "duration_ms": message.duration_ms,
+        "cost_usd": usd_text(message.cost_usd) if message.cost_usd is not None else None,
         "created_at": message.created_at.isoformat() if message.created_at else None,
     }

@@ -16,6 +16,8 @@ that gets such an answer proves the provider is back) or `release()` (cancelled)
 
 State is per process (each ASGI server and Celery worker learns on its own) and guarded by
 a lock, since `async_to_sync` runs loops in other threads. The clocks are injectable.
+`on_transition`, when given, is told "reopened" (a probe failed: the breaker stays open) and
+"closed" (a probe succeeded), outside the lock: the operator alerts (llm/alerts.py) listen.
 """
 
 import enum
@@ -84,6 +86,7 @@ class CircuitBreaker:
         reset_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        on_transition: Callable[[str, int], None] | None = None,
     ) -> None:
         """`failure_threshold` <= 0 disables the breaker (it never opens)."""
         self.name = name
@@ -97,6 +100,7 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._opened_at_wall: float | None = None
         self._probe_in_flight = False
+        self._on_transition = on_transition
 
     @property
     def state(self) -> BreakerState:
@@ -155,15 +159,28 @@ class CircuitBreaker:
                 logger.warning("llm.breaker.closed", extra={"data": {"provider": self.name}})
             elif self._state is BreakerState.CLOSED:
                 self._failures = 0
+        if permit.probe:
+            self._transition_tell("closed", 0)
 
     def _on_failure(self, permit: Permit) -> None:
         with self._lock:
             self._failures += 1
+            failures = self._failures
             if permit.probe:
                 self._probe_in_flight = False
                 self._open()
             elif self._state is BreakerState.CLOSED and 0 < self.failure_threshold <= self._failures:
                 self._open()
+        if permit.probe:
+            self._transition_tell("reopened", failures)
+
+    def _transition_tell(self, transition: str, failures: int) -> None:
+        if self._on_transition is None:
+            return
+        try:
+            self._on_transition(transition, failures)
+        except Exception:  # an observer never breaks a call
+            logger.warning("llm.breaker observer failed", exc_info=True)
 
     def _on_neutral(self, permit: Permit) -> None:
         if permit.probe:

@@ -39,6 +39,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 
@@ -146,6 +147,7 @@ class ResilientProvider(MeteredProvider):
                 name=inner.name,
                 failure_threshold=settings.LLM_BREAKER_FAILURES,
                 reset_seconds=settings.LLM_BREAKER_RESET_SECONDS,
+                on_transition=partial(_breaker_alert, inner.name),
             ),
         )
 
@@ -357,6 +359,12 @@ def _permit_settle(permit: Permit, error: LLMError) -> None:
         permit.neutral()
     else:
         permit.failure()
+
+
+def _breaker_alert(provider: str, transition: str, failures: int) -> None:
+    from llm.alerts import breaker_transition_observe
+
+    breaker_transition_observe(provider=provider, transition=transition, failures=failures)
 
 
 async def _aclose(stream: AsyncIterator[StreamEvent]) -> None:

@@ -289,6 +289,10 @@ async def call_complete(
 def call_log(stats: CallStats) -> None:
     """The one record per call. Figures only: never message text, never a key."""
     data = stats.as_log()
+    # Imported here: alerts reads settings and the cache, which a provider built outside Django has not.
+    from llm.alerts import call_outcome_observe
+
+    call_outcome_observe(provider=stats.provider, model=stats.model, outcome=stats.outcome)
     if stats.outcome in ("ok", "cancelled"):
         logger.info("llm.call", extra={"data": data})
         return

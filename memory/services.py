@@ -18,11 +18,15 @@ read before the call:
   conversations, two workers) cannot both create the same key.
 
 Settings are read on each call (`memory.config`).
+
+Every model call is recorded as an `llm.UsageRecord` (kind, tokens, cost, how it ended) and
+counted on the user's day; a user over their daily quota gets no background call at all.
 """
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
@@ -40,6 +44,8 @@ from core import background
 from core.errors import InvalidInput
 from core.outage import OUTAGE_ERRORS
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
+from llm.errors import LLMError
+from llm.models import UsageKind
 from llm.prompts.memory import (
     KNOWN_FACTS_MAX,
     MESSAGE_MAX_CHARS,
@@ -53,6 +59,7 @@ from llm.prompts.memory import (
     summary_check,
     summary_prompt,
 )
+from llm.quotas import quota_exhausted, usage_record_add, usage_record_outcome_set
 from llm.tokens import count_tokens
 from memory import tasks
 from memory.config import MemorySettings
@@ -195,6 +202,9 @@ def summary_update(*, conversation_id: int, provider: LLMProvider) -> Summary | 
     plan = _summary_plan(conversation_id, config=config)
     if plan is None:
         return None
+    if quota_exhausted(user_id=plan.user_id):
+        logger.info("summary skipped: daily quota spent", extra={"data": {"conversation_id": conversation_id}})
+        return None
     messages = summary_prompt(
         character_name=plan.character_name,
         user_name=plan.user_name,
@@ -203,16 +213,24 @@ def summary_update(*, conversation_id: int, provider: LLMProvider) -> Summary | 
         lines=plan.lines,
         max_tokens=config.summary_max_tokens,
     )
-    completion = _complete(
+    completion, record_id = _complete(
         provider,
         messages,
         CompletionParams(model=config.summary_model, temperature=0.2, max_tokens=config.summary_max_tokens),
+        call=BackgroundCall(
+            kind=UsageKind.SUMMARY,
+            subject=f"conversation:{conversation_id}",
+            user_id=plan.user_id,
+            avatar_id=plan.avatar_id,
+            conversation_id=conversation_id,
+        ),
     )
     try:
         text = summary_check(
             completion.text, finish_reason=completion.finish_reason, max_tokens=config.summary_max_tokens
         )
     except OutputRejected as exc:
+        usage_record_outcome_set(record_id=record_id, outcome=exc.code, reason=exc.reason)
         # INFO: the task retries; only its last failure is a WARNING (memory.tasks).
         logger.info(
             "summary rejected",
@@ -234,6 +252,8 @@ class _SummaryPlan:
     pinned_facts: tuple[str, ...]
     character_name: str
     user_name: str
+    user_id: int = 0
+    avatar_id: int = 0
 
 
 def _summary_plan(conversation_id: int, *, config: MemorySettings) -> _SummaryPlan | None:
@@ -263,6 +283,8 @@ def _summary_plan(conversation_id: int, *, config: MemorySettings) -> _SummaryPl
     )
     return _SummaryPlan(
         conversation_id=conversation_id,
+        user_id=conversation.user_id,
+        avatar_id=conversation.avatar_id,
         previous_text=previous_text,
         previous_until=previous_until,
         covers_until=covers_until,
@@ -314,9 +336,39 @@ def _user_name(user: User) -> str:
     return display_name or user.get_username()
 
 
-def _complete(provider: LLMProvider, messages: list[ChatMessage], params: CompletionParams) -> Completion:
-    # Services are sync (a Celery worker, the in-process thread); the Protocol is async.
-    return async_to_sync(provider.complete)(messages, params=params)
+@dataclass(frozen=True)
+class BackgroundCall:
+    """Whom a background call is for, and about what: its `UsageRecord`'s fields."""
+
+    kind: UsageKind
+    subject: str  # "conversation:3", "message:12": a task that gives up marks its last record by it
+    user_id: int
+    avatar_id: int
+    conversation_id: int
+
+
+def _complete(
+    provider: LLMProvider, messages: list[ChatMessage], params: CompletionParams, *, call: BackgroundCall
+) -> tuple[Completion, int]:
+    """The completion and the id of its `UsageRecord`; a failed call is recorded with its error code."""
+    priced_as = params.model or provider.default_model
+    record = partial(
+        usage_record_add,
+        user_id=call.user_id,
+        avatar_id=call.avatar_id,
+        conversation_id=call.conversation_id,
+        kind=call.kind,
+        subject=call.subject,
+        model=priced_as,
+    )
+    try:
+        # Services are sync (a Celery worker, the in-process thread); the Protocol is async.
+        completion = async_to_sync(provider.complete)(messages, params=params)
+    except LLMError as exc:
+        record(prompt_tokens=0, completion_tokens=0, outcome=exc.code)
+        raise
+    stored = record(prompt_tokens=completion.usage.prompt_tokens, completion_tokens=completion.usage.completion_tokens)
+    return completion, stored.pk
 
 
 # --- remembered facts --------------------------------------------------------------------------
@@ -344,6 +396,9 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
     config = MemorySettings.from_django_settings()
     conversation = message.conversation
     user_id, avatar_id = conversation.user_id, conversation.avatar_id
+    if quota_exhausted(user_id=user_id):
+        logger.info("facts skipped: daily quota spent", extra={"data": {"message_id": message_id}})
+        return []
     known = [
         KnownFact(key=key, text=text, pinned=pinned)
         for key, text, pinned in Memory.objects.filter(user_id=user_id, avatar_id=avatar_id)
@@ -357,14 +412,24 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
         previous_reply=previous_reply,
         message=message.content,
     )
-    completion = _complete(
-        provider, messages, CompletionParams(model=config.summary_model, temperature=0.0, max_tokens=FACTS_MAX_TOKENS)
+    completion, record_id = _complete(
+        provider,
+        messages,
+        CompletionParams(model=config.summary_model, temperature=0.0, max_tokens=FACTS_MAX_TOKENS),
+        call=BackgroundCall(
+            kind=UsageKind.FACTS,
+            subject=f"message:{message_id}",
+            user_id=user_id,
+            avatar_id=avatar_id,
+            conversation_id=conversation.pk,
+        ),
     )
-    if completion.finish_reason == "length":
-        raise OutputRejected("truncated", "the facts were cut off at the token limit")
     try:
+        if completion.finish_reason == "length":
+            raise OutputRejected("truncated", "the facts were cut off at the token limit")
         facts = facts_parse(completion.text)
     except OutputRejected as exc:
+        usage_record_outcome_set(record_id=record_id, outcome=exc.code, reason=exc.reason)
         # INFO: the task retries; only its last failure is a WARNING (memory.tasks).
         logger.info("facts rejected", extra={"data": {"message_id": message_id, "reason": exc.reason}})
         raise

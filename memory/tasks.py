@@ -17,7 +17,9 @@ the task: `memory.services` imports this module to send the tasks.
   retry countdown below, or a waiting retry is delivered twice).
 - Retries: only for LLM errors whose `.retryable` is true (rate limits, timeouts, an
   answer that failed our checks), with exponential backoff and full jitter, at most
-  `RETRY_MAX` times. A terminal error (no key, model not found), or a retryable one on the
+  `RETRY_MAX` times; an answer that failed our checks (`OutputRejected`: a model that does not
+  answer JSON) only `REJECTED_RETRY_MAX` time, since the same model tends to fail the same way
+  and each attempt is paid for. A terminal error (no key, model not found), or a retryable one on the
   last attempt, is an expected outcome, not a crash: the task ends normally (its message
   is acknowledged) with one WARNING line, "memory task gave up", carrying the task, the
   error code, the check's reason and the ids, never a traceback or any message text.
@@ -47,6 +49,7 @@ from memory.selectors import summary_is_due
 logger = logging.getLogger("companion.memory")
 
 RETRY_MAX = 3
+REJECTED_RETRY_MAX = 1  # an answer that failed our checks: one more try, then give up and say why
 RETRY_BACKOFF_SECONDS = 10  # 10, 20, 40 s (full jitter: anywhere up to those)
 RETRY_BACKOFF_MAX_SECONDS = 300
 IN_PROCESS_RETRY_DELAYS: tuple[float, ...] = (2.0, 4.0, 8.0)  # one per retry, RETRY_MAX of them
@@ -113,7 +116,9 @@ def _retry_or_give_up(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
     """Raise the task's retry for a retryable error; log one WARNING and return for a terminal
     one, or when the retries are spent."""
     retries = task.request.retries or 0
-    if not exc.retryable or retries >= RETRY_MAX:
+    retries_max = REJECTED_RETRY_MAX if isinstance(exc, OutputRejected) else RETRY_MAX
+    if not exc.retryable or retries >= retries_max:
+        _give_up_record(task, exc, **ids)
         logger.warning(
             "memory task gave up",
             extra={
@@ -157,3 +162,19 @@ def _retry_or_give_up(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
         },
     )
     raise task.retry(exc=exc, countdown=countdown)
+
+
+def _give_up_record(task: Task[Any, Any], exc: LLMError, **ids: int) -> None:
+    """Mark the job's last recorded call as the one the task gave up after, with why."""
+    from llm.models import UsageKind
+    from llm.quotas import usage_record_give_up
+
+    if "message_id" in ids:
+        kind, subject = UsageKind.FACTS, f"message:{ids['message_id']}"
+    else:
+        kind, subject = UsageKind.SUMMARY, f"conversation:{ids.get('conversation_id')}"
+    reason = exc.reason if isinstance(exc, OutputRejected) else ""
+    try:
+        usage_record_give_up(kind=kind, subject=subject, outcome=exc.code, reason=reason)
+    except Exception:  # the database may be why the task failed: the WARNING line still says it
+        logger.warning("recording a memory task's give-up failed", exc_info=True)

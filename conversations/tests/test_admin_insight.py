@@ -2,6 +2,7 @@
 
 import re
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -12,6 +13,7 @@ from django.urls import reverse
 
 from conversations.admin_usage import UsageFilters, UsageRow, message_usage_report
 from conversations.models import Conversation, Message, Role, Status
+from llm.models import UsageKind, UsageRecord
 from testing.support import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -139,7 +141,11 @@ def test_the_page_shows_the_figures_per_avatar_user_and_day(staff_client, usage)
 
     assert response.status_code == 200
     content = response.content.decode()
-    assert figures(content, "usage-by-avatar") == [
+    costless = [
+        {k: v for k, v in r.items() if "cost" not in k and k != "background_tokens"}
+        for r in figures(content, "usage-by-avatar")
+    ]
+    assert costless == [
         {"label": "Ada", "user_messages": "4", "replies": "3", "cancelled": "0", "fallbacks": "1", "failures": "1",
          "prompt_tokens": "170", "completion_tokens": "27", "total_tokens": "197", "avg_ttft_ms": "250 ms"},
         {"label": "Milo", "user_messages": "1", "replies": "1", "cancelled": "1", "fallbacks": "0", "failures": "0",
@@ -346,3 +352,53 @@ def test_a_message_page_shows_its_mode_decision(staff_client):
 
     assert response.status_code == 200
     assert "pointed to no mode · matched “hello” · score 40.0" in response.content.decode()
+
+
+def test_the_report_shows_cost_per_avatar_user_day_and_mode_with_background_work(staff_client, usage):
+    # Given priced replies (one in intimate mode) and background calls of alice on both days
+    alice, bob, ada, milo = usage["alice"], usage["bob"], usage["ada"], usage["milo"]
+    _, reply = turn(
+        ConversationFactory(user=alice, avatar=ada), at(DAY_1, 15), prompt=10, completion=10, mode="intimate"
+    )
+    Message.objects.filter(pk=reply.pk).update(cost_usd=Decimal("0.0100000000"))
+    Message.objects.filter(conversation__user=bob, role=Role.ASSISTANT, created_at__date=DAY_2).update(
+        cost_usd=Decimal("0.0020000000")
+    )  # bob's two replies of day 2 (the failed one and the one still streaming)
+    background = {"user": alice, "kind": UsageKind.FACTS, "prompt_tokens": 30, "completion_tokens": 3}
+    UsageRecord.objects.create(**background, avatar=ada, cost_usd=Decimal("0.0003000000"), day=DAY_1)
+    UsageRecord.objects.create(**background, avatar=milo, cost_usd=Decimal("0.0004000000"), day=DAY_2)
+    UsageRecord.objects.create(**background, avatar=milo, cost_usd=Decimal("9"), day=date(2025, 2, 1))  # outside
+
+    report = message_usage_report(filters=UsageFilters(date_from=DAY_1, date_to=DAY_2))
+
+    # Then each breakdown has the messages' cost and the background work beside it, in Decimal
+    assert (report.total.cost_usd, report.total.background_tokens, report.total.background_cost_usd) == (
+        Decimal("0.014"),
+        66,
+        Decimal("0.0007"),
+    )
+    assert report.total.total_cost_usd == Decimal("0.0147")
+    assert [(r.label, r.cost_usd, r.background_cost_usd) for r in report.by_avatar] == [
+        ("Ada", Decimal("0.014"), Decimal("0.0003")),
+        ("Milo", Decimal("0"), Decimal("0.0004")),
+    ]
+    assert [(r.label, r.cost_usd, r.background_cost_usd) for r in report.by_user] == [
+        ("alice", Decimal("0.01"), Decimal("0.0007")),
+        ("bob", Decimal("0.004"), Decimal("0")),
+    ]
+    assert [(r.label, r.cost_usd, r.background_cost_usd) for r in report.by_day] == [
+        ("2025-03-04", Decimal("0.004"), Decimal("0.0004")),
+        ("2025-03-03", Decimal("0.01"), Decimal("0.0003")),
+    ]
+    assert [(r.label, r.cost_usd, r.background_tokens, r.background_cost_usd) for r in report.by_mode] == [
+        ("intimate", Decimal("0.01"), 0, Decimal("0")),
+        ("secretary", Decimal("0.004"), 0, Decimal("0")),
+        ("background", Decimal("0"), 66, Decimal("0.0007")),
+    ]
+    # And the page shows them
+    content = staff_client.get(USAGE, RANGE).content.decode()
+    assert [(r["label"], r["total_cost_usd"]) for r in figures(content, "usage-by-mode")] == [
+        ("intimate", "0.010000"),
+        ("secretary", "0.004000"),
+        ("background", "0.000700"),
+    ]

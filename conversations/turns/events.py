@@ -186,11 +186,14 @@ class ErrorEvent:
     message: str
     retryable: bool = False
     field: str | None = None
+    retry_after: int | None = None  # seconds (`quota_exceeded`: until the user's midnight)
 
     def frame(self) -> Frame:
         frame: Frame = {"type": "error", "code": self.code, "message": self.message, "retryable": self.retryable}
         if self.field:
             frame["field"] = self.field
+        if self.retry_after is not None:
+            frame["retry_after"] = self.retry_after
         return frame
 
 

@@ -8,6 +8,10 @@ user's recent messages, then the pure mode router (`conversations.intents`), and
 the prompt (`conversations.context`, `llm.prompts`): the crisis prompt for a flagged turn.
 The result is a frozen `TurnPlan`: everything decided before the model is called and
 before anything is stored.
+
+Its last step is the user's daily quota (`llm.quotas.quota_admit`), which reserves what the
+turn may spend on the user's counter row, atomically, or says why it is refused
+(`TurnPlan.quota`); run.py then stores the user message and calls no model.
 """
 
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from core.db import CompiledQuery
 from core.errors import Conflict, NotFound
 from core.modes import Mode
 from llm.base import ChatMessage, ToolSpec
+from llm.catalog import model_choose, model_default, model_get
 from llm.prompts import (
     PromptContext,
     crisis_fallback_line,
@@ -37,6 +42,7 @@ from llm.prompts import (
     post_history_prompt,
     system_prompt_for_mode,
 )
+from llm.quotas import QuotaExceeded, QuotaTicket, quota_admit, quota_limits_of
 from memory.selectors import SummaryForPrompt, memory_list_for_prompt
 from safety.detector import CrisisAssessment, crisis_assess
 from safety.selectors import Resource, crisis_resources_for_locale
@@ -94,10 +100,23 @@ class TurnPlan:
     ai_notice: bool  # the AI notice is due and goes out with this turn
     tools: tuple[ToolSpec, ...] = ()  # offered to the model: the secretary's, in secretary mode only
     regenerate: "RegenerateTarget | None" = None  # a new reply to a stored user message (maybe edited)
+    model: str | None = None  # the model asked for (request, avatar, LLM_MODELS); None: the provider's own
+    # The user's daily quota: a reservation to settle when the reply ends, a refusal (no model
+    # call), or None (no limit).
+    quota: QuotaTicket | QuotaExceeded | None = None
+    zone_name: str = "UTC"  # the user's zone: the day their spending counts on
 
     @property
     def mode(self) -> str:
         return self.decision.mode
+
+    @property
+    def quota_refusal(self) -> QuotaExceeded | None:
+        return self.quota if isinstance(self.quota, QuotaExceeded) else None
+
+    @property
+    def quota_ticket(self) -> QuotaTicket | None:
+        return self.quota if isinstance(self.quota, QuotaTicket) else None
 
 
 def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversation:
@@ -107,7 +126,8 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
         raise NotFound("Conversation not found.")
     row = rows[0]
     pk, owner_id, avatar_id, avatar_version, mode, mode_locked, safety_state, ai_notice_at, username = row[:9]
-    profile_id, display_name, adult_confirmed_at, intimate_opt_in, locale, zone, summary_text, covers_until = row[9:]
+    profile_id, display_name, adult_confirmed_at, intimate_opt_in, locale, zone, summary_text, covers_until = row[9:17]
+    quota_tokens, quota_usd, quota_images = row[17:]
     if profile_id is None:  # no profile row yet (a user made outside the API)
         profile, _ = Profile.objects.get_or_create(user_id=owner_id)
     else:
@@ -119,6 +139,9 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
             intimate_opt_in=intimate_opt_in,
             locale=locale,
             timezone=zone,
+            quota_daily_tokens=quota_tokens,
+            quota_daily_usd=quota_usd,
+            quota_daily_images=quota_images,
         )
     return TurnConversation(
         pk=pk,
@@ -222,6 +245,9 @@ def turn_plan_make(
         user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT
     )
     now = timezone.now()
+    model = model_choose(requested=request.model, avatar_default=avatar.default_model)
+    spec = model_get(model) if model is not None else None
+    tools_supported = tools_supported and (spec is None or spec.tools)
     tools = SECRETARY_TOOLS if tools_supported and decision.mode == Mode.SECRETARY and not crisis.crisis else ()
     prompt_context = PromptContext(
         persona=avatar.persona,
@@ -269,6 +295,17 @@ def turn_plan_make(
         ai_notice=ai_notice_due(last=conversation.ai_notice_at, now=now),
         tools=tools,
         regenerate=regenerate,
+        model=model,
+        quota=quota_admit(
+            user_id=conversation.user_id,
+            limits=quota_limits_of(profile),
+            zone_name=profile.timezone,
+            model=model or model_default().id,
+            prompt_tokens=built.prompt_tokens,
+            max_tokens=request.max_tokens or int(settings.LLM_MAX_TOKENS),
+            now=now,
+        ),
+        zone_name=profile.timezone,
     )
 
 
@@ -334,6 +371,9 @@ def _turn_conversation_query(*, user_id: int, conversation_id: int) -> QuerySet[
         "user__profile__timezone",
         "summary__text",
         "summary__covers_until_id",
+        "user__profile__quota_daily_tokens",
+        "user__profile__quota_daily_usd",
+        "user__profile__quota_daily_images",
     )
 
 

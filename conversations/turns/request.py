@@ -11,10 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from django.conf import settings
-
 from core.errors import InvalidInput
 from llm.base import CompletionParams
+from llm.catalog import model_get
 from llm.params import completion_params_validate
 
 CONTENT_MAX_CHARS = 8000  # the web page's counter (web/static/web/chat.js) says the same
@@ -141,9 +140,9 @@ def _model(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidInput("model must be a string.", field="model")
-    allowed: list[str] = getattr(settings, "LLM_ALLOWED_MODELS", [])
-    if allowed and value not in allowed:
-        raise InvalidInput("model is not one this server offers.", field="model")
+    if model_get(value) is None:
+        # Checked against the list GET /api/models shows (llm/catalog.py): any other id is refused.
+        raise InvalidInput("model is not one this server offers (GET /api/models lists them).", field="model")
     return value
 
 

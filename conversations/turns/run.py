@@ -15,7 +15,11 @@
            reply.end, error?
            conversation_memory_schedule           memory work, after reply.end
 
-Every refusal is raised by `turn_start` itself, before anything is stored or streamed; each
+A turn over the user's daily quota (`TurnPlan.quota`, decided in step 2) skips step 3: its
+user message is stored alone, and the task sends `message.created` then an `error` frame
+`quota_exceeded` (its `TurnResult.error`; the batch REST endpoint answers it with a 429).
+
+Every other refusal is raised by `turn_start` itself, before anything is stored or streamed; each
 interface answers it its own way (a 4xx, an error frame, a line in the terminal). Once
 `turn_start` returns, the turn belongs to no interface: its events go to every socket of
 the conversation (and to the caller's `listener`, if any), it listens for stop and resume
@@ -76,6 +80,7 @@ from conversations.turns.stream import (
 from core.errors import DomainError
 from llm.base import ChatMessage, LLMProvider, ToolCall
 from llm.prompts import AI_NOTICE
+from llm.quotas import QuotaExceeded, quota_release
 from memory.services import conversation_memory_schedule
 from secretary.tools import ToolOutcome, ToolRefused, tool_arguments_parse, tool_call_run
 
@@ -89,6 +94,7 @@ class TurnResult:
     mode: str
     mode_event: dict[str, Any] | None
     duplicate: bool = False
+    error: DomainError | None = None  # a turn refused after its user message was stored (the quota)
 
 
 @dataclass(slots=True)
@@ -175,13 +181,24 @@ async def _turn_begin(
     if isinstance(prepared, DuplicateTurn):
         return _duplicate_start(prepared, listener)
     plan = prepared
+    refusal = plan.quota_refusal
+    if refusal is not None and plan.regenerate is not None:
+        # A regeneration over the quota stores nothing (its user message is already there): refused.
+        await _on_begin_thread(_turn_begin_undo, plan)
+        raise refusal
+    if refusal is not None:
+        # Over the daily quota: the user message is stored, no model is called (CONTRACT.md).
+        stored_alone = await _on_begin_thread(_turn_store, plan, with_reply=False)
+        if isinstance(stored_alone, DuplicateTurn):
+            return _duplicate_start(stored_alone, listener)
+        return _turn_task_start(conversation_id, listener, partial(_turn_refused, plan, stored_alone, refusal))
     # The model call goes out now; the writes below overlap its latency instead of adding to
     # the time to first token. The user message is still stored before message.created.
     try:
-        params = replace(plan.request.params, tools=plan.tools) if plan.tools else plan.request.params
+        params = replace(plan.request.params, model=plan.model, tools=plan.tools)
         stream = StartedStream(provider, plan.messages, params)
     except BaseException:
-        await _on_begin_thread(turn_locks_release, user_id=user_id, conversation_id=conversation_id)
+        await _on_begin_thread(_turn_begin_undo, plan)
         raise
     try:
         stored = await _on_begin_thread(_turn_store, plan)
@@ -260,21 +277,30 @@ def _turn_prepare(
         raise
 
 
-def _turn_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
-    """Store the turn's messages; the locks are released when nothing new was stored."""
+def _turn_store(plan: TurnPlan, *, with_reply: bool = True) -> StoredTurn | DuplicateTurn:
+    """Store the turn's messages; the locks (and the quota's reservation) are released when
+    nothing new was stored, or when no reply will follow (`with_reply=False`)."""
     try:
-        stored = turn_messages_store(plan)
+        stored = turn_messages_store(plan, with_reply=with_reply)
     except BaseException:
-        turn_locks_release(user_id=plan.user_id, conversation_id=plan.conversation_id)
+        _turn_begin_undo(plan)
         raise
     if isinstance(stored, DuplicateTurn):
+        _turn_begin_undo(plan)
+    elif not with_reply:
         turn_locks_release(user_id=plan.user_id, conversation_id=plan.conversation_id)
     return stored
 
 
-def _turn_end(plan: TurnPlan, stored: StoredTurn, outcome: ReplyOutcome) -> dict[str, Any]:
+def _turn_begin_undo(plan: TurnPlan) -> None:
+    """A prepared turn that will call no model: its locks and its quota reservation are given back."""
+    turn_locks_release(user_id=plan.user_id, conversation_id=plan.conversation_id)
+    quota_release(ticket=plan.quota_ticket)
+
+
+def _turn_end(plan: TurnPlan, stored: StoredTurn, outcome: ReplyOutcome, priced_as: str) -> dict[str, Any]:
     try:
-        return reply_outcome_store(stored=stored, outcome=outcome)
+        return reply_outcome_store(stored=stored, outcome=outcome, plan=plan, priced_as=priced_as)
     finally:
         turn_locks_release(user_id=plan.user_id, conversation_id=plan.conversation_id)
 
@@ -450,7 +476,7 @@ async def _turn_run(
     # The reply is stored even if this task is being cancelled (client gone): shield the write.
     try:
         end = database_sync_to_async(_turn_end, thread_sensitive=False, executor=_END_EXECUTOR)
-        reply: dict[str, Any] = await asyncio.shield(end(plan, stored, outcome))
+        reply: dict[str, Any] = await asyncio.shield(end(plan, stored, outcome, plan.model or default_model))
     except Exception:
         # The database failed us: the client still gets its reply.end, saying it was not kept.
         logger.exception("storing the reply failed", extra={"data": {"message_id": stored.reply_id}})
@@ -483,6 +509,19 @@ async def _turn_run(
         except Exception:
             logger.exception("scheduling memory work failed; the beat sweep catches up")
     return TurnResult(stored.user_message, reply, plan.mode, plan.mode_event.frame() if plan.mode_event else None)
+
+
+async def _turn_refused(
+    plan: TurnPlan, stored: StoredTurn, refusal: QuotaExceeded, running: RunningTurn, emit: EventSink
+) -> TurnResult:
+    """A turn over the quota: its stored user message, then the error frame; no reply, no model call."""
+    await emit(MessageCreated(stored.user_message))
+    await emit(
+        ErrorEvent(
+            code=refusal.code, message=refusal.message, retryable=refusal.retryable, retry_after=refusal.retry_after
+        )
+    )
+    return TurnResult(stored.user_message, None, plan.mode, None, error=refusal)
 
 
 def _tool_actor(plan: TurnPlan, stored: StoredTurn, reply: ReplyState, emit: EventSink) -> ToolActor:

@@ -16,6 +16,9 @@
            message.created                     every socket of the conversation (+ listener)
            push_send                           the push hook, on a thread of its own
 
+Its cost is the message's `cost_usd` and counts on the user's day; a user over their daily
+quota gets the fallback text, written without a model call (a reminder is still delivered).
+
 Unlike a user's turn it takes no lock on the conversation: it streams nothing, so there is
 no reply a stop or a resume could reach, and a user's turn running meanwhile is unaffected
 (its reply row was stored first; this message lands after it by id). Holding the lock would
@@ -50,8 +53,10 @@ from conversations.turns.run import RunningTurn, TurnResult, _emitter
 from conversations.turns.stream import EventSink
 from core.push import PushPayload, push_send
 from llm.base import ChatMessage, CompletionParams, LLMProvider
+from llm.catalog import call_cost_usd, model_choose
 from llm.prompts import PromptContext
 from llm.prompts.scheduled import scheduled_messages_build
+from llm.quotas import quota_exhausted, usage_day_add, user_day, zone_or_utc
 from memory.selectors import memory_list_for_prompt
 
 logger = logging.getLogger("companion.turns")
@@ -67,6 +72,9 @@ class ScheduledPlan:
     message: ScheduledMessage
     mode: str
     prompt: tuple[ChatMessage, ...]
+    model: str | None = None  # the avatar's model, or LLM_MODELS' default; None: the provider's own
+    zone_name: str = "UTC"
+    over_quota: bool = False  # the user's daily quota is spent: the fallback, no model call
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,7 @@ class WrittenText:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     duration_ms: int | None = None
+    priced_as: str = ""  # the model id the call asked for: the price table's key
 
 
 async def scheduled_turn_start(
@@ -125,19 +134,27 @@ def scheduled_plan_make(message: ScheduledMessage) -> ScheduledPlan:
         brief=message.brief,
         history=[(row.role, row.content) for row in history[-HISTORY_LINES:]],
     )
-    return ScheduledPlan(message=message, mode=conversation.mode, prompt=tuple(prompt))
+    return ScheduledPlan(
+        message=message,
+        mode=conversation.mode,
+        prompt=tuple(prompt),
+        model=model_choose(requested=None, avatar_default=avatar.default_model),
+        zone_name=zone,
+        over_quota=quota_exhausted(user_id=message.user_id),
+    )
 
 
 async def scheduled_text_write(provider: LLMProvider, plan: ScheduledPlan) -> WrittenText:
     """The model's short message, or the fallback when it fails, is slow or is not configured."""
     fallback = WrittenText(text=plan.message.fallback)
-    if not provider.configured:
+    if not provider.configured or plan.over_quota:
         return fallback
     timeout = float(getattr(settings, "SCHEDULED_MODEL_TIMEOUT", 5.0))
     started = asyncio.get_running_loop().time()
     try:
         completion = await asyncio.wait_for(
-            provider.complete(plan.prompt, params=CompletionParams(max_tokens=MAX_TOKENS)), timeout=timeout
+            provider.complete(plan.prompt, params=CompletionParams(model=plan.model, max_tokens=MAX_TOKENS)),
+            timeout=timeout,
         )
     except Exception as exc:  # the model is never a reason not to deliver: any failure means the fallback
         logger.warning(
@@ -161,6 +178,7 @@ async def scheduled_text_write(provider: LLMProvider, plan: ScheduledPlan) -> Wr
         prompt_tokens=completion.usage.prompt_tokens,
         completion_tokens=completion.usage.completion_tokens,
         duration_ms=int((asyncio.get_running_loop().time() - started) * 1000),
+        priced_as=plan.model or provider.default_model,
     )
 
 
@@ -175,6 +193,13 @@ def scheduled_message_store(plan: ScheduledPlan, written: WrittenText) -> dict[s
     """
     message = plan.message
     now = timezone.now()
+    cost = (
+        call_cost_usd(
+            model=written.priced_as, prompt_tokens=written.prompt_tokens, completion_tokens=written.completion_tokens
+        )
+        if written.priced_as
+        else None
+    )
     try:
         with transaction.atomic():
             stored = Message.objects.create(
@@ -191,6 +216,7 @@ def scheduled_message_store(plan: ScheduledPlan, written: WrittenText) -> dict[s
                 prompt_tokens=written.prompt_tokens,
                 completion_tokens=written.completion_tokens,
                 duration_ms=written.duration_ms,
+                cost_usd=cost,
             )
             # Before the counters: a check-in's commit compares the conversation's last_message_at.
             if not message.commit(stored.pk):
@@ -200,6 +226,13 @@ def scheduled_message_store(plan: ScheduledPlan, written: WrittenText) -> dict[s
             )
     except _CommitRefused:
         return None
+    if cost is not None:
+        usage_day_add(
+            user_id=message.user_id,
+            day=user_day(zone=zone_or_utc(plan.zone_name), now=now),
+            tokens=(written.prompt_tokens or 0) + (written.completion_tokens or 0),
+            cost_usd=cost,
+        )
     return message_dict(stored)
 
 

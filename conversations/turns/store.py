@@ -3,7 +3,9 @@
 `turn_messages_store` writes the user message, the reply's "streaming" row, the
 conversation's mode and safety state and the day's safety counts in one transaction,
 while the model call is already under way.
-`reply_outcome_store` finishes the reply's row with one UPDATE.
+`reply_outcome_store` finishes the reply's row with one UPDATE, then counts what the reply
+cost on the user's day (giving back the quota's reservation).
+A turn refused by the quota stores the user message alone (`with_reply=False`).
 """
 
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from conversations.selectors import message_dict
 from conversations.turns.prepare import DuplicateTurn, RegenerateTarget, TurnPlan, turn_duplicate_get
 from conversations.turns.stream import ReplyOutcome
 from core.errors import Conflict
+from llm.catalog import call_cost_usd, usd_text
+from llm.quotas import quota_settle
 from memory.services import summary_discard_covering
 from safety.services import safety_counts_add
 
@@ -27,7 +31,7 @@ class StoredTurn:
     """The rows a turn wrote when it started, as clients see them."""
 
     user_message: dict[str, Any]
-    reply: dict[str, Any]  # the reply's row while it streams
+    reply: dict[str, Any]  # the reply's row while it streams; empty when the quota refused the turn
     regenerated: bool = False  # the user message was stored before: this is another reply to it
     edited: bool = False  # ...and its text was just changed
 
@@ -37,8 +41,10 @@ class StoredTurn:
         return reply_id
 
 
-def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
+def turn_messages_store(plan: TurnPlan, *, with_reply: bool = True) -> StoredTurn | DuplicateTurn:
     """Store the user message, the reply's "streaming" row and the conversation's mode.
+
+    `with_reply=False` (the quota refused the turn): the user message alone, as the contract asks.
 
     When the same `client_id` raced in from another socket, the first one stored wins and
     its turn is returned as a `DuplicateTurn`.
@@ -63,24 +69,28 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
                 route=decision.as_dict(),
                 safety=plan.safety_state,
             )
-            reply = Message.objects.create(
-                conversation_id=conversation_id,
-                role=Role.ASSISTANT,
-                content="",
-                mode=decision.mode,
-                status=Status.STREAMING,
-                reply_to=user_message,
+            reply = (
+                Message.objects.create(
+                    conversation_id=conversation_id,
+                    role=Role.ASSISTANT,
+                    content="",
+                    mode=decision.mode,
+                    status=Status.STREAMING,
+                    reply_to=user_message,
+                )
+                if with_reply
+                else None
             )
             notice = {"ai_notice_at": plan.created_at} if plan.ai_notice else {}
             Conversation.objects.filter(pk=conversation_id).update(
                 mode=decision.mode,
                 mode_locked=plan.mode_locked,
                 safety_state=plan.safety_state,
-                message_count=F("message_count") + 2,
+                message_count=F("message_count") + (2 if reply is not None else 1),
                 last_message_at=plan.created_at,
                 updated_at=plan.created_at,
                 # Writing is reading: what came before, and the reply about to stream, are seen.
-                last_read_message_id=reply.pk,
+                last_read_message_id=(reply or user_message).pk,
                 **notice,
             )
             # The operator's daily counts (numbers only, no text), with the rows they count.
@@ -95,7 +105,7 @@ def turn_messages_store(plan: TurnPlan) -> StoredTurn | DuplicateTurn:
         if duplicate is None:
             raise Conflict("The message could not be stored; try again.") from exc
         return duplicate
-    return StoredTurn(user_message=message_dict(user_message), reply=message_dict(reply))
+    return StoredTurn(user_message=message_dict(user_message), reply=message_dict(reply) if reply else {})
 
 
 def _regenerated_turn_store(plan: TurnPlan, target: RegenerateTarget) -> StoredTurn:
@@ -156,8 +166,16 @@ def _regenerated_turn_store(plan: TurnPlan, target: RegenerateTarget) -> StoredT
     )
 
 
-def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome) -> dict[str, Any]:
-    """Finish the reply's row (one UPDATE); returns the reply as clients see it."""
+def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome, plan: TurnPlan, priced_as: str) -> dict[str, Any]:
+    """Finish the reply's row (one UPDATE), then count its cost on the user's day; returns the reply
+    as clients see it.
+
+    `priced_as` is the model id the turn asked for (the price table's key); the server may name
+    the model it ran differently (a dated version), and that name is what `model` keeps.
+    """
+    cost = call_cost_usd(
+        model=priced_as, prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens
+    )
     fields: dict[str, Any] = {
         "content": outcome.text,
         "status": outcome.status,
@@ -168,10 +186,20 @@ def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome) -> dict[st
         "ttft_ms": outcome.ttft_ms,
         "duration_ms": outcome.duration_ms,
         "error_code": outcome.error.code if outcome.error else "",
+        "cost_usd": cost,
     }
     if outcome.actions:
         fields["actions"] = list(outcome.actions)
     Message.objects.filter(pk=stored.reply_id).update(**fields)
+    # After the reply's row, not in its transaction: the reply is what must be kept; a counter
+    # that failed to move costs at most this reply's count on the user's day.
+    quota_settle(
+        ticket=plan.quota_ticket,
+        user_id=plan.user_id,
+        zone_name=plan.zone_name,
+        tokens=(outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0),
+        cost_usd=cost,
+    )
     return {
         **stored.reply,
         **{key: fields[key] or None for key in ("model", "finish_reason", "error_code")},
@@ -180,5 +208,6 @@ def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome) -> dict[st
         "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
         "ttft_ms": outcome.ttft_ms,
         "duration_ms": outcome.duration_ms,
+        "cost_usd": usd_text(cost),
         "actions": list(outcome.actions),
     }

@@ -132,7 +132,10 @@ async def test_logs_never_hold_message_text_or_the_key_even_on_failure(
     assert API_KEY not in everything
     assert API_KEY[-12:] not in everything
     assert "4921" not in info_and_above
-    assert [json.loads(line)["outcome"] for line in info_and_above.splitlines()] == ["ok", "llm_auth"]
+    records = [json.loads(line) for line in info_and_above.splitlines()]
+    assert [r["outcome"] for r in records if r["event"] == "llm.call"] == ["ok", "llm_auth"]
+    # The rejected key is an operator incident: its alert line (checked above for the key) names the code only
+    assert [(r["incident"], r["error"]) for r in records if r["event"] == "llm.alert"] == [("auth", "llm_auth")]
 
 
 async def test_a_failed_call_logs_a_warning_with_the_error_code_and_attempts(

@@ -23,6 +23,7 @@ from core.logging import JsonFormatter
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.errors import AuthenticationFailed, RateLimited, Unavailable
 from llm.fake import FakeProvider
+from llm.models import UsageRecord
 from llm.prompts.memory import (
     FACTS_PER_MESSAGE_MAX,
     KnownFact,
@@ -1105,8 +1106,10 @@ def test_in_process_non_json_facts_end_with_one_warning_and_no_error(
     background.task_enqueue(tasks.extract_memories, message_id=message.pk)
     assert background.in_process_tasks_wait(timeout=30)
 
-    # Then it tried 1 + RETRY_MAX times and ended with exactly one structured WARNING, no ERROR
-    assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
+    # Then it tried once more only (a model that does not answer JSON keeps not answering it:
+    # each attempt is paid for) and ended with exactly one structured WARNING, no ERROR
+    assert tasks.REJECTED_RETRY_MAX == 1
+    assert len(configured_provider.calls) == 2
     assert warnings_and_worse(memory_logs) == [
         (
             "companion.memory",
@@ -1117,11 +1120,18 @@ def test_in_process_non_json_facts_end_with_one_warning_and_no_error(
                 "code": "llm_output_rejected",
                 "reason": "not_json",
                 "retryable": True,
-                "attempts": tasks.RETRY_MAX + 1,
+                "attempts": 2,
                 "message_id": message.pk,
             },
         )
     ]
+    # And both calls are recorded and counted, the last one marked as the one it gave up after, with why
+    records = list(UsageRecord.objects.filter(subject=f"message:{message.pk}").order_by("id"))
+    assert [(r.kind, r.outcome, r.reason, r.gave_up) for r in records] == [
+        ("facts", "llm_output_rejected", "not_json", False),
+        ("facts", "llm_output_rejected", "not_json", True),
+    ]
+    assert {r.user_id for r in records} == {conversation.user_id}
     # And no record carries a traceback, the user's words or the model's answer
     assert not [record for record in memory_logs.records if record.exc_info]
     output = rendered(memory_logs)
@@ -1141,7 +1151,7 @@ def test_in_process_a_summary_that_keeps_failing_the_guard_ends_with_one_warning
     background.task_enqueue(tasks.summarize_conversation, conversation_id=conversation.pk)
     assert background.in_process_tasks_wait(timeout=30)
 
-    assert len(configured_provider.calls) == tasks.RETRY_MAX + 1
+    assert len(configured_provider.calls) == tasks.REJECTED_RETRY_MAX + 1
     assert warnings_and_worse(memory_logs) == [
         (
             "companion.memory",
@@ -1152,7 +1162,7 @@ def test_in_process_a_summary_that_keeps_failing_the_guard_ends_with_one_warning
                 "code": "llm_output_rejected",
                 "reason": "refusal",
                 "retryable": True,
-                "attempts": tasks.RETRY_MAX + 1,
+                "attempts": tasks.REJECTED_RETRY_MAX + 1,
                 "conversation_id": conversation.pk,
             },
         )
@@ -1178,7 +1188,7 @@ def test_on_a_worker_the_last_attempt_gives_up_with_one_warning_and_no_retry(
     retries: list[dict[str, Any]] = []
     task = tasks.extract_memories
     monkeypatch.setattr(task, "retry", lambda **kwargs: retries.append(kwargs))
-    task.push_request(id="task-1", retries=tasks.RETRY_MAX, is_eager=False, called_directly=False)
+    task.push_request(id="task-1", retries=tasks.REJECTED_RETRY_MAX, is_eager=False, called_directly=False)
     try:
         # When it runs, it returns normally: its message is acknowledged, nothing is retried or raised
         assert task.run(message_id=message.pk) == []
@@ -1189,7 +1199,7 @@ def test_on_a_worker_the_last_attempt_gives_up_with_one_warning_and_no_retry(
     assert retries == []
     logged = warnings_and_worse(memory_logs)
     assert [(level, text, data["reason"], data["attempts"]) for _, level, text, data in logged] == [
-        ("WARNING", "memory task gave up", "not_json", tasks.RETRY_MAX + 1)
+        ("WARNING", "memory task gave up", "not_json", tasks.REJECTED_RETRY_MAX + 1)
     ]
 
 

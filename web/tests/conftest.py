@@ -1,5 +1,6 @@
 """A live server with llmock as the model, and Debian's Chromium, shared by the browser tests of a module."""
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,30 @@ from web.browser import DESKTOP_VIEWPORT, chromium_missing_reason
 PASSWORD = "a-long-passphrase-42"
 STREAM_CHUNK_DELAY_MS = 30  # slow enough to watch a reply stream, and to stop it
 # The server's own scheduler delivers reminders, as with `make run` on embedded defaults.
-LIVE_ENV = {"REGISTER_THROTTLE_PER_IP": "100", "SCHEDULER_IN_PROCESS": "true"}
+LIVE_ENV = {
+    "REGISTER_THROTTLE_PER_IP": "100",
+    "SCHEDULER_IN_PROCESS": "true",
+    # Two models, so the chat shows its model picker (llmock answers for any model name).
+    "LLM_MODELS": json.dumps(
+        [
+            {
+                "id": "gpt-4o-mini",
+                "provider": "openai",
+                "label": "GPT-4o mini",
+                "default": True,
+                "input_usd_per_mtok": 0.15,
+                "output_usd_per_mtok": 0.6,
+            },
+            {
+                "id": "claude-haiku-4-5",
+                "provider": "openai",
+                "label": "Claude Haiku",
+                "input_usd_per_mtok": 1,
+                "output_usd_per_mtok": 5,
+            },
+        ]
+    ),
+}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ user of its own through the page. Replies are scripted in llmock and streamed sl
 (30 ms a word) to watch them arrive and to stop them.
 """
 
+import json
 import re
 import struct
 import time
@@ -661,3 +662,39 @@ def test_swipe_between_replies_edit_fork_rename_search_and_delete(page, live, us
     page.get_by_role("button", name="Delete Home colours (fork)").click()
     expect(page.locator("#conversation-list button.open")).to_have_count(1)
     assert [c["title"] for c in api.get("/conversations").json()] == ["Home colours"]
+
+
+def test_the_model_picker_lists_the_models_and_sends_the_chosen_one_with_each_message(page, live, username):
+    # Given a user in a chat, on a server offering two models (LIVE_ENV's LLM_MODELS), whose
+    # socket frames the page records as it sends them
+    page.add_init_script(
+        "window.__sent = []; const send = WebSocket.prototype.send;"
+        "WebSocket.prototype.send = function (data) {"
+        " window.__sent.push(String(data)); return send.call(this, data); };"
+    )
+    chat_register(page, base_url=live.url, username=username, password=PASSWORD, display_name="Kim")
+    conversation_id = chat_start_with(page, avatar_name="Ada")
+
+    # Then the picker shows them, with the server's default marked
+    picker = page.get_by_label("Model", exact=True)
+    expect(picker).to_be_visible()
+    expect(picker.locator("option")).to_have_text(["Default model", "GPT-4o mini (default)", "Claude Haiku"])
+
+    # When the user picks Claude and sends two messages
+    picker.select_option("claude-haiku-4-5")
+    for text in ("Hello there", "And again"):
+        live.reply(SHORT_REPLY)
+        chat_send(page, text)
+
+    # Then each message frame named the model, the model server was asked for it, and each reply has a cost
+    sent = [json.loads(frame) for frame in page.evaluate("window.__sent")]
+    assert [(f["content"], f.get("model")) for f in sent if f["type"] == "message"] == [
+        ("Hello there", "claude-haiku-4-5"),
+        ("And again", "claude-haiku-4-5"),
+    ]
+    streamed = [r for r in live.llm.requests() if r["body"].get("stream")]
+    assert [r["body"]["model"] for r in streamed] == ["claude-haiku-4-5", "claude-haiku-4-5"]
+    items = live.api(username).get(f"/conversations/{conversation_id}/messages").json()["items"]
+    replies = [m for m in items if m["role"] == "assistant" and m["reply_to"]]
+    assert len(replies) == 2
+    assert all(m["cost_usd"] is not None and float(m["cost_usd"]) > 0 for m in replies)

@@ -363,6 +363,7 @@
       renderAccount();
       show("chat");
       timezoneAdopt().then(secretaryLoad);
+      modelsLoad();
       return Promise.all([avatarsLoad(), conversationsLoad()])
         .then(route)
         .catch(function (err) {
@@ -370,6 +371,38 @@
           if (state.tokens) showBanner(err.message + " Reload the page to try again.");
         });
     });
+  }
+
+  // --- the model picker ----------------------------------------------------------------------------
+
+  // The models a message may name (GET /api/models). With one model there is nothing to pick:
+  // the picker stays hidden and messages name none. "Default model" leaves the choice to the
+  // server (the avatar's own model, else the list's default).
+  function modelsLoad() {
+    return api("GET", "/models")
+      .then(function (models) {
+        var picker = $("model-picker");
+        while (picker.options.length > 1) picker.remove(1);
+        if (!Array.isArray(models) || models.length < 2) {
+          picker.hidden = true;
+          return;
+        }
+        models.forEach(function (model) {
+          var option = document.createElement("option");
+          option.value = model.id;
+          option.textContent = model.label + (model.default ? " (default)" : "");
+          picker.append(option);
+        });
+        picker.hidden = false;
+      })
+      .catch(function () {
+        $("model-picker").hidden = true; // the server's default still answers
+      });
+  }
+
+  function modelChosen() {
+    var picker = $("model-picker");
+    return picker.hidden ? "" : picker.value;
   }
 
   // --- avatars and conversations ----------------------------------------------------------------
@@ -1784,6 +1817,12 @@
       showError("composer-error", message);
       return;
     }
+    if (frame.code === "quota_exceeded") {
+      // The message is stored (message.created came first); no reply comes until the reset.
+      var hours = frame.retry_after ? Math.ceil(frame.retry_after / 3600) : null;
+      showError("composer-error", message + (hours ? " (in about " + hours + " h)" : "") + " [quota_exceeded]");
+      return;
+    }
     // A refused message (invalid, busy, throttled...): nothing was stored, give the text back.
     var last = null;
     state.pending.forEach(function (entry, clientId) {
@@ -1834,6 +1873,8 @@
     showError("composer-error", "");
     var id = clientId();
     var frame = { type: "message", content: text, client_id: id };
+    var model = modelChosen();
+    if (model) frame.model = model;
     var el = messageElement("user");
     el.classList.add("pending");
     el.dataset.clientId = id;

@@ -1,0 +1,360 @@
+"""Models a turn may ask for, what a turn costs, and the daily quota that stops it before the model is called."""
+
+import asyncio
+import json
+import threading
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import close_old_connections, connection
+from django.test import Client
+
+from accounts.models import Profile
+from conversations.models import Message, Role
+from conversations.turns import turn_start
+from conversations.turns.request import Regenerate
+from llm.fake import FakeProvider
+from llm.models import UsageDay
+from llm.quotas import QuotaExceeded, QuotaLimits, QuotaTicket, quota_admit, seconds_to_midnight
+from testing.support import (
+    AvatarFactory,
+    ConversationFactory,
+    UserFactory,
+    skip_or_fail,
+    turn_complete,
+    ws_connect,
+    ws_receive_until,
+)
+from testing.support import turn_frames as run_turn
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MODELS = [
+    {
+        "id": "small",
+        "provider": "openai",
+        "label": "Small",
+        "input_usd_per_mtok": 0.15,
+        "output_usd_per_mtok": 0.6,
+        "tools": True,
+        "default": True,
+    },
+    {"id": "large", "provider": "openai", "label": "Large", "input_usd_per_mtok": 2.5, "output_usd_per_mtok": 10},
+]
+
+
+@pytest.fixture
+def priced(settings: Any) -> None:
+    settings.LLM_MODELS = json.dumps(MODELS)
+
+
+def expected_cost(message: Message, *, input_price: str, output_price: str) -> Decimal:
+    assert message.prompt_tokens is not None
+    assert message.completion_tokens is not None
+    total = Decimal(input_price) * message.prompt_tokens + Decimal(output_price) * message.completion_tokens
+    return (total / Decimal(1_000_000)).quantize(Decimal("0.0000000001"))
+
+
+# --- the model a turn asks for ---------------------------------------------------------------
+
+
+def test_a_reply_is_priced_from_the_table_in_decimal_and_counted_on_the_users_day(priced: None) -> None:
+    # Given a user in Tokyo and a conversation
+    conversation = ConversationFactory()
+    Profile.objects.filter(user=conversation.user).update(timezone="Asia/Tokyo")
+    provider = FakeProvider(reply="Here is a fairly long answer to price.")
+
+    # When they ask the large model
+    frames = run_turn(conversation, "hello", provider, model="large")
+
+    # Then the call named it, the reply's cost is the table's, in Decimal, and the day counts it
+    assert provider.params[0] is not None
+    assert provider.params[0].model == "large"
+    reply = Message.objects.get(conversation=conversation, role=Role.ASSISTANT)
+    cost = expected_cost(reply, input_price="2.5", output_price="10")
+    assert isinstance(reply.cost_usd, Decimal)
+    assert reply.cost_usd == cost > 0
+    end = next(frame for frame in frames if frame["type"] == "reply.end")
+    assert end["message"]["cost_usd"] == str(cost)
+    day = UsageDay.objects.get(user=conversation.user)
+    assert day.day == datetime.now(ZoneInfo("Asia/Tokyo")).date()
+    assert (day.tokens, day.cost_usd, day.reserved_tokens, day.reserved_usd) == (
+        (reply.prompt_tokens or 0) + (reply.completion_tokens or 0),
+        cost,
+        0,
+        0,
+    )
+
+
+def test_without_a_model_the_avatars_own_default_is_used(priced: None) -> None:
+    conversation = ConversationFactory(avatar=AvatarFactory(default_model="large"))
+    provider = FakeProvider(reply="Hi.")
+
+    run_turn(conversation, "hello", provider)
+
+    assert provider.params[0] is not None
+    assert provider.params[0].model == "large"
+
+
+def test_without_a_model_or_an_avatar_default_the_tables_default_is_used(priced: None) -> None:
+    conversation = ConversationFactory()
+    provider = FakeProvider(reply="Hi.")
+
+    run_turn(conversation, "hello", provider)
+
+    assert provider.params[0] is not None
+    assert provider.params[0].model == "small"
+
+
+def test_an_unknown_model_is_a_422_naming_model_and_nothing_is_stored(priced: None, bearer_for: Any) -> None:
+    conversation = ConversationFactory()
+
+    response = Client().post(
+        f"/api/conversations/{conversation.pk}/messages",
+        {"content": "hi", "model": "gpt-5-turbo-ultra"},
+        content_type="application/json",
+        headers=bearer_for(conversation.user),
+    )
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "model"
+    assert not Message.objects.filter(conversation=conversation).exists()
+
+
+def test_get_models_lists_the_table_with_its_default(priced: None, bearer_for: Any) -> None:
+    user = UserFactory()
+
+    response = Client().get("/api/models", headers=bearer_for(user))
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {"id": "small", "provider": "openai", "label": "Small", "default": True},
+        {"id": "large", "provider": "openai", "label": "Large", "default": False},
+    ]
+
+
+# --- the daily quota ------------------------------------------------------------------------
+
+
+def test_at_the_quota_the_user_message_is_stored_no_model_is_called_and_the_error_says_when(
+    settings: Any, priced: None
+) -> None:
+    # Given a user in Paris who has spent their 1,000 tokens today
+    settings.QUOTA_DAILY_TOKENS = 1000
+    conversation = ConversationFactory()
+    Profile.objects.filter(user=conversation.user).update(timezone="Europe/Paris")
+    today = datetime.now(ZoneInfo("Europe/Paris")).date()
+    UsageDay.objects.create(user=conversation.user, day=today, tokens=1000)
+    provider = FakeProvider(reply="never")
+
+    # When they send a message
+    frames = run_turn(conversation, "hello", provider)
+
+    # Then the message is stored and announced, no model is called, and the error is not retryable
+    assert provider.calls == []
+    assert [frame["type"] for frame in frames] == ["message.created", "error"]
+    error = frames[1]
+    assert (error["code"], error["retryable"]) == ("quota_exceeded", False)
+    reset = seconds_to_midnight(zone=ZoneInfo("Europe/Paris"))
+    assert reset - 5 <= error["retry_after"] <= reset
+    stored = list(Message.objects.filter(conversation=conversation).values_list("role", "content"))
+    assert stored == [(Role.USER, "hello")]
+    # And nothing was reserved or counted, and the conversation is free for the next message
+    assert UsageDay.objects.get(user=conversation.user).reserved_tokens == 0
+    assert conversation.__class__.objects.get(pk=conversation.pk).message_count == 1
+
+
+def test_over_rest_the_quota_is_a_429_with_retry_after_and_the_message_is_stored(
+    settings: Any, bearer_for: Any
+) -> None:
+    settings.QUOTA_DAILY_USD = "0.50"
+    conversation = ConversationFactory()
+    UsageDay.objects.create(user=conversation.user, day=datetime.now(UTC).date(), cost_usd=Decimal("0.5"))
+
+    response = Client().post(
+        f"/api/conversations/{conversation.pk}/messages",
+        {"content": "hello"},
+        content_type="application/json",
+        headers=bearer_for(conversation.user),
+    )
+
+    assert response.status_code == 429
+    body = response.json()
+    assert (body["code"], body["retryable"], body["limit"]) == ("quota_exceeded", False, "cost_usd")
+    assert int(response["Retry-After"]) == body["retry_after"] > 0
+    assert list(Message.objects.filter(conversation=conversation).values_list("role", flat=True)) == [Role.USER]
+
+
+def test_over_the_websocket_the_quota_is_an_error_frame_after_message_created(settings: Any) -> None:
+    settings.QUOTA_DAILY_TOKENS = 10
+    conversation = ConversationFactory()
+    UsageDay.objects.create(user=conversation.user, day=datetime.now(UTC).date(), tokens=10)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = await ws_connect(conversation)
+        try:
+            await ws.send_to(text_data=json.dumps({"type": "message", "content": "hi"}))
+            return await ws_receive_until(ws, "error")
+        finally:
+            await ws.disconnect()
+
+    frames = async_to_sync(scenario)()
+
+    assert [frame["type"] for frame in frames] == ["message.created", "error"]
+    assert (frames[1]["code"], frames[1]["retryable"]) == ("quota_exceeded", False)
+
+
+def test_staff_can_raise_one_users_quota(settings: Any) -> None:
+    settings.QUOTA_DAILY_TOKENS = 10
+    conversation = ConversationFactory()
+    UsageDay.objects.create(user=conversation.user, day=datetime.now(UTC).date(), tokens=10)
+    Profile.objects.filter(user=conversation.user).update(quota_daily_tokens=1_000_000)
+    provider = FakeProvider(reply="Hello.")
+
+    frames = run_turn(conversation, "hello", provider)
+
+    assert len(provider.calls) == 1
+    assert "error" not in [frame["type"] for frame in frames]
+
+
+def test_two_concurrent_turns_at_the_limit_only_one_calls_the_model(settings: Any) -> None:
+    # SQLite-safe: two turns of one user in two conversations, started together on one loop
+    # (each socket's turn); the counter row decides. Given 1 token left today
+    settings.QUOTA_DAILY_TOKENS = 1000
+    user = UserFactory()
+    first, second = ConversationFactory(user=user), ConversationFactory(user=user)
+    UsageDay.objects.create(user=user, day=datetime.now(UTC).date(), tokens=999)
+    provider = FakeProvider(reply="Only one of us.", delay=0.05)
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                turn_complete(user_id=user.pk, conversation_id=c.pk, message={"content": "hello"}, provider=provider)
+                for c in (first, second)
+            )
+        )
+
+    results = async_to_sync(both)()
+
+    assert len(provider.calls) == 1
+    assert sorted(result.error is None for result in results) == [False, True]
+    assert Message.objects.filter(role=Role.USER, conversation__user=user).count() == 2
+    assert Message.objects.filter(role=Role.ASSISTANT, conversation__user=user).count() == 1
+    day = UsageDay.objects.get(user=user)
+    assert day.reserved_tokens == 0
+    assert day.tokens > 999
+
+
+def test_on_postgresql_two_threads_at_the_limit_only_one_is_admitted() -> None:
+    if connection.vendor != "postgresql":
+        skip_or_fail("DATABASE_URL is not PostgreSQL: two threads cannot share SQLite's in-memory test database")
+    user = UserFactory()
+    limits = QuotaLimits(tokens=1000, cost_usd=None, images=None)
+    for attempt in range(10):
+        today = date(2030, 1, 1 + attempt)
+        UsageDay.objects.create(user=user, day=today, tokens=999)
+        start = threading.Barrier(2)
+        outcomes: list[Any] = []
+
+        def admit(start: threading.Barrier = start, outcomes: list[Any] = outcomes, today: date = today) -> None:
+            try:
+                start.wait(timeout=10)
+                outcomes.append(
+                    quota_admit(
+                        user_id=user.pk,
+                        limits=limits,
+                        zone_name="UTC",
+                        model="m",
+                        prompt_tokens=10,
+                        max_tokens=10,
+                        now=datetime(today.year, today.month, today.day, 12, tzinfo=UTC),
+                    )
+                )
+            finally:
+                close_old_connections()
+
+        threads = [threading.Thread(target=admit) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+        assert sorted(type(outcome).__name__ for outcome in outcomes) == ["QuotaExceeded", "QuotaTicket"]
+        assert UsageDay.objects.get(user=user, day=today).reserved_tokens == 20
+
+
+def test_quota_admit_reserves_under_the_limit_and_refuses_at_it() -> None:
+    user = UserFactory()
+    limits = QuotaLimits(tokens=100, cost_usd=None, images=None)
+    noon = datetime(2030, 3, 1, 12, tzinfo=UTC)
+
+    first = quota_admit(
+        user_id=user.pk, limits=limits, zone_name="UTC", model="m", prompt_tokens=40, max_tokens=60, now=noon
+    )
+    second = quota_admit(
+        user_id=user.pk, limits=limits, zone_name="UTC", model="m", prompt_tokens=1, max_tokens=1, now=noon
+    )
+
+    assert first == QuotaTicket(user_id=user.pk, day=date(2030, 3, 1), tokens=100, cost_usd=Decimal(0))
+    assert isinstance(second, QuotaExceeded)
+    assert (second.code, second.retry_after, second.limit) == ("quota_exceeded", 12 * 3600, "tokens")
+
+
+def test_unlimited_users_write_no_quota_row_before_the_call() -> None:
+    user = UserFactory()
+
+    ticket = quota_admit(
+        user_id=user.pk,
+        limits=QuotaLimits(None, None, None),
+        zone_name="UTC",
+        model="m",
+        prompt_tokens=1,
+        max_tokens=1,
+    )
+
+    assert ticket is None
+    assert not UsageDay.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("now", "zone", "expected"),
+    [
+        (datetime(2025, 3, 30, 0, 30, tzinfo=UTC), "Europe/Paris", 21 * 3600 + 30 * 60),  # 01:30 CET, a 23-hour day
+        (datetime(2025, 10, 26, 0, 30, tzinfo=UTC), "Europe/Paris", 22 * 3600 + 30 * 60),  # 02:30 CEST, a 25-hour day
+        (datetime(2025, 6, 1, 23, 0, tzinfo=UTC), "America/New_York", 5 * 3600),
+    ],
+)
+def test_the_quota_resets_at_midnight_in_the_users_zone_across_dst(now: datetime, zone: str, expected: int) -> None:
+    assert seconds_to_midnight(zone=ZoneInfo(zone), now=now) == expected
+
+
+def test_a_regeneration_over_the_quota_is_refused_and_keeps_the_reply_there_is(settings: Any, priced: None) -> None:
+    # Given an exchange, then the user's tokens spent for the day
+    conversation = ConversationFactory()
+    run_turn(conversation, "hello", FakeProvider(reply="Hi there."))
+    settings.QUOTA_DAILY_TOKENS = 1000
+    UsageDay.objects.filter(user=conversation.user).update(tokens=1000)
+    if not UsageDay.objects.filter(user=conversation.user).exists():
+        UsageDay.objects.create(user=conversation.user, day=datetime.now(UTC).date(), tokens=1000)
+    provider = FakeProvider(reply="never")
+
+    # When they ask for another reply
+    async def regenerate() -> None:
+        await turn_start(
+            user_id=conversation.user_id, conversation_id=conversation.pk, message=Regenerate(), provider=provider
+        )
+
+    with pytest.raises(QuotaExceeded):
+        async_to_sync(regenerate)()
+
+    # Then no model is called, the reply there was stays the one in use, and the next message is not busy
+    assert provider.calls == []
+    replies = list(Message.objects.filter(conversation=conversation, role=Role.ASSISTANT, origin="reply"))
+    assert [(r.content, r.superseded) for r in replies] == [("Hi there.", False)]
+    settings.QUOTA_DAILY_TOKENS = None
+    frames = run_turn(conversation, "again", FakeProvider(reply="Sure."))
+    assert frames[-1]["type"] == "reply.end"
