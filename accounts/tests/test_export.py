@@ -2,14 +2,17 @@
 
 import json
 import tracemalloc
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.http import StreamingHttpResponse
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
@@ -180,13 +183,11 @@ def test_memory_does_not_grow_with_the_number_of_messages(
 
 @pytest.mark.django_db(transaction=True)
 async def test_under_asgi_the_export_is_streamed_as_it_is_read(account: dict[str, Any]) -> None:
-    from asgiref.sync import sync_to_async
-
     access = await sync_to_async(lambda: token_pair_create(user=account["user"]).access)()
 
-    response = await AsyncClient().get("/api/me/export", headers=bearer(access))
+    response = cast(StreamingHttpResponse, await AsyncClient().get("/api/me/export", headers=bearer(access)))
 
     assert response.status_code == 200
     assert response.is_async  # Django would read a synchronous iterator whole before sending it
-    body = b"".join([piece async for piece in response.streaming_content])
+    body = b"".join([piece async for piece in cast(AsyncIterator[bytes], response.streaming_content)])
     assert [m["content"] for m in json.loads(body)["messages"]] == ["Remind me to call Ana", "Done."]
