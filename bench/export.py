@@ -172,7 +172,7 @@ def export_streamed(user: Any) -> Callable[[], int]:
     headers = {"Authorization": f"Bearer {token_pair_create(user=user).access}"}
 
     async def request() -> int:
-        response = await AsyncClient().get("/api/me/export", headers=headers)
+        response: Any = await AsyncClient().get("/api/me/export", headers=headers)
         assert response.status_code == 200, response.status_code
         assert response.is_async
         size = 0
