@@ -2,12 +2,16 @@
 
 from datetime import time
 
-from django.http import HttpRequest
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Router, Status
 
 from accounts.auth import request_user
+from accounts.erasure import user_erase
+from accounts.export import chunks_async, export_filename, user_export_chunks
 from accounts.models import Profile
 from accounts.schemas import (
+    AccountEraseIn,
     ErrorOut,
     PasswordChangeIn,
     ProfileOut,
@@ -122,3 +126,29 @@ def _quiet_hours(payload: ProfilePatchIn) -> tuple[time, time] | Unset | None:
     if payload.quiet_hours is None:
         return None
     return time.fromisoformat(payload.quiet_hours.start), time.fromisoformat(payload.quiet_hours.end)
+
+
+@router.get("/me/export", response={200: dict[str, object]})
+def me_export(request: HttpRequest) -> StreamingHttpResponse:
+    """Everything stored about the signed-in user, as one JSON document to download
+    (`docs/export.schema.json`). Streamed: the size of the account does not matter."""
+    user = request_user(request)
+    chunks = user_export_chunks(user=user)
+    # Under ASGI a synchronous iterator would be read whole before the first byte went out.
+    content = chunks_async(chunks) if isinstance(request, ASGIRequest) else chunks
+    response = StreamingHttpResponse(content, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{export_filename(user=user)}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@router.delete("/me", response={204: None, 403: ErrorOut, 422: ErrorOut, 429: ErrorOut})
+def me_erase(request: HttpRequest, payload: AccountEraseIn) -> Status[None]:
+    """Erase the account and everything stored about it, at once and for good (docs/operations.md).
+
+    403 `wrong_password` when `password` is not the account's (nothing is erased); attempts count
+    like sign-ins (429 with `Retry-After`). Every token stops working and every open socket
+    closes (4401).
+    """
+    user_erase(user=request_user(request), password=payload.password, ip=client_ip(request))
+    return Status(204, None)

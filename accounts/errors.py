@@ -1,6 +1,6 @@
 """Domain errors of accounts, each with the stable code clients switch on."""
 
-from core.errors import AuthenticationFailed, Conflict, InvalidInput
+from core.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput
 
 
 class UsernameTaken(Conflict):
@@ -21,3 +21,11 @@ class RefreshTokenReused(AuthenticationFailed):
 
 class AdultConfirmationRequired(InvalidInput):
     code = "adult_confirmation_required"
+
+
+class WrongPassword(Forbidden):
+    """The password that confirms a destructive request (erasing the account) is not the user's.
+
+    403, not 401: the access token is fine, and a 401 would send clients to refresh it."""
+
+    code = "wrong_password"

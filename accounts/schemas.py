@@ -91,6 +91,12 @@ class RefreshIn(Schema):
     refresh: Token
 
 
+class AccountEraseIn(Schema):
+    """The account's password, asked again: erasing cannot be undone."""
+
+    password: Annotated[str, StringConstraints(min_length=1, max_length=LOGIN_PASSWORD_MAX_LENGTH)]
+
+
 class QuietHours(Schema):
     """A local-time window, `HH:MM` each; `start` after `end` spans midnight (`22:00` to `08:00`)."""
 

@@ -8,10 +8,14 @@ of every assistant message (replies, reminders, check-ins), and background work 
 fact extraction: `llm.UsageRecord`, by the user's own day) is shown beside it in each row, and
 as the "background" row per mode.
 
+Accounts that were erased left their figures in `ErasedUsage` (per day, avatar and model, no
+user): the totals, the avatars and the days count them, and the users table shows them as
+one row, "erased accounts". A report filtered on one user leaves them out.
+
 The view is mounted by `ConversationAdmin.get_urls` at /admin/conversations/conversation/usage/.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -28,13 +32,15 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from avatars.models import Avatar
-from conversations.models import Message, Role, Status
+from conversations.models import ErasedUsage, Message, Role, Status
 from llm.models import UsageRecord
 
 ZERO = Decimal(0)
 BACKGROUND_MODE: Final = "background"
 
 DEFAULT_RANGE_DAYS: Final = 30
+ERASED_LABEL: Final = "(erased accounts)"
+ERASED_AVATAR_LABEL: Final = "(avatars of erased accounts)"
 USERS_SHOWN_MAX: Final = 100  # the heaviest users; the rest are in the totals
 
 _REPLY = Q(role=Role.ASSISTANT, reply_to__isnull=False) & ~Q(status=Status.STREAMING)
@@ -112,6 +118,25 @@ class UsageRow:
     def with_background(self, values: Mapping[str, Any]) -> "UsageRow":
         return replace(self, background_tokens=int(values["bg_tokens"]), background_cost_usd=Decimal(values["bg_cost"]))
 
+    def plus(self, other: "UsageRow") -> "UsageRow":
+        """This row with another's counts added; the average time to first token stays this row's
+        (erased usage keeps no timings)."""
+        return UsageRow(
+            key=self.key,
+            label=self.label,
+            user_messages=self.user_messages + other.user_messages,
+            replies=self.replies + other.replies,
+            cancelled=self.cancelled + other.cancelled,
+            fallbacks=self.fallbacks + other.fallbacks,
+            failures=self.failures + other.failures,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            avg_ttft_ms=self.avg_ttft_ms,
+            cost_usd=self.cost_usd + other.cost_usd,
+            background_tokens=self.background_tokens + other.background_tokens,
+            background_cost_usd=self.background_cost_usd + other.background_cost_usd,
+        )
+
 
 @dataclass(frozen=True)
 class UsageReport:
@@ -146,8 +171,101 @@ def background_usage_queryset(*, filters: UsageFilters) -> QuerySet[UsageRecord]
     return records
 
 
+def message_usage_of_user(*, user_id: int) -> "QuerySet[Any, Any]":
+    """One user's figures per local day, avatar (`conversation__avatar_id`) and model: the keys
+    of `_FIGURES` (`tokens_prompt`, `tokens_completion`, ...). One aggregate query."""
+    return (
+        Message.objects.filter(conversation__user_id=user_id)
+        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+        .values("day", "conversation__avatar_id", "model")
+        .annotate(**_FIGURES)
+        .order_by("day", "conversation__avatar_id", "model")
+    )
+
+
+def message_usage_anonymise(*, user_id: int, avatar_ids_kept: Collection[int]) -> int:
+    """Fold one user's usage figures into `ErasedUsage` rows, one per local day, avatar and model;
+    returns how many rows. Called by the erasure before the messages go, in its transaction.
+
+    Only avatars in `avatar_ids_kept` (the catalogue's) are named; the user's own go with them.
+    """
+    rows = message_usage_of_user(user_id=user_id)
+    kept = set(avatar_ids_kept)
+    erased = [
+        ErasedUsage(
+            day=row["day"],
+            avatar_id=row["conversation__avatar_id"] if row["conversation__avatar_id"] in kept else None,
+            model=row["model"],
+            user_messages=row["user_messages"],
+            replies=row["replies"],
+            cancelled=row["cancelled"],
+            fallbacks=row["fallbacks"],
+            failures=row["failures"],
+            prompt_tokens=row["tokens_prompt"],
+            completion_tokens=row["tokens_completion"],
+            cost_usd=row["cost"],
+        )
+        for row in rows
+    ]
+    ErasedUsage.objects.bulk_create(erased, batch_size=500)
+    return len(erased)
+
+
+_ERASED_FIGURES: Final = {
+    "user_messages": Sum("user_messages", default=0),
+    "replies": Sum("replies", default=0),
+    "cancelled": Sum("cancelled", default=0),
+    "fallbacks": Sum("fallbacks", default=0),
+    "failures": Sum("failures", default=0),
+    "tokens_prompt": Sum("prompt_tokens", default=0),
+    "tokens_completion": Sum("completion_tokens", default=0),
+    "cost": Sum("cost_usd", default=ZERO),
+}
+
+
+def _erased_row(values: Mapping[str, Any], *, key: Any, label: str) -> UsageRow:
+    return UsageRow.of({**values, "ttft_avg": None}, key=key, label=label)
+
+
+def _rows_merged(rows: list[UsageRow], extra: list[UsageRow]) -> list[UsageRow]:
+    """`rows` with each of `extra` added to the row of the same key, or appended when there is none."""
+    merged = {row.key: row for row in rows}
+    for row in extra:
+        merged[row.key] = merged[row.key].plus(row) if row.key in merged else row
+    return list(merged.values())
+
+
 def message_usage_report(*, filters: UsageFilters) -> UsageReport:
-    """Totals and the four breakdowns: a handful of aggregate queries, whatever the number of messages."""
+    """Totals and the four breakdowns: a handful of aggregate queries, whatever the number of
+    messages (and three more for the usage of erased accounts, unless the report is about one user)."""
+    report = _message_usage_report(filters=filters)
+    if filters.user_id is not None:
+        return report
+    erased = ErasedUsage.objects.filter(day__gte=filters.date_from, day__lte=filters.date_to)
+    if filters.avatar_id is not None:
+        erased = erased.filter(avatar_id=filters.avatar_id)
+    total = _erased_row(erased.aggregate(**_ERASED_FIGURES), key=None, label=ERASED_LABEL)
+    if not (total.user_messages or total.replies or total.total_tokens):
+        return report
+    by_avatar = [
+        _erased_row(row, key=row["avatar_id"], label=row["avatar__name"] or ERASED_AVATAR_LABEL)
+        for row in erased.values("avatar_id", "avatar__name").annotate(**_ERASED_FIGURES).order_by("avatar_id")
+    ]
+    by_day = [
+        _erased_row(row, key=row["day"], label=row["day"].isoformat())
+        for row in erased.values("day").annotate(**_ERASED_FIGURES).order_by("-day")
+    ]
+    return UsageReport(
+        filters=filters,
+        total=report.total.plus(total),
+        by_avatar=_rows_merged(report.by_avatar, by_avatar),
+        by_user=[*report.by_user, total],
+        by_day=sorted(_rows_merged(report.by_day, by_day), key=lambda row: row.key, reverse=True),
+        by_mode=report.by_mode,
+    )
+
+
+def _message_usage_report(*, filters: UsageFilters) -> UsageReport:
     messages = message_usage_queryset(filters=filters)
     background = background_usage_queryset(filters=filters)
     total = UsageRow.of(messages.aggregate(**_FIGURES), key=None, label="All").with_background(

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -113,3 +115,35 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} message {self.pk}"
+
+
+class ErasedUsage(models.Model):
+    """What erased accounts used, kept for accounting with nothing that names them.
+
+    When a user erases their account (`accounts.erasure.user_erase`) their messages go, and
+    with them the rows the usage report counts; their figures are folded in here first, per
+    local day, avatar and model. A private avatar goes with the account, so its figures keep
+    no avatar (`avatar` null); a catalogue avatar is kept. Nothing here holds a user id, a
+    name or a text.
+    """
+
+    day = models.DateField()
+    avatar = models.ForeignKey(Avatar, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    model = models.CharField(max_length=200, blank=True)
+    user_messages = models.PositiveIntegerField(default=0)
+    replies = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    fallbacks = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=10, default=Decimal(0))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-day", "id"]
+        indexes = [models.Index(fields=["day"], name="erased_usage_day")]
+        verbose_name_plural = "erased usage"
+
+    def __str__(self) -> str:
+        return f"Usage of erased accounts on {self.day}"

@@ -17,7 +17,7 @@ other processes get it when they reconnect and `resume`.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -188,3 +188,21 @@ async def _control_receive(
                 await layer.send(message["reply_channel"], {"type": SNAPSHOT_TYPE, **so_far})
             except Exception:
                 logger.warning("could not send the reply so far to a resuming socket", exc_info=True)
+
+
+SOCKET_CLOSE_TYPE = "auth.revoked"  # the consumer's `auth_revoked`: it closes with 4401
+
+
+def conversations_close(*, conversation_ids: Iterable[int]) -> None:
+    """Stop the reply in flight and close every socket of these conversations, on every server
+    process (the account that owned them is gone). A channel layer that is down loses only
+    this: tickets and tokens are void already, so no socket reopens."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for conversation_id in conversation_ids:
+        try:
+            async_to_sync(layer.group_send)(conversation_control_group_name(conversation_id), {"type": STOP_TYPE})
+            async_to_sync(layer.group_send)(conversation_group_name(conversation_id), {"type": SOCKET_CLOSE_TYPE})
+        except Exception:
+            logger.warning("could not close the sockets of an erased conversation", exc_info=True)

@@ -9,7 +9,7 @@ def test_openapi_lists_the_accounts_endpoints_and_their_auth(client: Client) -> 
     operations = {
         (path, method): operation
         for path, methods in paths.items()
-        if path.startswith("/api/auth/") or path == "/api/me"
+        if path.startswith("/api/auth/") or path in {"/api/me", "/api/me/export"}
         for method, operation in methods.items()
     }
     assert sorted(operations) == [
@@ -18,14 +18,18 @@ def test_openapi_lists_the_accounts_endpoints_and_their_auth(client: Client) -> 
         ("/api/auth/refresh", "post"),
         ("/api/auth/register", "post"),
         ("/api/auth/token", "post"),
+        ("/api/me", "delete"),
         ("/api/me", "get"),
         ("/api/me", "patch"),
+        ("/api/me/export", "get"),
     ]
-    # only the profile and a password change need a bearer token
+    # only the profile, its export and erasure, and a password change need a bearer token
     assert {key for key, operation in operations.items() if operation.get("security")} == {
         ("/api/auth/password", "post"),
+        ("/api/me", "delete"),
         ("/api/me", "get"),
         ("/api/me", "patch"),
+        ("/api/me/export", "get"),
     }
     assert "201" in operations[("/api/auth/register", "post")]["responses"]
     assert "204" in operations[("/api/auth/logout", "post")]["responses"]

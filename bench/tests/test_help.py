@@ -10,7 +10,9 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("module", ["bench.realtime", "bench.intents", "bench.memory", "bench.reminders"])
+@pytest.mark.parametrize(
+    "module", ["bench.realtime", "bench.intents", "bench.memory", "bench.reminders", "bench.export"]
+)
 def test_a_benchmark_command_starts_and_answers_help(module: str) -> None:
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
 

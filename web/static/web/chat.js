@@ -73,6 +73,7 @@
     reminders: [], // pending, as GET /api/reminders
     tasks: [], // as GET /api/tasks: open ones first
     secretarySeq: 0, // guards against a slow load overwriting a newer one
+    memorySeq: 0, // the same, for the remembered facts of the open conversation's avatar
   };
 
   // --- errors shown to people ---------------------------------------------------------------
@@ -239,8 +240,9 @@
     $("optin-state").textContent = intimateAllowed() ? "on" : "off";
   }
 
-  function infoShow(message) {
+  function infoShow(message, withSettings) {
     $("info-text").textContent = message;
+    $("info-settings").hidden = withSettings === false;
     $("info").hidden = !message;
   }
 
@@ -1914,6 +1916,280 @@
     input.style.height = Math.min(input.scrollHeight + 2, 192) + "px";
   }
 
+  // --- your data: what the avatar remembers, card import, export, erasure ---------------------------
+
+  function dialogOpen(id) {
+    var dialog = $(id);
+    if (typeof dialog.showModal === "function") {
+      if (!dialog.open) dialog.showModal();
+    } else dialog.setAttribute("open", "");
+  }
+
+  function dialogClose(id) {
+    var dialog = $(id);
+    if (typeof dialog.close === "function") dialog.close();
+    else dialog.removeAttribute("open");
+  }
+
+  function memoryOpen() {
+    var conversation = state.current;
+    if (!conversation) return;
+    var avatar = conversation.avatar;
+    var seq = (state.memorySeq += 1);
+    $("memory-title").textContent = "What " + (avatar.name || "your avatar") + " remembers";
+    $("memory-list").textContent = "";
+    $("memory-empty").hidden = true;
+    showError("memory-error", "");
+    dialogOpen("memory-dialog");
+    api("GET", "/avatars/" + avatar.id + "/memories")
+      .then(function (memories) {
+        if (seq !== state.memorySeq) return;
+        memoryRender(avatar, memories);
+      })
+      .catch(function (err) {
+        showError("memory-error", "What your avatar remembers could not be loaded: " + err.message);
+      });
+  }
+
+  function memoryRender(avatar, memories) {
+    var list = $("memory-list");
+    list.textContent = "";
+    memories.forEach(function (memory) {
+      list.append(memoryItem(avatar, memory));
+    });
+    var empty = $("memory-empty");
+    empty.textContent = (avatar.name || "Your avatar") + " remembers nothing about you yet.";
+    empty.hidden = memories.length > 0;
+  }
+
+  function memoryItem(avatar, memory) {
+    var item = document.createElement("li");
+    item.className = "item memory";
+    item.dataset.memoryId = String(memory.id);
+    item.dataset.pinned = memory.pinned ? "true" : "false";
+    var label = document.createElement("label");
+    label.className = "visually-hidden";
+    label.htmlFor = "memory-text-" + memory.id;
+    label.textContent = "Remembered fact";
+    var text = document.createElement("input");
+    text.id = "memory-text-" + memory.id;
+    text.className = "memory-text";
+    text.maxLength = 500;
+    text.value = memory.text;
+    var save = document.createElement("button");
+    save.type = "button";
+    save.className = "link-button memory-save";
+    save.textContent = "Save";
+    save.hidden = true;
+    text.addEventListener("input", function () {
+      save.hidden = text.value.trim() === memory.text;
+    });
+    var pin = document.createElement("button");
+    pin.type = "button";
+    pin.className = "link-button memory-pin";
+    var remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "link-button memory-delete";
+    remove.textContent = "Forget";
+    remove.setAttribute("aria-label", "Forget: " + memory.text);
+    function pinShow() {
+      pin.textContent = memory.pinned ? "Unpin" : "Pin";
+      pin.setAttribute("aria-pressed", memory.pinned ? "true" : "false");
+      item.dataset.pinned = memory.pinned ? "true" : "false";
+    }
+    function change(body, button) {
+      button.disabled = true;
+      return api("PATCH", "/memories/" + memory.id, body)
+        .then(function (updated) {
+          showError("memory-error", "");
+          memory = updated;
+          text.value = updated.text;
+          remove.setAttribute("aria-label", "Forget: " + updated.text);
+          save.hidden = true;
+          pinShow();
+        })
+        .catch(function (err) {
+          showError("memory-error", "The fact could not be changed: " + err.message);
+        })
+        .finally(function () {
+          button.disabled = false;
+        });
+    }
+    save.addEventListener("click", function () {
+      var value = text.value.trim();
+      if (!value) {
+        showError("memory-error", "A fact cannot be empty; use Forget to remove it.");
+        return;
+      }
+      change({ text: value }, save);
+    });
+    text.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        if (!save.hidden) save.click();
+      }
+    });
+    pin.addEventListener("click", function () {
+      change({ pinned: !memory.pinned }, pin);
+    });
+    remove.addEventListener("click", function () {
+      remove.disabled = true;
+      api("DELETE", "/memories/" + memory.id)
+        .then(function () {
+          showError("memory-error", "");
+          item.remove();
+          var empty = $("memory-empty");
+          empty.textContent = (avatar.name || "Your avatar") + " remembers nothing about you yet.";
+          empty.hidden = $("memory-list").children.length > 0;
+          $("stream-status").textContent = "Forgotten.";
+        })
+        .catch(function (err) {
+          remove.disabled = false;
+          showError("memory-error", "The fact could not be forgotten: " + err.message);
+        });
+    });
+    pinShow();
+    item.append(label, text, save, pin, remove);
+    return item;
+  }
+
+  // A multipart upload: the API's JSON helper cannot carry a file.
+  function upload(path, form) {
+    function send() {
+      return fetch(API + path, {
+        method: "POST",
+        headers: { Accept: "application/json", Authorization: "Bearer " + state.tokens.access },
+        body: form,
+        credentials: "omit",
+        cache: "no-store",
+      }).then(
+        function (response) {
+          return response.text().then(function (text) {
+            var data = null;
+            try {
+              data = text ? JSON.parse(text) : null;
+            } catch (e) {
+              data = null;
+            }
+            if (!response.ok) throw new ApiError(response.status, data);
+            return data;
+          });
+        },
+        function () {
+          throw new ApiError(0, null);
+        }
+      );
+    }
+    if (!state.tokens) return Promise.reject(new ApiError(401, { detail: "Please sign in.", code: "unauthorized" }));
+    var ready = Date.now() > state.tokens.expiresAt - REFRESH_MARGIN_MS ? tokensRefresh() : Promise.resolve();
+    return ready.then(send).catch(function (err) {
+      if (err.status !== 401 || !state.tokens) throw err;
+      return tokensRefresh().then(send);
+    });
+  }
+
+  function onCardImport(event) {
+    event.preventDefault();
+    var file = $("card-file").files[0];
+    if (!file) {
+      showError("card-error", "Choose a character card first: a .json file or a .png with the card inside.");
+      return;
+    }
+    showError("card-error", "");
+    var form = new FormData();
+    form.append("file", file, file.name);
+    busy(event.target, true);
+    upload("/avatars/import", form)
+      .then(function (avatar) {
+        event.target.reset();
+        return avatarsLoad()
+          .catch(function () {})
+          .then(function () {
+            return conversationStart(avatar.id, null);
+          });
+      })
+      .catch(function (err) {
+        showError("card-error", "The card could not be imported: " + err.message);
+      })
+      .finally(function () {
+        busy(event.target, false);
+      });
+  }
+
+  // The export needs the bearer token, so it cannot be a plain link: fetched, then saved from a blob.
+  function onExport() {
+    var button = $("export-download");
+    button.disabled = true;
+    $("export-status").textContent = "Preparing your data\u2026";
+    var ready = Date.now() > state.tokens.expiresAt - REFRESH_MARGIN_MS ? tokensRefresh() : Promise.resolve();
+    ready
+      .then(function () {
+        return fetch(API + "/me/export", {
+          headers: { Authorization: "Bearer " + state.tokens.access },
+          credentials: "omit",
+          cache: "no-store",
+        });
+      })
+      .then(function (response) {
+        if (!response.ok) throw new ApiError(response.status, null);
+        var disposition = response.headers.get("Content-Disposition") || "";
+        var match = /filename="([^"]+)"/.exec(disposition);
+        return response.blob().then(function (blob) {
+          var link = document.createElement("a");
+          link.href = URL.createObjectURL(blob);
+          link.download = match ? match[1] : "companion-export.json";
+          document.body.append(link);
+          link.click();
+          link.remove();
+          setTimeout(function () {
+            URL.revokeObjectURL(link.href);
+          }, 10000);
+          $("export-status").textContent = "Downloaded " + link.download + ".";
+        });
+      })
+      .catch(function (err) {
+        $("export-status").textContent = "";
+        showError("settings-error", "Your data could not be downloaded: " + err.message);
+      })
+      .finally(function () {
+        button.disabled = false;
+      });
+  }
+
+  function eraseOpen() {
+    settingsClose();
+    $("erase-form").reset();
+    $("erase-submit").disabled = true;
+    showError("erase-error", "");
+    dialogOpen("erase-dialog");
+    $("erase-password").focus();
+  }
+
+  function onErase(event) {
+    event.preventDefault();
+    var password = $("erase-password").value;
+    if (!password) {
+      showError("erase-error", "Type your password to confirm.");
+      return;
+    }
+    if (!$("erase-confirm").checked) {
+      showError("erase-error", "Tick the box to confirm that this cannot be undone.");
+      return;
+    }
+    $("erase-submit").disabled = true;
+    api("DELETE", "/me", { password: password })
+      .then(function () {
+        dialogClose("erase-dialog");
+        signOutLocal("");
+        infoShow("Your account and everything in it were deleted.", false);
+      })
+      .catch(function (err) {
+        $("erase-submit").disabled = false;
+        var message = err.code === "wrong_password" ? "That is not your password." : err.message;
+        showError("erase-error", message + " Nothing was deleted.");
+      });
+  }
+
   // --- start ------------------------------------------------------------------------------------
 
   function bind() {
@@ -1988,6 +2264,20 @@
       infoShow("");
     });
     $("task-form").addEventListener("submit", onTaskAdd);
+    $("memory-open").addEventListener("click", memoryOpen);
+    $("memory-close").addEventListener("click", function () {
+      dialogClose("memory-dialog");
+    });
+    $("card-form").addEventListener("submit", onCardImport);
+    $("export-download").addEventListener("click", onExport);
+    $("erase-open").addEventListener("click", eraseOpen);
+    $("erase-cancel").addEventListener("click", function () {
+      dialogClose("erase-dialog");
+    });
+    $("erase-confirm").addEventListener("change", function () {
+      $("erase-submit").disabled = !$("erase-confirm").checked;
+    });
+    $("erase-form").addEventListener("submit", onErase);
     window.addEventListener("focus", function () {
       if (!state.me) return;
       // A reminder or a check-in may have arrived in another conversation: its panel and its unread count.

@@ -8,6 +8,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('conversations', '0009_alternatives_titles'),
         ('conversations', '0009_message_cost_usd'),
+        ('conversations', '0009_erased_usage'),
     ]
 
     operations = [
