@@ -1,12 +1,15 @@
 """What the accounts endpoints read and write."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from ninja import Schema
 from pydantic import Field, StrictBool, StringConstraints, field_validator
 
 from accounts.models import Profile
+from core.api import ErrorOut
+
+__all__ = ["ErrorOut"]  # the one error shape, kept importable from here for the endpoints that already do
 from accounts.validators import (
     DISPLAY_NAME_MAX_LENGTH,
     LOGIN_PASSWORD_MAX_LENGTH,
@@ -26,18 +29,6 @@ NewUsername = Annotated[
 ]
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=DISPLAY_NAME_MAX_LENGTH)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=TOKEN_MAX_LENGTH)]
-
-
-class ErrorOut(Schema):
-    """Every error: a message, a stable code, and the field at fault when there is one.
-
-    Request bodies that do not match the schema answer 422 with code `invalid` and `detail`
-    as a list of pydantic errors, each naming the field in `loc`.
-    """
-
-    detail: str | list[dict[str, Any]]
-    code: str
-    field: str | None = None
 
 
 class RegisterIn(Schema):
