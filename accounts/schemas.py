@@ -2,9 +2,11 @@
 
 from datetime import datetime
 from typing import Annotated
+from zoneinfo import available_timezones
 
 from ninja import Schema
-from pydantic import Field, StrictBool, StringConstraints, field_validator
+from pydantic import Field, JsonValue, StrictBool, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from accounts.models import Profile
 from core.api import ErrorOut
@@ -122,13 +124,17 @@ class ProfilePatchIn(Schema):
     withdraws it and turns `intimate_opt_in` off.
     """
 
-    display_name: Annotated[DisplayName, StringConstraints(min_length=1)] | None = None
-    adult_confirmed: StrictBool | None = None
-    intimate_opt_in: StrictBool | None = None
-    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None  # a country code: crisis lines
-    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None  # IANA; unknown: 422
+    display_name: Annotated[DisplayName, StringConstraints(min_length=1)] | SkipJsonSchema[None] = None
+    adult_confirmed: StrictBool | SkipJsonSchema[None] = None
+    intimate_opt_in: StrictBool | SkipJsonSchema[None] = None
+    # A country code: it picks the crisis lines.
+    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | SkipJsonSchema[None] = None
+    # The schema lists the IANA names this server knows; another is a 422.
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(
+        None, json_schema_extra={"enum": list[JsonValue](sorted(available_timezones()))}
+    )
     quiet_hours: QuietHours | None = None  # null turns quiet hours off
-    proactive_opt_in: StrictBool | None = None
+    proactive_opt_in: StrictBool | SkipJsonSchema[None] = None
 
     @field_validator("display_name", "adult_confirmed", "intimate_opt_in", "locale", "timezone", "proactive_opt_in")
     @classmethod

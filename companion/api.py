@@ -3,15 +3,17 @@
 import logging
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.api import router as accounts_router
 from accounts.auth import BearerAuth
 from avatars.api import router as avatars_router
 from conversations.api import router as conversations_router
-from core.api import CompanionAPI, validation_error_body
-from core.errors import DomainError, NotFound, PayloadTooLarge, Throttled
+from core.api import CompanionAPI, MalformedBody, validation_error_body
+from core.errors import DomainError, InvalidInput, NotFound, PayloadTooLarge, Throttled
 from memory.api import router as memory_router
 from secretary.api import router as secretary_router
 
@@ -69,6 +71,18 @@ def not_found_to_response(request: HttpRequest, exc: Http404) -> HttpResponse:
 @api.exception_handler(RequestDataTooBig)
 def too_big_to_response(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return domain_error_to_response(request, PayloadTooLarge("The request body is too large."))
+
+
+@api.exception_handler(MultiPartParserError)
+def multipart_error_to_response(request: HttpRequest, exc: MultiPartParserError) -> HttpResponse:
+    return domain_error_to_response(request, MalformedBody("The multipart body cannot be read (no boundary?)."))
+
+
+@api.exception_handler(OverflowError)
+@api.exception_handler(DataError)
+def out_of_range_to_response(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The net under `core.api.Id`: a number no schema bounded yet reached the database.
+    return domain_error_to_response(request, InvalidInput("A number in the request is out of range."))
 
 
 @api.exception_handler(Exception)

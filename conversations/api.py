@@ -23,6 +23,7 @@ from conversations.schemas import (
     TurnOut,
 )
 from conversations.turns import RunningTurn, TurnEvent, turn_start
+from core.api import ErrorOut, Id
 from llm.registry import provider_get
 from memory import selectors as memory_selectors
 
@@ -79,12 +80,12 @@ def conversation_list(request: HttpRequest, filters: Query[ConversationListQuery
 
 
 @router.get("/conversations/{conversation_id}", response=ConversationOut)
-def conversation_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
+def conversation_get(request: HttpRequest, conversation_id: Id) -> dict[str, Any]:
     return conversation_out(selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id))  # type: ignore[attr-defined]
 
 
-@router.patch("/conversations/{conversation_id}", response=ConversationOut)
-def conversation_patch(request: HttpRequest, conversation_id: int, payload: ConversationPatchIn) -> dict[str, Any]:
+@router.patch("/conversations/{conversation_id}", response={200: ConversationOut, 403: ErrorOut})
+def conversation_patch(request: HttpRequest, conversation_id: Id, payload: ConversationPatchIn) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     event = services.conversation_mode_set(
         user=request.auth,  # type: ignore[attr-defined]
@@ -100,7 +101,7 @@ def conversation_patch(request: HttpRequest, conversation_id: int, payload: Conv
 
 
 @router.post("/conversations/{conversation_id}/read", response=ConversationOut)
-def conversation_read(request: HttpRequest, conversation_id: int, payload: ReadIn | None = None) -> dict[str, Any]:
+def conversation_read(request: HttpRequest, conversation_id: Id, payload: ReadIn | None = None) -> dict[str, Any]:
     """Mark the conversation read up to `message_id` (default its newest message): `unread` drops to what follows."""
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     services.conversation_read_mark(conversation=conversation, message_id=payload.message_id if payload else None)
@@ -108,7 +109,7 @@ def conversation_read(request: HttpRequest, conversation_id: int, payload: ReadI
 
 
 @router.delete("/conversations/{conversation_id}", response={204: None})
-def conversation_delete(request: HttpRequest, conversation_id: int) -> Status[None]:
+def conversation_delete(request: HttpRequest, conversation_id: Id) -> Status[None]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     services.conversation_delete(conversation=conversation)
     return Status(204, None)
@@ -120,21 +121,23 @@ class MessagePageQuery(Schema):
 
 
 @router.get("/conversations/{conversation_id}/messages", response=MessagePageOut)
-def message_list(request: HttpRequest, conversation_id: int, page: Query[MessagePageQuery]) -> dict[str, Any]:
+def message_list(request: HttpRequest, conversation_id: Id, page: Query[MessagePageQuery]) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     items, next_cursor = selectors.message_page(conversation=conversation, before=page.before, limit=page.limit)
     return {"items": [selectors.message_dict(m) for m in items], "next": next_cursor}
 
 
 @router.get("/conversations/{conversation_id}/summary", response=SummaryOut)
-def summary_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
+def summary_get(request: HttpRequest, conversation_id: Id) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     summary = memory_selectors.summary_get(conversation=conversation)
     return {"text": summary.text, "covers_until": summary.covers_until_id, "updated_at": summary.updated_at}
 
 
-@router.post("/conversations/{conversation_id}/messages", response={201: TurnOut})
-async def message_post(request: HttpRequest, conversation_id: int, payload: MessageIn) -> Any:
+@router.post(
+    "/conversations/{conversation_id}/messages", response={201: TurnOut, 403: ErrorOut, 409: ErrorOut, 429: ErrorOut}
+)
+async def message_post(request: HttpRequest, conversation_id: Id, payload: MessageIn) -> Any:
     """Run a turn. With `Accept: text/event-stream`, stream its events as SSE; otherwise answer the finished turn."""
     user_id: int = request.auth.pk  # type: ignore[attr-defined]
     provider = await sync_to_async(provider_get)()
@@ -192,7 +195,7 @@ async def _sse_events(queue: "asyncio.Queue[TurnEvent | None]", running: Running
 
 
 class WsTicketIn(Schema):
-    conversation_id: int
+    conversation_id: Id
 
 
 class WsTicketOut(Schema):

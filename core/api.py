@@ -9,7 +9,7 @@ Errors particular to one endpoint (409, 429) it declares itself with `response={
 
 import json
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import NinjaAPI, Schema
@@ -20,6 +20,10 @@ from pydantic import Field
 from core.errors import DomainError, InvalidInput
 
 ERROR_SCHEMA_NAME = "ErrorOut"
+MAX_ID = 2**63 - 1  # the database's bigint: a larger number would be a 500, not a 404
+
+# An object's id, in a path or a body: bounded, so the schema says so and the database never sees more.
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -126,15 +130,35 @@ def openapi_errors_add(schema: dict[str, Any]) -> None:
             statuses = set()
             if operation.get("security"):
                 statuses.add(401)
-            if "{" in path:
+            if "{" in path or _body_names_an_id(operation, components):
                 statuses.add(404)
             if operation.get("parameters") or "requestBody" in operation:
                 statuses.add(422)
             if "requestBody" in operation:
                 statuses |= {400, 413, 415}
+            _null_body_drop(operation)
             responses = operation.setdefault("responses", {})
             for status in sorted(statuses):
                 responses.setdefault(status, {"description": _ERROR_DESCRIPTIONS[status], "content": error_content})
+
+
+def _null_body_drop(operation: dict[str, Any]) -> None:
+    # An optional body (`payload: X | None = None`) reads as "object or null"; the parser refuses null.
+    schema = operation.get("requestBody", {}).get("content", {}).get(JSON_MEDIA_TYPE, {}).get("schema", {})
+    if "anyOf" in schema:
+        schema["anyOf"] = [member for member in schema["anyOf"] if member != {"type": "null"}]
+
+
+def _body_names_an_id(operation: dict[str, Any], components: dict[str, Any]) -> bool:
+    """Whether the JSON body has an `..._id` field: an object it names may not exist (or be another user's)."""
+    content = operation.get("requestBody", {}).get("content", {}).get(JSON_MEDIA_TYPE, {})
+    schema = content.get("schema", {})
+    for member in [schema, *schema.get("anyOf", [])]:
+        ref = member.get("$ref", "")
+        properties = components.get(ref.rpartition("/")[2], {}).get("properties", {}) if ref else {}
+        if any(name.endswith("_id") for name in {**member.get("properties", {}), **properties}):
+            return True
+    return False
 
 
 class CompanionAPI(NinjaAPI):

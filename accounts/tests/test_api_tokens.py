@@ -125,7 +125,7 @@ def test_token_empty_password_is_422(client: Client, user: User) -> None:
     response = login(client, "sam", "")
 
     assert response.status_code == 422
-    assert (response.json()["field"], response.json()["errors"][0]["loc"]) == (
+    assert (response.json()["field"], response.json()["errors"][0]["loc"][:3]) == (
         "password",
         ["body", "payload", "password"],
     )
@@ -283,7 +283,7 @@ def test_refresh_body_too_long_is_422(client: Client) -> None:
     response = post(client, "refresh", {"refresh": "x" * 257})
 
     assert response.status_code == 422
-    assert (response.json()["field"], response.json()["errors"][0]["loc"]) == (
+    assert (response.json()["field"], response.json()["errors"][0]["loc"][:3]) == (
         "refresh",
         ["body", "payload", "refresh"],
     )
