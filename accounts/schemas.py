@@ -1,12 +1,17 @@
 """What the accounts endpoints read and write."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
+from zoneinfo import available_timezones
 
 from ninja import Schema
-from pydantic import Field, StrictBool, StringConstraints, field_validator
+from pydantic import Field, JsonValue, StrictBool, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from accounts.models import Profile
+from core.api import ErrorOut
+
+__all__ = ["ErrorOut"]  # the one error shape, kept importable from here for the endpoints that already do
 from accounts.validators import (
     DISPLAY_NAME_MAX_LENGTH,
     LOGIN_PASSWORD_MAX_LENGTH,
@@ -26,18 +31,6 @@ NewUsername = Annotated[
 ]
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=DISPLAY_NAME_MAX_LENGTH)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=TOKEN_MAX_LENGTH)]
-
-
-class ErrorOut(Schema):
-    """Every error: a message, a stable code, and the field at fault when there is one.
-
-    Request bodies that do not match the schema answer 422 with code `invalid` and `detail`
-    as a list of pydantic errors, each naming the field in `loc`.
-    """
-
-    detail: str | list[dict[str, Any]]
-    code: str
-    field: str | None = None
 
 
 class RegisterIn(Schema):
@@ -145,13 +138,17 @@ class ProfilePatchIn(Schema):
     withdraws it and turns `intimate_opt_in` off.
     """
 
-    display_name: Annotated[DisplayName, StringConstraints(min_length=1)] | None = None
-    adult_confirmed: StrictBool | None = None
-    intimate_opt_in: StrictBool | None = None
-    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None  # a country code: crisis lines
-    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None  # IANA; unknown: 422
+    display_name: Annotated[DisplayName, StringConstraints(min_length=1)] | SkipJsonSchema[None] = None
+    adult_confirmed: StrictBool | SkipJsonSchema[None] = None
+    intimate_opt_in: StrictBool | SkipJsonSchema[None] = None
+    # A country code: it picks the crisis lines.
+    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | SkipJsonSchema[None] = None
+    # The schema lists the IANA names this server knows; another is a 422.
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(
+        None, json_schema_extra={"enum": list[JsonValue](sorted(available_timezones()))}
+    )
     quiet_hours: QuietHours | None = None  # null turns quiet hours off
-    proactive_opt_in: StrictBool | None = None
+    proactive_opt_in: StrictBool | SkipJsonSchema[None] = None
 
     @field_validator("display_name", "adult_confirmed", "intimate_opt_in", "locale", "timezone", "proactive_opt_in")
     @classmethod

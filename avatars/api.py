@@ -11,6 +11,7 @@ from avatars.cards import card_read_upload
 from avatars.errors import CardMissingFile, CardTooLarge, CardUnsupportedMediaType
 from avatars.models import Avatar
 from avatars.schemas import AvatarIn, AvatarOut, AvatarPatchIn
+from core.api import ErrorOut, Id
 
 router = Router(tags=["avatars"])
 
@@ -43,7 +44,7 @@ def avatar_list(request: HttpRequest, q: str | None = None, tag: str | None = No
     return list(selectors.avatar_list_visible(user=request_user(request), q=q, tag=tag))
 
 
-@router.post("", response={201: AvatarOut})
+@router.post("", response={201: AvatarOut, 409: ErrorOut})
 def avatar_create(request: HttpRequest, payload: AvatarIn) -> Status[Avatar]:
     avatar = services.avatar_create(user=request_user(request), data=payload.model_dump())
     return Status(201, avatar)
@@ -64,20 +65,20 @@ def avatar_import(request: HttpRequest) -> Status[Avatar]:
 
 
 @router.get("/{avatar_id}", response=AvatarOut)
-def avatar_detail(request: HttpRequest, avatar_id: int) -> Avatar:
+def avatar_detail(request: HttpRequest, avatar_id: Id) -> Avatar:
     return selectors.avatar_get_visible(user=request_user(request), avatar_id=avatar_id)
 
 
-@router.patch("/{avatar_id}", response=AvatarOut)
-def avatar_update(request: HttpRequest, avatar_id: int, payload: AvatarPatchIn) -> Avatar:
+@router.patch("/{avatar_id}", response={200: AvatarOut, 403: ErrorOut})
+def avatar_update(request: HttpRequest, avatar_id: Id, payload: AvatarPatchIn) -> Avatar:
     avatar = selectors.avatar_get_owned(user=request_user(request), avatar_id=avatar_id)
     return services.avatar_update(
         avatar=avatar, user=request_user(request), data=payload.model_dump(exclude_unset=True)
     )
 
 
-@router.delete("/{avatar_id}", response={204: None})
-def avatar_delete(request: HttpRequest, avatar_id: int) -> Status[None]:
+@router.delete("/{avatar_id}", response={204: None, 403: ErrorOut})
+def avatar_delete(request: HttpRequest, avatar_id: Id) -> Status[None]:
     avatar = selectors.avatar_get_owned(user=request_user(request), avatar_id=avatar_id)
     services.avatar_delete(avatar=avatar)
     return Status(204, None)

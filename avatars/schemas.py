@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import Schema
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StrictBool, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from avatars.models import (
     ALTERNATE_GREETINGS_MAX_ITEMS,
@@ -52,39 +53,39 @@ class AvatarIn(Schema):
     post_history_instructions: ShortText = ""
     secretary_instructions: ShortText = ""
     intimate_instructions: ShortText = ""
-    intimate_allowed: bool = True
+    intimate_allowed: StrictBool = True
     default_mode: Mode = Mode.SECRETARY
     fallback_lines: FallbackLines = []
     creator: Creator = ""
     creator_notes: Text = ""
     character_version: CharacterVersion = ""
     tags: Tags = []
-    is_public: bool = False
+    is_public: StrictBool = False
 
 
 class AvatarPatchIn(Schema):
     """Any subset of AvatarIn's fields; a field sent as null is refused."""
 
-    name: Name | None = None
-    tagline: Tagline | None = None
-    description: Text | None = None
-    personality: Text | None = None
-    scenario: Text | None = None
-    first_message: ShortText | None = None
-    alternate_greetings: Greetings | None = None
-    example_dialogue: Text | None = None
-    system_prompt: Text | None = None
-    post_history_instructions: ShortText | None = None
-    secretary_instructions: ShortText | None = None
-    intimate_instructions: ShortText | None = None
-    intimate_allowed: bool | None = None
-    default_mode: Mode | None = None
-    fallback_lines: FallbackLines | None = None
-    creator: Creator | None = None
-    creator_notes: Text | None = None
-    character_version: CharacterVersion | None = None
-    tags: Tags | None = None
-    is_public: bool | None = None
+    name: Name | SkipJsonSchema[None] = None
+    tagline: Tagline | SkipJsonSchema[None] = None
+    description: Text | SkipJsonSchema[None] = None
+    personality: Text | SkipJsonSchema[None] = None
+    scenario: Text | SkipJsonSchema[None] = None
+    first_message: ShortText | SkipJsonSchema[None] = None
+    alternate_greetings: Greetings | SkipJsonSchema[None] = None
+    example_dialogue: Text | SkipJsonSchema[None] = None
+    system_prompt: Text | SkipJsonSchema[None] = None
+    post_history_instructions: ShortText | SkipJsonSchema[None] = None
+    secretary_instructions: ShortText | SkipJsonSchema[None] = None
+    intimate_instructions: ShortText | SkipJsonSchema[None] = None
+    intimate_allowed: StrictBool | SkipJsonSchema[None] = None
+    default_mode: Mode | SkipJsonSchema[None] = None
+    fallback_lines: FallbackLines | SkipJsonSchema[None] = None
+    creator: Creator | SkipJsonSchema[None] = None
+    creator_notes: Text | SkipJsonSchema[None] = None
+    character_version: CharacterVersion | SkipJsonSchema[None] = None
+    tags: Tags | SkipJsonSchema[None] = None
+    is_public: StrictBool | SkipJsonSchema[None] = None
 
     @field_validator("*", mode="before")
     @classmethod

@@ -255,6 +255,8 @@ LOGGING = {
     "loggers": {
         "companion": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # Every query with its parameters (message text, token hashes): never, whatever LOG_LEVEL says.
+        "django.db.backends": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 

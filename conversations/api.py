@@ -30,6 +30,7 @@ from conversations.schemas import (
 )
 from conversations.turns import RunningTurn, TurnEvent, turn_start
 from conversations.turns.request import Regenerate, ScheduledMessage
+from core.api import ErrorOut, Id
 from llm.registry import provider_get
 from memory import selectors as memory_selectors
 
@@ -88,12 +89,12 @@ def conversation_list(request: HttpRequest, filters: Query[ConversationListQuery
 
 
 @router.get("/conversations/{conversation_id}", response=ConversationOut)
-def conversation_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
+def conversation_get(request: HttpRequest, conversation_id: Id) -> dict[str, Any]:
     return conversation_out(selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id))  # type: ignore[attr-defined]
 
 
-@router.patch("/conversations/{conversation_id}", response=ConversationOut)
-def conversation_patch(request: HttpRequest, conversation_id: int, payload: ConversationPatchIn) -> dict[str, Any]:
+@router.patch("/conversations/{conversation_id}", response={200: ConversationOut, 403: ErrorOut})
+def conversation_patch(request: HttpRequest, conversation_id: Id, payload: ConversationPatchIn) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     if payload.title is not None:
         services.conversation_rename(conversation=conversation, title=payload.title)
@@ -108,7 +109,7 @@ def conversation_patch(request: HttpRequest, conversation_id: int, payload: Conv
     return conversation_out(conversation)
 
 
-@router.post("/conversations/{conversation_id}/fork", response={201: ConversationOut})
+@router.post("/conversations/{conversation_id}/fork", response={201: ConversationOut, 409: ErrorOut})
 def conversation_fork(request: HttpRequest, conversation_id: int, payload: ForkIn) -> Status[dict[str, Any]]:
     """A new conversation with this one's history up to `message_id` (included)."""
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
@@ -117,7 +118,7 @@ def conversation_fork(request: HttpRequest, conversation_id: int, payload: ForkI
 
 
 @router.post("/conversations/{conversation_id}/read", response=ConversationOut)
-def conversation_read(request: HttpRequest, conversation_id: int, payload: ReadIn | None = None) -> dict[str, Any]:
+def conversation_read(request: HttpRequest, conversation_id: Id, payload: ReadIn | None = None) -> dict[str, Any]:
     """Mark the conversation read up to `message_id` (default its newest message): `unread` drops to what follows."""
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     services.conversation_read_mark(conversation=conversation, message_id=payload.message_id if payload else None)
@@ -125,7 +126,7 @@ def conversation_read(request: HttpRequest, conversation_id: int, payload: ReadI
 
 
 @router.delete("/conversations/{conversation_id}", response={204: None})
-def conversation_delete(request: HttpRequest, conversation_id: int) -> Status[None]:
+def conversation_delete(request: HttpRequest, conversation_id: Id) -> Status[None]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     services.conversation_delete(conversation=conversation)
     return Status(204, None)
@@ -137,7 +138,7 @@ class MessagePageQuery(Schema):
 
 
 @router.get("/conversations/{conversation_id}/messages", response=MessagePageOut)
-def message_list(request: HttpRequest, conversation_id: int, page: Query[MessagePageQuery]) -> dict[str, Any]:
+def message_list(request: HttpRequest, conversation_id: Id, page: Query[MessagePageQuery]) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     items, next_cursor = selectors.message_page(conversation=conversation, before=page.before, limit=page.limit)
     return {"items": selectors.message_dicts(items), "next": next_cursor}
@@ -151,7 +152,7 @@ def message_alternatives(request: HttpRequest, message_id: int) -> dict[str, Any
     return {"items": selectors.message_dicts(replies), "selected": selected}
 
 
-@router.post("/messages/{message_id}/select", response=MessageOut)
+@router.post("/messages/{message_id}/select", response={200: MessageOut, 409: ErrorOut})
 def message_select(request: HttpRequest, message_id: int) -> dict[str, Any]:
     """Make this reply the one the history and the next prompt use; every socket hears of it."""
     event = services.message_alternative_select(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
@@ -159,7 +160,7 @@ def message_select(request: HttpRequest, message_id: int) -> dict[str, Any]:
     return event.message
 
 
-@router.delete("/messages/{message_id}", response={204: None})
+@router.delete("/messages/{message_id}", response={204: None, 409: ErrorOut})
 def message_forget(request: HttpRequest, message_id: int) -> Status[None]:
     """Forget one message (a user message with its replies); every socket hears of it."""
     message = selectors.message_get_owned(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
@@ -169,19 +170,23 @@ def message_forget(request: HttpRequest, message_id: int) -> Status[None]:
 
 
 @router.get("/conversations/{conversation_id}/summary", response=SummaryOut)
-def summary_get(request: HttpRequest, conversation_id: int) -> dict[str, Any]:
+def summary_get(request: HttpRequest, conversation_id: Id) -> dict[str, Any]:
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     summary = memory_selectors.summary_get(conversation=conversation)
     return {"text": summary.text, "covers_until": summary.covers_until_id, "updated_at": summary.updated_at}
 
 
-@router.post("/conversations/{conversation_id}/messages", response={201: TurnOut})
-async def message_post(request: HttpRequest, conversation_id: int, payload: MessageIn) -> Any:
+@router.post(
+    "/conversations/{conversation_id}/messages", response={201: TurnOut, 403: ErrorOut, 409: ErrorOut, 429: ErrorOut}
+)
+async def message_post(request: HttpRequest, conversation_id: Id, payload: MessageIn) -> Any:
     """Run a turn. With `Accept: text/event-stream`, stream its events as SSE; otherwise answer the finished turn."""
     return await _turn_answer(request, conversation_id, payload.model_dump(exclude_unset=True), status=201)
 
 
-@router.post("/conversations/{conversation_id}/regenerate", response={201: TurnOut})
+@router.post(
+    "/conversations/{conversation_id}/regenerate", response={201: TurnOut, 403: ErrorOut, 409: ErrorOut, 429: ErrorOut}
+)
 async def conversation_regenerate(
     request: HttpRequest, conversation_id: int, payload: RegenerateIn | None = None
 ) -> Any:
@@ -190,7 +195,7 @@ async def conversation_regenerate(
     return await _turn_answer(request, conversation_id, message, status=201)
 
 
-@router.patch("/messages/{message_id}", response={200: TurnOut})
+@router.patch("/messages/{message_id}", response={200: TurnOut, 403: ErrorOut, 409: ErrorOut, 429: ErrorOut})
 async def message_edit(request: HttpRequest, message_id: int, payload: MessageEditIn) -> Any:
     """Edit your last message and answer it again (its earlier replies are replaced); SSE as for a message."""
     user_id: int = request.auth.pk  # type: ignore[attr-defined]
@@ -264,7 +269,7 @@ async def _sse_events(queue: "asyncio.Queue[TurnEvent | None]", running: Running
 
 
 class WsTicketIn(Schema):
-    conversation_id: int
+    conversation_id: Id
 
 
 class WsTicketOut(Schema):

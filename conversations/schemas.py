@@ -1,20 +1,23 @@
 from datetime import datetime
 from typing import Any, Literal
 
+from django.conf import settings
 from ninja import Field, Schema
+from pydantic import StrictBool, StrictFloat, StrictInt
 
 from conversations.turns.request import CLIENT_ID_MAX_CHARS, CONTENT_MAX_CHARS
+from core.api import Id
 from core.modes import Mode
 from llm.params import TEMPERATURE_MAX, TEMPERATURE_MIN
 
 
 class ConversationIn(Schema):
-    avatar_id: int
+    avatar_id: Id
 
 
 class ConversationPatchIn(Schema):
     mode: Mode | Literal["auto"] | None = None
-    mode_locked: bool | None = None
+    mode_locked: StrictBool | None = None
     title: str | None = Field(None, description="The user's own title, 1 to 200 characters; never overwritten.")
 
 
@@ -31,8 +34,9 @@ class RegenerateIn(Schema):
 class MessageEditIn(Schema):
     content: str = Field(
         ...,
+        min_length=1,
+        max_length=CONTENT_MAX_CHARS,
         description=f"The new text of your last message, 1 to {CONTENT_MAX_CHARS:,} characters.",
-        json_schema_extra={"minLength": 1, "maxLength": CONTENT_MAX_CHARS},
     )
 
 
@@ -71,11 +75,19 @@ class MessageIn(Schema):
         json_schema_extra={"minLength": 1, "maxLength": CONTENT_MAX_CHARS},
     )
     client_id: str | None = Field(
-        None, description="Idempotency key from the client.", json_schema_extra={"maxLength": CLIENT_ID_MAX_CHARS}
+        None,
+        description="Idempotency key from the client.",
+        json_schema_extra={"minLength": 1, "maxLength": CLIENT_ID_MAX_CHARS},
     )
     model: str | None = Field(None, description="One of the models this server offers; the default when absent.")
-    temperature: float | None = Field(None, json_schema_extra={"minimum": TEMPERATURE_MIN, "maximum": TEMPERATURE_MAX})
-    max_tokens: int | None = Field(None, description="At most LLM_MAX_TOKENS_LIMIT.", json_schema_extra={"minimum": 1})
+    temperature: StrictFloat | None = Field(
+        None, json_schema_extra={"minimum": TEMPERATURE_MIN, "maximum": TEMPERATURE_MAX}
+    )
+    max_tokens: StrictInt | None = Field(
+        None,
+        description="At most LLM_MAX_TOKENS_LIMIT.",
+        json_schema_extra={"minimum": 1, "maximum": settings.LLM_MAX_TOKENS_LIMIT},
+    )
 
 
 class MessageOut(Schema):

@@ -121,7 +121,9 @@ def conversation_fork(*, user: User, conversation: Conversation, message_id: int
     """
     at = Message.objects.filter(pk=message_id, conversation_id=conversation.pk).first()
     if at is None:
-        raise NotFound("Message not found in this conversation.", field="message_id")
+        # The conversation (the path) exists; the body names no message of it. A 422 whatever the
+        # id is, so it tells nothing about other conversations' messages.
+        raise InvalidInput("message_id is not a message of this conversation.", field="message_id")
     history = Message.objects.filter(conversation_id=conversation.pk, pk__lte=at.pk).exclude(status=Status.STREAMING)
     if at.superseded and at.reply_to_id is not None:
         # Forking at an alternative: it is the reply the new history uses, not its selected sibling.

@@ -16,10 +16,7 @@ class DomainError(Exception):
         self.field = field
 
     def as_dict(self) -> dict[str, object]:
-        body: dict[str, object] = {"detail": self.message, "code": self.code}
-        if self.field:
-            body["field"] = self.field
-        return body
+        return {"detail": self.message, "code": self.code, "field": self.field}
 
 
 class InvalidInput(DomainError):

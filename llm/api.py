@@ -1,10 +1,12 @@
 """The models a client may pick, and what the signed-in user spent."""
 
+import re
 from datetime import date, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
+from pydantic import BeforeValidator, WithJsonSchema
 
 from core.errors import InvalidInput
 from llm.catalog import model_list
@@ -22,9 +24,20 @@ class ModelOut(Schema):
     default: bool
 
 
+def _day_text_check(value: object) -> object:
+    if isinstance(value, str) and not _DAY.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A calendar day as YYYY-MM-DD only: pydantic alone would also read "0" as 1970-01-01.
+Day = Annotated[date, BeforeValidator(_day_text_check), WithJsonSchema({"type": "string", "format": "date"})]
+
+
 class UsageQuery(Schema):
-    from_: date | None = Field(None, alias="from")  # `from` is a Python keyword
-    to: date | None = None
+    from_: Day | None = Field(None, alias="from")  # `from` is a Python keyword
+    to: Day | None = None
 
 
 class UsageLimitOut(Schema):

@@ -1,6 +1,7 @@
 from datetime import datetime
 
 from ninja import Field, Schema
+from pydantic import StrictBool
 
 from memory.models import MEMORY_TEXT_MAX
 
@@ -10,7 +11,7 @@ class MemoryOut(Schema):
     avatar_id: int
     key: str = Field(..., description="What the fact is about, normalised; one fact per key.")
     text: str
-    pinned: bool = Field(..., description="Pinned facts are never rewritten or dropped by the avatar.")
+    pinned: StrictBool = Field(..., description="Pinned facts are never rewritten or dropped by the avatar.")
     source_message_id: int | None = Field(None, description="The message the fact was learnt from, if still known.")
     created_at: datetime
     updated_at: datetime
@@ -18,4 +19,4 @@ class MemoryOut(Schema):
 
 class MemoryPatchIn(Schema):
     text: str | None = Field(None, min_length=1, max_length=MEMORY_TEXT_MAX)
-    pinned: bool | None = None
+    pinned: StrictBool | None = None

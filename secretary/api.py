@@ -7,6 +7,7 @@ from django.utils import timezone
 from ninja import Query, Router, Status
 
 from accounts.schemas import ErrorOut
+from core.api import Id
 from core.timezones import zone_get
 from secretary import selectors, services
 from secretary.models import Reminder, ReminderStatus
@@ -63,12 +64,12 @@ def reminder_create(request: HttpRequest, payload: ReminderIn) -> Status[dict[st
 
 
 @router.get("/reminders/{reminder_id}", response={200: ReminderOut, 404: ErrorOut})
-def reminder_get(request: HttpRequest, reminder_id: int) -> dict[str, Any]:
+def reminder_get(request: HttpRequest, reminder_id: Id) -> dict[str, Any]:
     return reminder_out(selectors.reminder_get_owned(user=request.auth, reminder_id=reminder_id))  # type: ignore[attr-defined]
 
 
 @router.patch("/reminders/{reminder_id}", response={200: ReminderOut, **_ERRORS})
-def reminder_update(request: HttpRequest, reminder_id: int, payload: ReminderPatchIn) -> dict[str, Any]:
+def reminder_update(request: HttpRequest, reminder_id: Id, payload: ReminderPatchIn) -> dict[str, Any]:
     reminder = services.reminder_update(
         user_id=request.auth.pk,  # type: ignore[attr-defined]
         reminder_id=reminder_id,
@@ -82,7 +83,7 @@ def reminder_update(request: HttpRequest, reminder_id: int, payload: ReminderPat
 
 
 @router.delete("/reminders/{reminder_id}", response={204: None, 404: ErrorOut})
-def reminder_delete(request: HttpRequest, reminder_id: int) -> Status[None]:
+def reminder_delete(request: HttpRequest, reminder_id: Id) -> Status[None]:
     services.reminder_delete(user_id=request.auth.pk, reminder_id=reminder_id)  # type: ignore[attr-defined]
     return Status(204, None)
 
@@ -105,7 +106,7 @@ def task_create(request: HttpRequest, payload: TaskIn) -> Status[Any]:
 
 
 @router.patch("/tasks/{task_id}", response={200: TaskOut, **_ERRORS})
-def task_update(request: HttpRequest, task_id: int, payload: TaskPatchIn) -> Any:
+def task_update(request: HttpRequest, task_id: Id, payload: TaskPatchIn) -> Any:
     return services.task_update(
         user_id=request.auth.pk,  # type: ignore[attr-defined]
         task_id=task_id,
@@ -117,6 +118,6 @@ def task_update(request: HttpRequest, task_id: int, payload: TaskPatchIn) -> Any
 
 
 @router.delete("/tasks/{task_id}", response={204: None, 404: ErrorOut})
-def task_delete(request: HttpRequest, task_id: int) -> Status[None]:
+def task_delete(request: HttpRequest, task_id: Id) -> Status[None]:
     services.task_delete(user_id=request.auth.pk, task_id=task_id)  # type: ignore[attr-defined]
     return Status(204, None)

@@ -8,7 +8,9 @@ from pydantic import StrictBool, StringConstraints
 
 from secretary.services import REMINDER_TEXT_MAX, TASK_NOTES_MAX, TASK_TITLE_MAX
 
-LocalTime = Annotated[str, StringConstraints(min_length=10, max_length=32)]
+# The shape of a wall-clock time, so a client (and the schema) sees it; the date itself is checked by the service.
+LOCAL_TIME_PATTERN = r"^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"
+LocalTime = Annotated[str, StringConstraints(min_length=10, max_length=32, pattern=LOCAL_TIME_PATTERN)]
 RecurrenceIn = Literal["", "none", "daily", "weekdays", "weekly"]
 
 
@@ -77,4 +79,4 @@ class TaskPatchIn(Schema):
 
 
 class TaskListQuery(Schema):
-    done: bool | None = None
+    done: bool | None = None  # a query string: "true" / "false"

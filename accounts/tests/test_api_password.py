@@ -105,6 +105,7 @@ def test_a_login_while_redis_is_down_is_a_503_unavailable_not_a_500(
     assert response.json() == {
         "detail": "The service is briefly unavailable (a backing service does not answer). Try again shortly.",
         "code": "unavailable",
+        "field": None,
         "retryable": True,
     }
     assert response["Retry-After"] == "5"

@@ -119,7 +119,7 @@ def test_register_bad_fields_are_422_naming_the_field(client: Client, body: dict
     response = register(client, body)
 
     assert response.status_code == 422
-    errors = response.json()["detail"]
+    errors = response.json()["errors"]
     assert response.json()["code"] == "invalid"
     assert [error["loc"] for error in errors] == [["body", "payload", field]]
     assert not User.objects.exists()

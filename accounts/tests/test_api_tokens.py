@@ -18,9 +18,17 @@ from testing.support import UserFactory
 
 pytestmark = pytest.mark.django_db
 
-INVALID_CREDENTIALS = {"detail": "Invalid username or password.", "code": "invalid_credentials"}
-UNAUTHORIZED = {"detail": "Authentication credentials were not provided or are invalid.", "code": "unauthorized"}
-INVALID_REFRESH = {"detail": "The refresh token is invalid or expired. Sign in again.", "code": "invalid_token"}
+INVALID_CREDENTIALS = {"detail": "Invalid username or password.", "code": "invalid_credentials", "field": None}
+UNAUTHORIZED = {
+    "detail": "Authentication credentials were not provided or are invalid.",
+    "code": "unauthorized",
+    "field": None,
+}
+INVALID_REFRESH = {
+    "detail": "The refresh token is invalid or expired. Sign in again.",
+    "code": "invalid_token",
+    "field": None,
+}
 
 
 def post(client: Client, path: str, body: Any, **extra: Any) -> Any:
@@ -117,7 +125,10 @@ def test_token_empty_password_is_422(client: Client, user: User) -> None:
     response = login(client, "sam", "")
 
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "payload", "password"]
+    assert (response.json()["field"], response.json()["errors"][0]["loc"][:3]) == (
+        "password",
+        ["body", "payload", "password"],
+    )
 
 
 # --- login throttling ---------------------------------------------------------------------
@@ -142,7 +153,11 @@ def test_login_is_throttled_per_username(client: Client, user: User, settings: A
     # then it is refused with a Retry-After, and no token is issued
     assert response.status_code == 429
     assert response["Retry-After"] == "900"
-    assert response.json() == {"detail": "Too many failed sign-in attempts. Try again later.", "code": "throttled"}
+    assert response.json() == {
+        "detail": "Too many failed sign-in attempts. Try again later.",
+        "code": "throttled",
+        "field": None,
+    }
     assert not ApiToken.objects.exists()
     # while another username, from another address, is not blocked
     UserFactory(username="alex")
@@ -268,7 +283,10 @@ def test_refresh_body_too_long_is_422(client: Client) -> None:
     response = post(client, "refresh", {"refresh": "x" * 257})
 
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "payload", "refresh"]
+    assert (response.json()["field"], response.json()["errors"][0]["loc"][:3]) == (
+        "refresh",
+        ["body", "payload", "refresh"],
+    )
 
 
 # --- logout -------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ def test_every_endpoint_requires_a_token(anon_client):
     assert responses[0].json() == {
         "detail": "Authentication credentials were not provided or are invalid.",
         "code": "unauthorized",
+        "field": None,
     }
     assert Avatar.objects.count() == 1
 
@@ -162,14 +163,14 @@ def test_another_users_private_avatar_is_a_404(client, theirs, method):
     response = patch_json(client, url, {"name": "Mine now"}) if method == "patch" else getattr(client, method)(url)
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "Avatar not found.", "code": "not_found"}
+    assert response.json() == {"detail": "Avatar not found.", "code": "not_found", "field": None}
     assert "Secret" not in response.content.decode()
     theirs.refresh_from_db()
     assert (theirs.name, theirs.owner_id) == ("Secret", theirs.owner_id)
 
 
 def test_a_missing_id_is_a_404_like_another_users(client):
-    assert client.get(f"{URL}/987654").json() == {"detail": "Avatar not found.", "code": "not_found"}
+    assert client.get(f"{URL}/987654").json() == {"detail": "Avatar not found.", "code": "not_found", "field": None}
 
 
 @pytest.mark.parametrize("method", ["patch", "delete"])
@@ -183,14 +184,17 @@ def test_catalogue_avatars_are_read_only(client, method):
     assert response.json() == {
         "detail": "This avatar belongs to the catalogue and cannot be changed.",
         "code": "read_only",
+        "field": None,
     }
     avatar.refresh_from_db()
     assert avatar.name == "Shared"
 
 
 def error_fields(response) -> list[str]:
-    """The field each validation error names (the last string of its location)."""
-    return [next(str(p) for p in reversed(e["loc"]) if isinstance(p, str)) for e in response.json()["detail"]]
+    """The fields the validation errors name, first the one the error's `field` gives."""
+    names = [str(e["loc"][2]) for e in response.json()["errors"]]
+    assert response.json()["field"].split(".")[0] == names[0]
+    return list(dict.fromkeys(names))
 
 
 @pytest.mark.parametrize(
@@ -280,24 +284,25 @@ def test_the_per_user_limit_is_a_409(client, user, settings):
     assert response.json() == {
         "detail": "You already have 1 avatars, the most allowed; delete one to add another.",
         "code": "avatar_limit_reached",
+        "field": None,
     }
     assert Avatar.objects.filter(owner=user).count() == 1
 
 
 @pytest.mark.parametrize(
-    ("data", "content_type"),
+    ("data", "content_type", "status", "code"),
     [
-        ("{not json", "application/json"),
-        ('{"name": "X",}', "application/json"),
-        ("name=X", "application/x-www-form-urlencoded"),
-        ("name: X", "text/plain"),
-        (b"\xff\xfe\xfa", "application/json"),
+        ("{not json", "application/json", 400, "malformed"),
+        ('{"name": "X",}', "application/json", 400, "malformed"),
+        ("name=X", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        ("name: X", "text/plain", 415, "unsupported_media_type"),
+        (b"\xff\xfe\xfa", "application/json", 400, "malformed"),
     ],
 )
-def test_malformed_bodies_are_4xx_never_500(client, data, content_type):
+def test_malformed_bodies_are_4xx_never_500(client, data, content_type, status, code):
     response = client.post(URL, data=data, content_type=content_type)
 
-    assert response.status_code == 400
+    assert (response.status_code, response.json()["code"]) == (status, code)
     assert Avatar.objects.count() == 0
 
 

@@ -352,11 +352,11 @@ def test_fork_before_what_the_summary_covers_leaves_the_summary_to_be_rebuilt() 
     assert not Summary.objects.filter(conversation=fork).exists()
 
 
-def test_fork_at_another_conversations_message_is_not_found() -> None:
+def test_fork_at_another_conversations_message_is_refused_and_copies_nothing() -> None:
     conversation = ConversationFactory()
     stranger_message = MessageFactory()
 
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidInput):
         services.conversation_fork(user=conversation.user, conversation=conversation, message_id=stranger_message.pk)
 
     assert Conversation.objects.count() == 2
@@ -500,14 +500,14 @@ def test_rest_refuses_another_users_ids_and_bad_input() -> None:
     ]:
         assert send(client, method, path, stranger, body).status_code == 404, path
 
-    # Editing a message that is not the last: 409; bad bodies: 422; a fork at a foreign message: 404
+    # Editing a message that is not the last: 409; bad bodies: 422; a fork at a foreign message: 422
     assert send(client, "PATCH", f"/api/messages/{question.pk}", owner, {"content": "x"}).status_code == 409
     assert send(client, "PATCH", f"/api/messages/{reply.pk}", owner, {"content": "x"}).status_code == 404
     assert send(client, "PATCH", f"/api/messages/{question.pk}", owner, {"content": ""}).status_code == 422
     assert send(client, "POST", f"/api/messages/{question.pk}/select", owner).status_code == 422
     foreign = MessageFactory()
     fork = send(client, "POST", f"/api/conversations/{conversation.pk}/fork", owner, {"message_id": foreign.pk})
-    assert fork.status_code == 404
+    assert (fork.status_code, fork.json()["field"]) == (422, "message_id")
     assert send(client, "POST", f"/api/conversations/{conversation.pk}/fork", owner, {}).status_code == 422
     assert Message.objects.filter(conversation=conversation).count() == 4
     assert Conversation.objects.filter(user=owner).count() == 1

@@ -323,3 +323,21 @@ def test_a_busy_refusal_does_not_count_toward_the_message_rate(
     # Then the refusal was a 409, and the next message is answered, not throttled
     assert busy.status_code == 409
     assert answered.status_code == 201
+
+
+def test_a_message_over_the_rate_is_a_429_with_retry_after(client: Client, bearer_for: Headers, settings: Any) -> None:
+    # Given a user allowed one message a minute, who has sent it
+    settings.MESSAGE_RATE_PER_MINUTE = 1
+    conversation = ConversationFactory()
+    headers = bearer_for(conversation.user)
+    path = f"/api/conversations/{conversation.pk}/messages"
+    assert post_json(client, path, {"content": "one"}, headers).status_code == 201
+
+    # When a second one comes within the minute
+    refused = post_json(client, path, {"content": "two"}, headers)
+
+    # Then it is a 429 in the one error shape, telling when to come back (1 to 60 s), and nothing is stored
+    assert refused.status_code == 429
+    assert (refused.json()["code"], refused.json()["field"]) == ("throttled", None)
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert not conversation.messages.filter(content="two").exists()

@@ -73,7 +73,8 @@ def test_a_reminder_set_in_wall_clock_time_is_stored_in_utc_and_shown_in_the_zon
         ({"text": "x" * 501, "due_local": "2099-01-01T09:00"}, "invalid"),
         ({"text": "", "due_local": "2099-01-01T09:00"}, "invalid"),
         ({"text": "x"}, "invalid"),
-        ({"text": "x", "due_local": "next tuesday"}, "invalid_time"),
+        ({"text": "x", "due_local": "next tuesday"}, "invalid"),  # not the shape the schema gives
+        ({"text": "x", "due_local": "2099-02-30T09:00"}, "invalid_time"),  # the shape, but no such day
         ({"text": "x", "due_local": "2099-01-01T09:00", "recurrence": "hourly"}, "invalid"),
     ],
 )

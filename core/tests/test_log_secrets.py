@@ -1,0 +1,99 @@
+"""No secret reaches a log (#18): passwords, tokens, Authorization headers and message text.
+
+Every logger is opened at DEBUG and captured, propagating or not (`companion` and
+`django.request` do not propagate), with each record's arguments, extra data and traceback.
+"""
+
+import base64
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from llm.testing import provider_configured
+from testing.support import AvatarFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "Planted-Secret-Pw-7731"
+MESSAGE = "planted secret message 5521"
+
+
+_STANDARD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+
+
+class _Everything(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+        self.formatter_ = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        parts = [record.name, record.getMessage(), json.dumps(getattr(record, "data", None), default=str)]
+        parts += [repr(value) for key, value in vars(record).items() if key not in _STANDARD_ATTRIBUTES]
+        if record.exc_info:
+            parts.append(self.formatter_.formatException(record.exc_info))
+        self.lines.append(" ".join(parts))
+
+
+# Django's SQL log carries every query's parameters (message text, token hashes) by design;
+# settings pin it at WARNING so that no LOG_LEVEL turns it on, and the test checks that pin.
+SQL_LOGGER = "django.db.backends"
+
+
+@pytest.fixture
+def captured() -> Iterator[_Everything]:
+    handler = _Everything()
+    names = ["", *logging.root.manager.loggerDict, "companion", "django.request", "django.server", "uvicorn", "ninja"]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(names) if not name.startswith(SQL_LOGGER)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def _post(client: Client, path: str, body: Any, **headers: str) -> Any:
+    return client.post(path, data=json.dumps(body), content_type="application/json", headers=headers)
+
+
+def test_no_password_token_header_or_message_text_is_logged(captured: _Everything, settings: Any) -> None:
+    settings.DEBUG = True  # ninja logs more with DEBUG on: the worst case
+    client = Client()
+    avatar = AvatarFactory()
+    secrets = [PASSWORD, MESSAGE]
+
+    with provider_configured("llm.fake.FakeProvider"):
+        # register, a failed and a good login, refresh, a message, logout
+        assert _post(client, "/api/auth/register", {"username": "casey", "password": PASSWORD}).status_code == 201
+        assert _post(client, "/api/auth/token", {"username": "casey", "password": PASSWORD + "x"}).status_code == 401
+        pair = _post(client, "/api/auth/token", {"username": "casey", "password": PASSWORD}).json()
+        refreshed = _post(client, "/api/auth/refresh", {"refresh": pair["refresh"]}).json()
+        bearer = f"Bearer {refreshed['access']}"
+        conversation = _post(client, "/api/conversations", {"avatar_id": avatar.pk}, Authorization=bearer).json()
+        sent = _post(
+            client, f"/api/conversations/{conversation['id']}/messages", {"content": MESSAGE}, Authorization=bearer
+        )
+        assert sent.status_code == 201
+        # a reused refresh token, and an Authorization header of every scheme
+        assert _post(client, "/api/auth/refresh", {"refresh": pair["refresh"]}).status_code == 401
+        basic = base64.b64encode(f"casey:{PASSWORD}".encode()).decode()
+        headers = [f"Basic {basic}", f"Token {refreshed['access']}", f"Bearer {pair['access']}x", f"Digest {PASSWORD}"]
+        for header in headers:
+            assert client.get("/api/me", headers={"Authorization": header}).status_code == 401
+            secrets.append(header.partition(" ")[2])
+        assert _post(client, "/api/auth/logout", {"refresh": refreshed["refresh"]}).status_code == 204
+        secrets += [pair["access"], pair["refresh"], refreshed["access"], refreshed["refresh"]]
+
+    assert captured.lines, "the capture saw no log at all: it would prove nothing"
+    assert logging.getLogger(SQL_LOGGER).getEffectiveLevel() >= logging.WARNING
+    leaks = [(secret, line[:200]) for line in captured.lines for secret in secrets if secret in line]
+    assert leaks == []
