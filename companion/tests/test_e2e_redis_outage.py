@@ -31,7 +31,7 @@ PASSWORD = "correct-horse-battery-staple-9"
 REPLY = " ".join(f"word{i}" for i in range(80))  # 80 chunks, 25 ms apart: about 2 s
 FRAME_TIMEOUT = 15.0
 RECOVERY_TIMEOUT = 20.0
-UNAVAILABLE_BODY_KEYS = {"detail", "code", "retryable"}
+UNAVAILABLE_BODY_KEYS = {"detail", "code", "field", "retryable"}
 
 
 @pytest.fixture(scope="module")
