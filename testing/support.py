@@ -20,6 +20,7 @@ from avatars.models import Avatar
 from conversations.models import Conversation, Message, Role
 from conversations.turns import EventSink, TurnResult, turn_start
 from conversations.turns.request import Regenerate
+from core.background import in_process_tasks_wait
 from core.modes import Mode
 from llm.base import LLMProvider
 
@@ -142,7 +143,8 @@ def turn_frames(
     cancel: asyncio.Event | None = None,
     **fields: Any,
 ) -> list[dict[str, Any]]:
-    """Run one whole turn from sync test code; the frames its listener got, in order."""
+    """Run one whole turn from sync test code, its background work included; the frames its
+    listener got, in order."""
     frames: list[dict[str, Any]] = []
 
     async def listen(event: Any) -> None:
@@ -156,6 +158,10 @@ def turn_frames(
         listener=listen,
         cancel=cancel,
     )
+    # The turn's background work (memory, titles) writes on a thread of its own: done before the
+    # test reads or writes again, since SQLite's shared in-memory test database locks a table
+    # for every other connection while one writes.
+    in_process_tasks_wait(timeout=30)
     return frames
 
 
@@ -180,6 +186,10 @@ def regenerate_frames(
         listener=listen,
         cancel=cancel,
     )
+    # The turn's background work (memory, titles) writes on a thread of its own: done before the
+    # test reads or writes again, since SQLite's shared in-memory test database locks a table
+    # for every other connection while one writes.
+    in_process_tasks_wait(timeout=30)
     return frames
 
 
