@@ -110,7 +110,7 @@ def conversation_patch(request: HttpRequest, conversation_id: Id, payload: Conve
 
 
 @router.post("/conversations/{conversation_id}/fork", response={201: ConversationOut, 409: ErrorOut})
-def conversation_fork(request: HttpRequest, conversation_id: int, payload: ForkIn) -> Status[dict[str, Any]]:
+def conversation_fork(request: HttpRequest, conversation_id: Id, payload: ForkIn) -> Status[dict[str, Any]]:
     """A new conversation with this one's history up to `message_id` (included)."""
     conversation = selectors.conversation_get_owned(user=request.auth, conversation_id=conversation_id)  # type: ignore[attr-defined]
     fork = services.conversation_fork(user=request.auth, conversation=conversation, message_id=payload.message_id)  # type: ignore[attr-defined]
@@ -145,7 +145,7 @@ def message_list(request: HttpRequest, conversation_id: Id, page: Query[MessageP
 
 
 @router.get("/messages/{message_id}/alternatives", response=AlternativesOut)
-def message_alternatives(request: HttpRequest, message_id: int) -> dict[str, Any]:
+def message_alternatives(request: HttpRequest, message_id: Id) -> dict[str, Any]:
     """The replies to the same user message as this one (or to this user message), oldest first."""
     replies = selectors.message_alternatives(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
     selected = next((m.pk for m in replies if not m.superseded), None)
@@ -153,7 +153,7 @@ def message_alternatives(request: HttpRequest, message_id: int) -> dict[str, Any
 
 
 @router.post("/messages/{message_id}/select", response={200: MessageOut, 409: ErrorOut})
-def message_select(request: HttpRequest, message_id: int) -> dict[str, Any]:
+def message_select(request: HttpRequest, message_id: Id) -> dict[str, Any]:
     """Make this reply the one the history and the next prompt use; every socket hears of it."""
     event = services.message_alternative_select(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
     conversation_event_broadcast(conversation_id=event.message["conversation_id"], event=event)
@@ -161,7 +161,7 @@ def message_select(request: HttpRequest, message_id: int) -> dict[str, Any]:
 
 
 @router.delete("/messages/{message_id}", response={204: None, 409: ErrorOut})
-def message_forget(request: HttpRequest, message_id: int) -> Status[None]:
+def message_forget(request: HttpRequest, message_id: Id) -> Status[None]:
     """Forget one message (a user message with its replies); every socket hears of it."""
     message = selectors.message_get_owned(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
     event = services.message_forget(user_id=request.auth.pk, message_id=message_id)  # type: ignore[attr-defined]
@@ -188,7 +188,7 @@ async def message_post(request: HttpRequest, conversation_id: Id, payload: Messa
     "/conversations/{conversation_id}/regenerate", response={201: TurnOut, 403: ErrorOut, 409: ErrorOut, 429: ErrorOut}
 )
 async def conversation_regenerate(
-    request: HttpRequest, conversation_id: int, payload: RegenerateIn | None = None
+    request: HttpRequest, conversation_id: Id, payload: RegenerateIn | None = None
 ) -> Any:
     """A new reply to the last user message, the earlier one kept as an alternative; SSE as for a message."""
     message = Regenerate(message_id=payload.message_id if payload else None)
@@ -196,7 +196,7 @@ async def conversation_regenerate(
 
 
 @router.patch("/messages/{message_id}", response={200: TurnOut, 403: ErrorOut, 409: ErrorOut, 429: ErrorOut})
-async def message_edit(request: HttpRequest, message_id: int, payload: MessageEditIn) -> Any:
+async def message_edit(request: HttpRequest, message_id: Id, payload: MessageEditIn) -> Any:
     """Edit your last message and answer it again (its earlier replies are replaced); SSE as for a message."""
     user_id: int = request.auth.pk  # type: ignore[attr-defined]
     message = await sync_to_async(selectors.message_get_owned)(user_id=user_id, message_id=message_id)
