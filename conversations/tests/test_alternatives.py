@@ -411,9 +411,21 @@ def test_a_failing_title_model_falls_back_to_the_first_words() -> None:
 
 def test_the_first_exchange_queues_the_title_in_the_background(settings: Any) -> None:
     # (Off elsewhere in the suite: conftest.py.)
-    from core.background import in_process_tasks_wait
+    from companion.celery import app
 
     settings.CONVERSATION_TITLES_AUTO = True
+    # In-process, as on embedded defaults, also where REDIS_URL is set (CI): no worker runs here.
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        _title_from_the_first_exchange()
+    finally:
+        app.conf.task_always_eager = eager
+
+
+def _title_from_the_first_exchange() -> None:
+    from core.background import in_process_tasks_wait
+
     conversation = ConversationFactory(title="Avatar")
     with provider_configured():  # no key in tests: the first words
         exchange(conversation, "what should I cook tonight", "Pasta.")
