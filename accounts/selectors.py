@@ -64,6 +64,11 @@ def profile_get(*, user: User) -> Profile:
         return profile
 
 
+def profile_zone_name_get(*, user_id: int) -> str:
+    """The user's IANA time zone name ("UTC" for a user without a profile yet): one query."""
+    return Profile.objects.filter(user_id=user_id).values_list("timezone", flat=True).first() or "UTC"
+
+
 def intimate_block_reason(*, profile: Profile, avatar_allows: bool) -> IntimateBlockReason | None:
     """Why intimate mode is not allowed for this user with this avatar, or None if it is.
 

@@ -30,6 +30,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Profile
+from accounts.selectors import profile_zone_name_get
 from core.errors import DomainError
 from llm.catalog import ZERO, call_cost_usd, usd_text
 from llm.models import UsageDay, UsageKind, UsageRecord
@@ -93,7 +94,7 @@ def quota_limits_of(profile: Profile) -> QuotaLimits:
 
 
 def user_zone_get(*, user_id: int) -> ZoneInfo:
-    name = Profile.objects.filter(user_id=user_id).values_list("timezone", flat=True).first() or "UTC"
+    name = profile_zone_name_get(user_id=user_id)
     return zone_or_utc(name)
 
 

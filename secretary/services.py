@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Profile
+from accounts.selectors import profile_zone_name_get
 from conversations.models import Conversation
 from core.errors import Conflict, InvalidInput, NotFound
 from secretary.clock import RECURRENCES, ResolvedTime, instant_resolve, local_time_parse, local_time_resolve
@@ -101,7 +102,7 @@ def reminder_update(
             reminder.recurrence = recurrence
             fields.append("recurrence")
         if due_local is not None or due_at is not None:
-            zone = Profile.objects.filter(user_id=user_id).values_list("timezone", flat=True).first() or "UTC"
+            zone = profile_zone_name_get(user_id=user_id)
             resolved = _due_resolve(due_local=due_local, due_at=due_at, zone_name=zone)
             reminder.due_at, reminder.timezone = resolved.utc, resolved.zone
             fields += ["due_at", "timezone"]
@@ -152,7 +153,7 @@ def task_update(
         task.notes = _text_clean(notes, field="notes", limit=TASK_NOTES_MAX, allow_empty=True)
         fields.append("notes")
     if due_local is not None:
-        zone = Profile.objects.filter(user_id=user_id).values_list("timezone", flat=True).first() or "UTC"
+        zone = profile_zone_name_get(user_id=user_id)
         task.due_at = _task_due(due_local, zone_name=zone)
         fields.append("due_at")
     if done is not None and done != task.done:

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils import timezone
 
-from accounts.models import Profile
+from accounts.selectors import profile_zone_name_get
 from core.errors import DomainError
 from core.timezones import zone_get
 from llm.base import ToolSpec
@@ -191,19 +191,22 @@ def _task_add(context: _Context, arguments: dict[str, Any]) -> dict[str, Any]:
         due_local=_string(arguments, "due_local") if arguments.get("due_local") else None,
         source_message_id=context.source_message_id,
     )
-    return {"task": task_summary(task), "confirmation": f"Added to your list: {task.title}"}
+    zone_name = profile_zone_name_get(user_id=context.user_id)
+    return {"task": task_summary(task, zone_name=zone_name), "confirmation": f"Added to your list: {task.title}"}
 
 
 def _task_list(context: _Context, arguments: dict[str, Any]) -> dict[str, Any]:
     _fields_check(arguments, required=(), optional=())
     tasks = selectors.task_list(user_id=context.user_id)
-    return {"tasks": [task_summary(t) for t in tasks[:LIST_SHOWN_MAX]], "count": len(tasks)}
+    zone_name = profile_zone_name_get(user_id=context.user_id)  # once, not once per task
+    return {"tasks": [task_summary(t, zone_name=zone_name) for t in tasks[:LIST_SHOWN_MAX]], "count": len(tasks)}
 
 
 def _task_complete(context: _Context, arguments: dict[str, Any]) -> dict[str, Any]:
     _fields_check(arguments, required=("id",), optional=())
     task = services.task_complete(user_id=context.user_id, task_id=_id(arguments))
-    return {"task": task_summary(task), "confirmation": f"Ticked off: {task.title}"}
+    zone_name = profile_zone_name_get(user_id=context.user_id)
+    return {"task": task_summary(task, zone_name=zone_name), "confirmation": f"Ticked off: {task.title}"}
 
 
 _HANDLERS = {
@@ -230,13 +233,13 @@ def reminder_summary(reminder: Reminder) -> dict[str, Any]:
     }
 
 
-def task_summary(task: Task) -> dict[str, Any]:
+def task_summary(task: Task, *, zone_name: str) -> dict[str, Any]:
+    """A task as the model and the action frame see it: its due time in the user's zone."""
     summary: dict[str, Any] = {"id": task.pk, "title": task.title, "done": task.done}
     if task.notes:
         summary["notes"] = task.notes
     if task.due_at is not None:
-        zone = Profile.objects.filter(user_id=task.user_id).values_list("timezone", flat=True).first() or "UTC"
-        summary["due_local"] = timezone.localtime(task.due_at, zone_get(zone)).strftime(LOCAL_FORMAT)
+        summary["due_local"] = timezone.localtime(task.due_at, zone_get(zone_name)).strftime(LOCAL_FORMAT)
     return summary
 
 

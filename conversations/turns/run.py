@@ -341,7 +341,7 @@ TurnBody = Callable[[RunningTurn, EventSink], Awaitable[TurnResult]]
 
 def _turn_task_start(conversation_id: int, listener: EventSink | None, body: TurnBody) -> RunningTurn:
     running = RunningTurn(conversation_id=conversation_id)
-    emit = _emitter(conversation_id, listener)
+    emit = turn_emitter(conversation_id, listener)
 
     async def run() -> TurnResult:
         # Listening before the first event: a client can only ask to stop or resume once it saw one.
@@ -362,7 +362,7 @@ def _turn_task_start(conversation_id: int, listener: EventSink | None, body: Tur
     return running
 
 
-def _emitter(conversation_id: int, listener: EventSink | None) -> EventSink:
+def turn_emitter(conversation_id: int, listener: EventSink | None) -> EventSink:
     """Every event to the caller's listener and the conversation's sockets."""
     sinks: list[EventSink] = [realtime.conversation_event_sink(conversation_id)]
     if listener is not None:
@@ -393,7 +393,7 @@ def _duplicate_start(duplicate: DuplicateTurn, listener: EventSink | None) -> Ru
     conversation's running turn (a stop or a resume goes to that one), and calls no model."""
     running = RunningTurn(conversation_id=duplicate.conversation_id)
     running.task = asyncio.get_running_loop().create_task(
-        _duplicate_replay(duplicate, _emitter(duplicate.conversation_id, listener), listener),
+        _duplicate_replay(duplicate, turn_emitter(duplicate.conversation_id, listener), listener),
         context=contextvars.Context(),
     )
     return running

@@ -43,13 +43,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import Profile
 from conversations.models import Conversation, Message, Role, Status
 from conversations.selectors import avatar_for_turn, message_dict
 from conversations.turns.events import MessageCreated
 from conversations.turns.prepare import message_list_for_prompt, turn_conversation_get
 from conversations.turns.request import ScheduledMessage
-from conversations.turns.run import RunningTurn, TurnResult, _emitter
+from conversations.turns.run import RunningTurn, TurnResult, turn_emitter
 from conversations.turns.stream import EventSink
 from core.push import PushPayload, push_send
 from llm.base import ChatMessage, CompletionParams, LLMProvider
@@ -102,7 +101,7 @@ async def scheduled_turn_start(
         raise ValueError("turn_start's user_id and conversation_id must be the scheduled message's own")
     plan = await _on_scheduled_thread(scheduled_plan_make, message)
     running = RunningTurn(conversation_id=conversation_id)
-    emit = _emitter(conversation_id, listener)
+    emit = turn_emitter(conversation_id, listener)
     # A context of its own, as a user's turn (run.py): it outlives a caller that goes away.
     running.task = asyncio.get_running_loop().create_task(
         _scheduled_run(plan, provider, emit), context=contextvars.Context()
@@ -116,7 +115,6 @@ def scheduled_plan_make(message: ScheduledMessage) -> ScheduledPlan:
     avatar = avatar_for_turn(avatar_id=conversation.avatar_id, version=conversation.avatar_version)
     summary = conversation.summary
     history = message_list_for_prompt(conversation_id=conversation.pk, after_id=summary.covers_until if summary else 0)
-    zone = Profile.objects.filter(user_id=message.user_id).values_list("timezone", flat=True).first() or "UTC"
     context = PromptContext(
         persona=avatar.persona,
         user_display_name=conversation.profile.display_name or conversation.username,
@@ -125,7 +123,7 @@ def scheduled_plan_make(message: ScheduledMessage) -> ScheduledPlan:
             user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT
         ),
         now=timezone.now(),
-        timezone_name=zone,
+        timezone_name=conversation.profile.timezone,
     )
     prompt = scheduled_messages_build(
         context,
@@ -139,7 +137,7 @@ def scheduled_plan_make(message: ScheduledMessage) -> ScheduledPlan:
         mode=conversation.mode,
         prompt=tuple(prompt),
         model=model_choose(requested=None, avatar_default=avatar.default_model),
-        zone_name=zone,
+        zone_name=conversation.profile.timezone,
         over_quota=quota_exhausted(user_id=message.user_id),
     )
 
