@@ -105,6 +105,16 @@ class AvatarAdmin(admin.ModelAdmin):
                 ),
             },
         ),
+        (
+            "Daily limits",
+            {
+                "fields": ("quota_daily_tokens", "quota_daily_usd"),
+                "description": (
+                    "What each user may spend with this avatar per day (their calendar day), besides their own "
+                    "quota; a turn over either is refused with quota_exceeded before the model is called."
+                ),
+            },
+        ),
         ("Fallbacks", {"fields": ("fallback_lines",)}),
         (
             "System prompt preview",

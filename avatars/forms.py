@@ -102,6 +102,8 @@ class AvatarAdminForm(forms.ModelForm):
             "alternate_greetings",
             "default_mode",
             "default_model",
+            "quota_daily_tokens",
+            "quota_daily_usd",
             "intimate_allowed",
             "secretary_instructions",
             "intimate_instructions",

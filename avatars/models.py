@@ -86,6 +86,17 @@ class Avatar(models.Model):
     fallback_lines = models.JSONField(
         default=list, blank=True, help_text="Lines said when the language model cannot answer; one at random."
     )
+    # Limits on each user's use of this avatar per day (llm/quotas.py), on top of the user's own.
+    quota_daily_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Tokens each user may spend with this avatar per day; empty: no limit."
+    )
+    quota_daily_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="US dollars each user may spend with this avatar per day; empty: no limit.",
+    )
     proactive_enabled = models.BooleanField(
         default=True, help_text="May write first after a silence, to users who opted in (proactive check-ins)."
     )

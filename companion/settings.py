@@ -228,6 +228,8 @@ LLM_MODELS: str = env.str("LLM_MODELS", default="")
 QUOTA_DAILY_TOKENS: int | None = env.int("QUOTA_DAILY_TOKENS", default=None)
 QUOTA_DAILY_USD: str | None = env.str("QUOTA_DAILY_USD", default=None)  # a decimal text: never a float
 QUOTA_DAILY_IMAGES: int | None = env.int("QUOTA_DAILY_IMAGES", default=None)
+# How long an admitted turn's reservation holds if its process dies (default: TURN_LOCK_SECONDS + 300).
+QUOTA_RESERVATION_SECONDS: int | None = env.int("QUOTA_RESERVATION_SECONDS", default=None)
 
 # --- Operator alerts: mail to ADMINS once per provider incident -------------------------------
 ADMINS: list[tuple[str, str]] = [(address, address) for address in env.list("DJANGO_ADMINS", default=[])]

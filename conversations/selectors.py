@@ -16,6 +16,7 @@ from conversations.models import Conversation, Message, Role, Status
 from core.errors import NotFound
 from llm.catalog import usd_text
 from llm.prompts import Persona, persona_from_avatar
+from llm.quotas import QuotaLimits, quota_avatar_limits_of
 
 MESSAGE_PAGE_DEFAULT = 50
 MESSAGE_PAGE_MAX = 200
@@ -39,6 +40,7 @@ class AvatarForTurn:
     fallback_lines: tuple[str, ...]
     bank: PhraseBank
     default_model: str = ""  # the model it answers with when the user picks none (empty: the default)
+    quota: QuotaLimits | None = None  # each user's daily limits with it; None: none
 
 
 def avatar_for_turn(*, avatar_id: int, version: datetime) -> AvatarForTurn:
@@ -65,6 +67,7 @@ def _avatar_for_turn_at(avatar_id: int, version: datetime) -> AvatarForTurn:
         fallback_lines=tuple(line for line in avatar.fallback_lines if isinstance(line, str) and line.strip()),
         bank=phrase_bank_for_avatar(tuple(avatar.phrases.order_by("id").values_list("mode", "text"))),
         default_model=avatar.default_model,
+        quota=quota_avatar_limits_of(avatar),
     )
 
 

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from llm.models import UsageDay, UsageRecord
+from llm.models import UsageAvatarDay, UsageDay, UsageRecord
 
 
 @admin.register(UsageRecord)
@@ -35,7 +35,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 @admin.register(UsageDay)
 class UsageDayAdmin(admin.ModelAdmin):
-    list_display = ("day", "user", "tokens", "cost_usd", "images", "reserved_tokens", "reserved_usd")
+    list_display = ("day", "user", "tokens", "cost_usd", "images", "reserved_tokens", "reserved_usd", "reserved_until")
     list_filter = ("day",)
     search_fields = ("user__username",)
     readonly_fields = [field.name for field in UsageDay._meta.fields]
@@ -45,4 +45,19 @@ class UsageDayAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: UsageDay | None = None) -> bool:
+        return False
+
+
+@admin.register(UsageAvatarDay)
+class UsageAvatarDayAdmin(admin.ModelAdmin):
+    list_display = ("day", "user", "avatar", "tokens", "cost_usd", "reserved_tokens", "reserved_usd", "reserved_until")
+    list_filter = ("day",)
+    search_fields = ("user__username", "avatar__name")
+    readonly_fields = [field.name for field in UsageAvatarDay._meta.fields]
+    list_select_related = ("user", "avatar")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: UsageAvatarDay | None = None) -> bool:
         return False

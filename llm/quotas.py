@@ -1,17 +1,28 @@
-"""Per-user daily quotas, and the counters they read: what each user spent on which day.
+"""Daily quotas, per user and (optionally) per avatar, and the counters they read.
 
 A day is the user's own calendar day (`Profile.timezone`); a quota resets at their midnight.
-The limits are the `QUOTA_DAILY_TOKENS` / `QUOTA_DAILY_USD` / `QUOTA_DAILY_IMAGES` settings
-(unset: unlimited), or the user's own (`Profile.quota_daily_*`, set by staff in the admin).
+The user's limits are the `QUOTA_DAILY_TOKENS` / `QUOTA_DAILY_USD` / `QUOTA_DAILY_IMAGES`
+settings (unset: unlimited), or the user's own (`Profile.quota_daily_*`, set by staff in the
+admin). An avatar may add limits of its own (`Avatar.quota_daily_tokens` / `_usd`, in the
+admin): what each user may spend with that avatar per day, counted on a `UsageAvatarDay` row.
 
-A turn is admitted before the model is called (`quota_admit`), in one conditional UPDATE of
-the user's `UsageDay` row: "add this turn's reservation where what is spent and reserved is
-still under every limit". The database takes the row's lock for the UPDATE and re-reads the
-condition under it (PostgreSQL's READ COMMITTED re-check; SQLite writes one at a time), so of
-two turns at the limit only one changes the row; the other's UPDATE matches no row: refused.
+A turn is admitted before the model is called (`quota_admit`), in one conditional UPDATE per
+limited counter row (the user's `UsageDay`, then the user's `UsageAvatarDay` with the avatar):
+"add this turn's reservation where what is spent and reserved is still under every limit".
+The database takes the row's lock for the UPDATE and re-reads the condition under it
+(PostgreSQL's READ COMMITTED re-check; SQLite writes one at a time), so of two turns at the
+limit only one changes the row; the other's UPDATE matches no row: refused. Both rows are
+reserved in one transaction (always in that order, so two turns cannot deadlock): a turn
+refused by the avatar's limit gives the user's reservation back with the rollback.
 The reservation is the turn's prompt plus its `max_tokens`, priced; when the reply ends,
-`quota_settle` swaps it for what was spent. A process killed mid-reply leaves its reservation
-on the row until the day ends (the user can spend that much less that day).
+`quota_settle` swaps it for what was spent.
+
+Reservations are a lease: a row's reservations are forgotten together once the newest is
+older than `QUOTA_RESERVATION_SECONDS` (default: the turn lock's `TURN_LOCK_SECONDS` plus five
+minutes, longer than any turn runs), so a process killed mid-reply holds its user's allowance
+for minutes, not for the rest of the day. The next admission on the row starts a new period
+(`reserved_since`); a turn admitted before it settles without giving back what was already
+forgotten.
 
 Background calls (summaries, facts) are recorded as `UsageRecord` rows and added to the same
 day's counters (`usage_record_add`); they are not refused, but memory work is skipped once the
@@ -26,18 +37,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, Sum
+from django.db.models import BigIntegerField, Case, DecimalField, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import Profile
 from accounts.selectors import profile_zone_name_get
+from avatars.models import Avatar
 from core.errors import DomainError
 from llm.catalog import ZERO, call_cost_usd, usd_text
-from llm.models import UsageDay, UsageKind, UsageRecord
+from llm.models import COST_DIGITS, COST_PLACES, UsageAvatarDay, UsageCounter, UsageDay, UsageKind, UsageRecord
+
+_USD = DecimalField(max_digits=COST_DIGITS, decimal_places=COST_PLACES)
+RESERVATION_MARGIN_SECONDS = 300  # the lease's default: the turn lock's time to live plus this
 
 
 class QuotaExceeded(DomainError):
-    """The user's daily quota is spent: nothing more until `retry_after` (their midnight)."""
+    """A daily quota is spent: nothing more until `retry_after` (the user's midnight)."""
 
     code = "quota_exceeded"
     status_code = 429
@@ -46,7 +62,7 @@ class QuotaExceeded(DomainError):
     def __init__(self, message: str, *, retry_after: int, limit: str) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-        self.limit = limit  # "tokens", "cost_usd" or "images"
+        self.limit = limit  # "tokens", "cost_usd", "images", or the avatar's: "avatar_tokens", "avatar_cost_usd"
 
     def as_dict(self) -> dict[str, object]:
         return {**super().as_dict(), "retryable": False, "retry_after": self.retry_after, "limit": self.limit}
@@ -56,7 +72,7 @@ class QuotaExceeded(DomainError):
 class QuotaLimits:
     tokens: int | None
     cost_usd: Decimal | None
-    images: int | None
+    images: int | None = None
 
     @property
     def unlimited(self) -> bool:
@@ -72,12 +88,28 @@ class QuotaLimits:
 
 @dataclass(frozen=True, slots=True)
 class QuotaTicket:
-    """An admitted turn's reservation on its user's day, to settle or release once."""
+    """An admitted turn's reservation on its user's day, to settle or release once.
+
+    `user_reserved`: the user's row holds it (they have a limit); `avatar_id`: the user's row
+    with that avatar holds it too (the avatar has a limit). `admitted_at` tells whether the
+    reservation is still there when the turn ends (the lease may have run out).
+    """
 
     user_id: int
     day: date
     tokens: int
     cost_usd: Decimal
+    admitted_at: datetime
+    user_reserved: bool = True
+    avatar_id: int | None = None
+
+
+class _AvatarRefused(Exception):
+    """Rolls the user's reservation back when the avatar's limit refuses the turn."""
+
+    def __init__(self, refusal: QuotaExceeded) -> None:
+        super().__init__(refusal.limit)
+        self.refusal = refusal
 
 
 def quota_limits_get(*, user_id: int) -> QuotaLimits:
@@ -91,6 +123,13 @@ def quota_limits_get(*, user_id: int) -> QuotaLimits:
 def quota_limits_of(profile: Profile) -> QuotaLimits:
     """`quota_limits_get` for a profile already read (the turn reads it with its conversation)."""
     return _limits(profile.quota_daily_tokens, profile.quota_daily_usd, profile.quota_daily_images)
+
+
+def quota_avatar_limits_of(avatar: Avatar) -> QuotaLimits | None:
+    """The avatar's own daily limits on each user, or None when it sets none."""
+    if avatar.quota_daily_tokens is None and avatar.quota_daily_usd is None:
+        return None
+    return QuotaLimits(tokens=avatar.quota_daily_tokens, cost_usd=avatar.quota_daily_usd)
 
 
 def user_zone_get(*, user_id: int) -> ZoneInfo:
@@ -118,6 +157,14 @@ def seconds_to_midnight(*, zone: ZoneInfo, now: datetime | None = None) -> int:
     return max(1, int((midnight - now).total_seconds() + 0.999))
 
 
+def reservation_lease() -> timedelta:
+    """How long an admitted turn's reservation holds: `QUOTA_RESERVATION_SECONDS`."""
+    seconds = getattr(settings, "QUOTA_RESERVATION_SECONDS", None)
+    if seconds in (None, ""):
+        seconds = int(getattr(settings, "TURN_LOCK_SECONDS", 300)) + RESERVATION_MARGIN_SECONDS
+    return timedelta(seconds=int(seconds))
+
+
 def quota_admit(
     *,
     user_id: int,
@@ -127,54 +174,91 @@ def quota_admit(
     prompt_tokens: int,
     max_tokens: int,
     now: datetime | None = None,
+    avatar_id: int | None = None,
+    avatar_limits: QuotaLimits | None = None,
 ) -> QuotaTicket | QuotaExceeded | None:
-    """Reserve a turn's spending on the user's day, or say why it is refused.
+    """Reserve a turn's spending on the user's day (and on their day with the avatar, when it
+    has limits of its own), or say which limit refuses it.
 
-    None when the user has no limit (nothing to reserve, no row written); a `QuotaExceeded`
-    (returned, not raised: the turn stores the user message, then reports it) when what is
-    spent and reserved today already reaches a limit.
+    None when neither the user nor the avatar has a limit (nothing to reserve, no row
+    written); a `QuotaExceeded` (returned, not raised: the turn stores the user message, then
+    reports it) when what is spent and reserved today already reaches a limit: the user's
+    first, then the avatar's. A refused turn reserves nothing on either row.
     """
-    if limits.unlimited:
+    user_limited = not limits.unlimited
+    avatar = avatar_id if avatar_limits is not None and not avatar_limits.unlimited else None
+    if not user_limited and avatar is None:
         return None
+    now = now or timezone.now()
     zone = zone_or_utc(zone_name)
     day = user_day(zone=zone, now=now)
     tokens = prompt_tokens + max_tokens
     cost = call_cost_usd(model=model, prompt_tokens=prompt_tokens, completion_tokens=max_tokens)
-    under = Q()
-    if limits.tokens is not None:
-        under &= Q(tokens__lt=limits.tokens - F("reserved_tokens"))
-    if limits.cost_usd is not None:
-        under &= Q(cost_usd__lt=limits.cost_usd - F("reserved_usd"))
-    with transaction.atomic():
-        _usage_day_ensure(user_id=user_id, day=day)
-        admitted = UsageDay.objects.filter(under, user_id=user_id, day=day).update(
-            reserved_tokens=F("reserved_tokens") + tokens, reserved_usd=F("reserved_usd") + cost
-        )
-    if admitted:
-        return QuotaTicket(user_id=user_id, day=day, tokens=tokens, cost_usd=cost)
-    return _refusal(user_id=user_id, day=day, limits=limits, zone=zone, now=now)
+    user_rows = UsageDay.objects.filter(user_id=user_id, day=day)
+    try:
+        with transaction.atomic():
+            if user_limited:
+                UsageDay.objects.get_or_create(user_id=user_id, day=day)
+                if not _counter_reserve(user_rows, limits=limits, tokens=tokens, cost_usd=cost, now=now):
+                    return _refusal(user_rows, limits=limits, zone=zone, now=now, prefix="")
+            if avatar is not None and avatar_limits is not None:
+                UsageAvatarDay.objects.get_or_create(user_id=user_id, avatar_id=avatar, day=day)
+                avatar_rows = UsageAvatarDay.objects.filter(user_id=user_id, avatar_id=avatar, day=day)
+                if not _counter_reserve(avatar_rows, limits=avatar_limits, tokens=tokens, cost_usd=cost, now=now):
+                    raise _AvatarRefused(
+                        _refusal(avatar_rows, limits=avatar_limits, zone=zone, now=now, prefix="avatar_")
+                    )
+    except _AvatarRefused as refused:
+        return refused.refusal
+    return QuotaTicket(
+        user_id=user_id,
+        day=day,
+        tokens=tokens,
+        cost_usd=cost,
+        admitted_at=now,
+        user_reserved=user_limited,
+        avatar_id=avatar,
+    )
 
 
-def quota_settle(*, ticket: QuotaTicket | None, user_id: int, zone_name: str, tokens: int, cost_usd: Decimal) -> None:
-    """Count a finished reply on the user's day, giving back its reservation (one UPDATE)."""
-    if ticket is not None:
-        UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day).update(
-            tokens=F("tokens") + tokens,
-            cost_usd=F("cost_usd") + cost_usd,
-            reserved_tokens=F("reserved_tokens") - ticket.tokens,
-            reserved_usd=F("reserved_usd") - ticket.cost_usd,
-        )
+def quota_settle(
+    *,
+    ticket: QuotaTicket | None,
+    user_id: int,
+    zone_name: str,
+    tokens: int,
+    cost_usd: Decimal,
+    avatar_id: int | None = None,
+) -> None:
+    """Count a finished reply on the user's day (and their day with the avatar), giving back
+    its reservation (one UPDATE per row)."""
+    spent = {"tokens": F("tokens") + tokens, "cost_usd": F("cost_usd") + cost_usd}
+    if ticket is None:
+        day = user_day(zone=zone_or_utc(zone_name))
+        usage_day_add(user_id=user_id, day=day, tokens=tokens, cost_usd=cost_usd, avatar_id=avatar_id)
         return
-    usage_day_add(user_id=user_id, day=user_day(zone=zone_or_utc(zone_name)), tokens=tokens, cost_usd=cost_usd)
+    if ticket.user_reserved:
+        user_rows = UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day)
+        user_rows.update(**spent, **_reservation_returned(ticket))
+    else:
+        usage_day_add(user_id=ticket.user_id, day=ticket.day, tokens=tokens, cost_usd=cost_usd)
+    if ticket.avatar_id is not None:
+        avatar_rows = UsageAvatarDay.objects.filter(user_id=ticket.user_id, avatar_id=ticket.avatar_id, day=ticket.day)
+        avatar_rows.update(**spent, **_reservation_returned(ticket))
+    elif avatar_id is not None:
+        _avatar_day_add(user_id=ticket.user_id, avatar_id=avatar_id, day=ticket.day, changes=spent)
 
 
 def quota_release(*, ticket: QuotaTicket | None) -> None:
     """Give back a reservation whose turn never called the model (it failed to start)."""
     if ticket is None:
         return
-    UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day).update(
-        reserved_tokens=F("reserved_tokens") - ticket.tokens, reserved_usd=F("reserved_usd") - ticket.cost_usd
-    )
+    if ticket.user_reserved:
+        UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day).update(**_reservation_returned(ticket))
+    if ticket.avatar_id is not None:
+        UsageAvatarDay.objects.filter(user_id=ticket.user_id, avatar_id=ticket.avatar_id, day=ticket.day).update(
+            **_reservation_returned(ticket)
+        )
 
 
 def quota_exhausted(*, user_id: int) -> bool:
@@ -191,15 +275,18 @@ def quota_exhausted(*, user_id: int) -> bool:
     )
 
 
-def usage_day_add(*, user_id: int, day: date, tokens: int, cost_usd: Decimal) -> None:
-    """Add spending that was not reserved (a scheduled message, a background call) to the user's day."""
+def usage_day_add(*, user_id: int, day: date, tokens: int, cost_usd: Decimal, avatar_id: int | None = None) -> None:
+    """Add spending that was not reserved (a scheduled message, a background call) to the user's
+    day, and to their day with `avatar_id` when that avatar's limit keeps a row for it."""
     if not tokens and not cost_usd:
         return
     changes = {"tokens": F("tokens") + tokens, "cost_usd": F("cost_usd") + cost_usd}
+    if avatar_id is not None:
+        _avatar_day_add(user_id=user_id, avatar_id=avatar_id, day=day, changes=changes)
     if UsageDay.objects.filter(user_id=user_id, day=day).update(**changes):
         return  # one query: the row of the day exists from the first call on
     with transaction.atomic():
-        _usage_day_ensure(user_id=user_id, day=day)
+        UsageDay.objects.get_or_create(user_id=user_id, day=day)
         UsageDay.objects.filter(user_id=user_id, day=day).update(**changes)
 
 
@@ -234,7 +321,9 @@ def usage_record_add(
         reason=reason[:200],
     )
     if user_id is not None:
-        usage_day_add(user_id=user_id, day=day, tokens=prompt_tokens + completion_tokens, cost_usd=cost)
+        usage_day_add(
+            user_id=user_id, day=day, tokens=prompt_tokens + completion_tokens, cost_usd=cost, avatar_id=avatar_id
+        )
     return record
 
 
@@ -262,20 +351,66 @@ def usage_summary_get(*, user_id: int, date_from: date, date_to: date) -> dict[s
     }
 
 
-def _usage_day_ensure(*, user_id: int, day: date) -> None:
-    # Inside the caller's transaction. get_or_create handles the race of two first turns of the day.
-    UsageDay.objects.get_or_create(user_id=user_id, day=day)
+def _avatar_day_add(*, user_id: int, avatar_id: int, day: date, changes: dict[str, Any]) -> None:
+    # Only where the avatar's limit made a row today: an avatar without limits keeps no counter.
+    UsageAvatarDay.objects.filter(user_id=user_id, avatar_id=avatar_id, day=day).update(**changes)
 
 
-def _refusal(*, user_id: int, day: date, limits: QuotaLimits, zone: ZoneInfo, now: datetime | None) -> QuotaExceeded:
-    row = UsageDay.objects.filter(user_id=user_id, day=day).values_list("tokens", "reserved_tokens").first()
-    tokens, reserved = row if row is not None else (0, 0)
-    which = "tokens" if limits.tokens is not None and tokens + reserved >= limits.tokens else "cost_usd"
+def _lease_over(now: datetime) -> Q:
+    """The rows whose reservations all outlived their lease (or that never had one)."""
+    return Q(reserved_until__isnull=True) | Q(reserved_until__lt=now)
+
+
+def _counter_reserve(
+    rows: "QuerySet[Any]", *, limits: QuotaLimits, tokens: int, cost_usd: Decimal, now: datetime
+) -> bool:
+    """Add a reservation to the counter row where it is under every limit: one conditional UPDATE.
+
+    Reservations whose lease is over count as nothing and are replaced by this one, which
+    starts a new period (`reserved_since`)."""
+    over = _lease_over(now)
+    live_tokens = Case(When(over, then=Value(0)), default=F("reserved_tokens"), output_field=BigIntegerField())
+    live_usd = Case(When(over, then=Value(ZERO)), default=F("reserved_usd"), output_field=_USD)
+    under = Q()
+    if limits.tokens is not None:
+        under &= Q(tokens__lt=ExpressionWrapper(Value(limits.tokens) - live_tokens, output_field=BigIntegerField()))
+    if limits.cost_usd is not None:
+        under &= Q(cost_usd__lt=ExpressionWrapper(Value(limits.cost_usd) - live_usd, output_field=_USD))
+    until = now + reservation_lease()
+    changed = rows.filter(under).update(
+        reserved_tokens=ExpressionWrapper(live_tokens + tokens, output_field=BigIntegerField()),
+        reserved_usd=ExpressionWrapper(live_usd + cost_usd, output_field=_USD),
+        reserved_since=Case(When(over, then=Value(now)), default=F("reserved_since")),
+        reserved_until=Case(When(over, then=Value(until)), default=Greatest(F("reserved_until"), Value(until))),
+    )
+    return bool(changed)
+
+
+def _reservation_returned(ticket: QuotaTicket) -> dict[str, Any]:
+    """The UPDATE that takes the ticket's reservation off a row, unless its lease ran out and a
+    later period forgot it already."""
+    held = Q(reserved_since__lte=ticket.admitted_at)
+    tokens = ExpressionWrapper(F("reserved_tokens") - ticket.tokens, output_field=BigIntegerField())
+    usd = ExpressionWrapper(F("reserved_usd") - ticket.cost_usd, output_field=_USD)
+    return {
+        "reserved_tokens": Case(When(held, then=tokens), default=F("reserved_tokens"), output_field=BigIntegerField()),
+        "reserved_usd": Case(When(held, then=usd), default=F("reserved_usd"), output_field=_USD),
+    }
+
+
+def _refusal(
+    rows: "QuerySet[Any]", *, limits: QuotaLimits, zone: ZoneInfo, now: datetime, prefix: str
+) -> QuotaExceeded:
+    row: UsageCounter | None = rows.only("tokens", "reserved_tokens", "reserved_until").first()
+    tokens = row.tokens if row is not None else 0
+    live = row.reserved_tokens if row is not None and row.reserved_until and row.reserved_until >= now else 0
+    which = "tokens" if limits.tokens is not None and tokens + live >= limits.tokens else "cost_usd"
     what = f"{limits.tokens:,} tokens" if which == "tokens" else f"US${limits.cost_usd}"
+    whose = "with this avatar " if prefix else ""
     return QuotaExceeded(
-        f"You have used today's allowance ({what}). It resets at midnight.",
+        f"You have used today's allowance {whose}({what}). It resets at midnight.",
         retry_after=seconds_to_midnight(zone=zone, now=now),
-        limit=which,
+        limit=prefix + which,
     )
 
 

@@ -3,7 +3,7 @@
 import asyncio
 import json
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,8 +18,17 @@ from conversations.models import Message, Role
 from conversations.turns import turn_start
 from conversations.turns.request import Regenerate
 from llm.fake import FakeProvider
-from llm.models import UsageDay
-from llm.quotas import QuotaExceeded, QuotaLimits, QuotaTicket, quota_admit, seconds_to_midnight
+from llm.models import UsageAvatarDay, UsageDay
+from llm.quotas import (
+    QuotaExceeded,
+    QuotaLimits,
+    QuotaTicket,
+    quota_admit,
+    quota_release,
+    quota_settle,
+    reservation_lease,
+    seconds_to_midnight,
+)
 from testing.support import (
     AvatarFactory,
     ConversationFactory,
@@ -299,7 +308,9 @@ def test_quota_admit_reserves_under_the_limit_and_refuses_at_it() -> None:
         user_id=user.pk, limits=limits, zone_name="UTC", model="m", prompt_tokens=1, max_tokens=1, now=noon
     )
 
-    assert first == QuotaTicket(user_id=user.pk, day=date(2030, 3, 1), tokens=100, cost_usd=Decimal(0))
+    assert first == QuotaTicket(
+        user_id=user.pk, day=date(2030, 3, 1), tokens=100, cost_usd=Decimal(0), admitted_at=noon
+    )
     assert isinstance(second, QuotaExceeded)
     assert (second.code, second.retry_after, second.limit) == ("quota_exceeded", 12 * 3600, "tokens")
 
@@ -358,3 +369,268 @@ def test_a_regeneration_over_the_quota_is_refused_and_keeps_the_reply_there_is(s
     settings.QUOTA_DAILY_TOKENS = None
     frames = run_turn(conversation, "again", FakeProvider(reply="Sure."))
     assert frames[-1]["type"] == "reply.end"
+
+
+# --- an avatar's own daily limits -----------------------------------------------------------
+
+
+def test_at_the_avatars_limit_the_turn_is_refused_naming_the_avatars_limit_and_no_model_is_called(
+    bearer_for: Any,
+) -> None:
+    # Given an avatar that allows each user 1,000 tokens a day, all of which this user has spent with it
+    avatar = AvatarFactory(quota_daily_tokens=1000)
+    conversation = ConversationFactory(avatar=avatar)
+    UsageAvatarDay.objects.create(user=conversation.user, avatar=avatar, day=datetime.now(UTC).date(), tokens=1000)
+
+    # When they send a message over REST
+    response = Client().post(
+        f"/api/conversations/{conversation.pk}/messages",
+        {"content": "hello"},
+        content_type="application/json",
+        headers=bearer_for(conversation.user),
+    )
+
+    # Then it is the quota's 429, naming the avatar's limit, the message is stored and nothing was reserved
+    assert response.status_code == 429
+    body = response.json()
+    assert (body["code"], body["retryable"], body["limit"]) == ("quota_exceeded", False, "avatar_tokens")
+    assert "with this avatar" in body["detail"]
+    assert int(response["Retry-After"]) == body["retry_after"] > 0
+    assert list(Message.objects.filter(conversation=conversation).values_list("role", flat=True)) == [Role.USER]
+    assert UsageAvatarDay.objects.get(user=conversation.user).reserved_tokens == 0
+
+
+def test_the_avatars_limit_is_each_users_and_other_avatars_are_not_held_by_it(settings: Any) -> None:
+    # Given an avatar whose US$0.01 a day one user has spent, and a second user and a second avatar
+    settings.LLM_MODELS = json.dumps(MODELS)
+    limited = AvatarFactory(quota_daily_usd=Decimal("0.01"))
+    spent = ConversationFactory(avatar=limited)
+    today = datetime.now(UTC).date()
+    UsageAvatarDay.objects.create(user=spent.user, avatar=limited, day=today, cost_usd=Decimal("0.01"))
+    other_user = ConversationFactory(avatar=limited)
+    other_avatar = ConversationFactory(user=spent.user)
+    provider = FakeProvider(reply="Hello.")
+
+    # When each talks
+    refused = run_turn(spent, "hello", provider)
+    answered_user = run_turn(other_user, "hello", provider)
+    answered_avatar = run_turn(other_avatar, "hello", provider)
+
+    # Then only the first is refused: the limit is per user and avatar
+    assert [frame["type"] for frame in refused] == ["message.created", "error"]
+    assert refused[1]["code"] == "quota_exceeded"
+    assert answered_user[-1]["type"] == answered_avatar[-1]["type"] == "reply.end"
+    assert len(provider.calls) == 2
+    # And the second user's spending with the limited avatar is counted on their own row, priced
+    row = UsageAvatarDay.objects.get(user=other_user.user, avatar=limited)
+    reply = Message.objects.get(conversation=other_user, role=Role.ASSISTANT)
+    assert (row.tokens, row.cost_usd, row.reserved_tokens, row.reserved_usd) == (
+        (reply.prompt_tokens or 0) + (reply.completion_tokens or 0),
+        reply.cost_usd,
+        0,
+        0,
+    )
+    # ...and an avatar without limits keeps no counter of its own
+    assert not UsageAvatarDay.objects.filter(avatar=other_avatar.avatar).exists()
+
+
+def test_a_turn_refused_by_the_avatar_gives_back_the_users_reservation(settings: Any) -> None:
+    # Given a user with a large quota of their own, at the limit of one avatar
+    settings.QUOTA_DAILY_TOKENS = 1_000_000
+    avatar = AvatarFactory(quota_daily_tokens=500)
+    conversation = ConversationFactory(avatar=avatar)
+    today = datetime.now(UTC).date()
+    UsageAvatarDay.objects.create(user=conversation.user, avatar=avatar, day=today, tokens=500)
+    UsageDay.objects.create(user=conversation.user, day=today, tokens=10)
+    provider = FakeProvider(reply="never")
+
+    frames = run_turn(conversation, "hello", provider)
+
+    # Then the turn is refused and the user's own row holds no reservation for it
+    assert frames[-1]["code"] == "quota_exceeded"
+    assert provider.calls == []
+    assert UsageDay.objects.values_list("tokens", "reserved_tokens").get(user=conversation.user) == (10, 0)
+    assert UsageAvatarDay.objects.get(user=conversation.user).reserved_tokens == 0
+
+
+def test_staff_set_an_avatars_limits_in_the_admin_and_the_next_turn_obeys_them() -> None:
+    # Given a staff member and an avatar with no limits that a user has talked to today
+    staff = Client()
+    staff.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    conversation = ConversationFactory()
+    avatar = conversation.avatar
+    page = staff.get(f"/admin/avatars/avatar/{avatar.pk}/change/")
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    data = {name: form[name].value() or "" for name in form.fields if name not in ("image",)}
+    data.update(
+        {
+            "quota_daily_tokens": "1",
+            "quota_daily_usd": "",
+            "phrases-TOTAL_FORMS": "0",
+            "phrases-INITIAL_FORMS": "0",
+            "is_public": "on" if avatar.is_public else "",
+            "intimate_allowed": "on" if avatar.intimate_allowed else "",
+            "proactive_enabled": "on" if avatar.proactive_enabled else "",
+        }
+    )
+
+    # When staff give it a limit of one token a day
+    response = staff.post(f"/admin/avatars/avatar/{avatar.pk}/change/", data)
+
+    # Then it is saved, and the user's first turn with it is admitted (nothing spent yet), the next refused
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    avatar.refresh_from_db()
+    assert (avatar.quota_daily_tokens, avatar.quota_daily_usd) == (1, None)
+    provider = FakeProvider(reply="Hi.")
+    first = run_turn(conversation, "hello", provider)
+    second = run_turn(conversation, "again", provider)
+    assert first[-1]["type"] == "reply.end"
+    assert (second[-1]["type"], second[-1]["code"]) == ("error", "quota_exceeded")
+    assert len(provider.calls) == 1
+
+
+def test_two_concurrent_turns_at_the_avatars_limit_only_one_calls_the_model() -> None:
+    # Given one user, two conversations with one avatar, and 1 token left with it today
+    avatar = AvatarFactory(quota_daily_tokens=1000)
+    user = UserFactory()
+    first, second = ConversationFactory(user=user, avatar=avatar), ConversationFactory(user=user, avatar=avatar)
+    UsageAvatarDay.objects.create(user=user, avatar=avatar, day=datetime.now(UTC).date(), tokens=999)
+    provider = FakeProvider(reply="Only one of us.", delay=0.05)
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                turn_complete(user_id=user.pk, conversation_id=c.pk, message={"content": "hello"}, provider=provider)
+                for c in (first, second)
+            )
+        )
+
+    results = async_to_sync(both)()
+
+    # Then one was answered, the other refused by the avatar's limit, and the row holds no reservation
+    assert len(provider.calls) == 1
+    assert sorted(result.error is None for result in results) == [False, True]
+    refusal = next(result.error for result in results if result.error is not None)
+    assert isinstance(refusal, QuotaExceeded)
+    assert refusal.limit == "avatar_tokens"
+    assert Message.objects.filter(role=Role.ASSISTANT, conversation__user=user).count() == 1
+    row = UsageAvatarDay.objects.get(user=user, avatar=avatar)
+    assert row.reserved_tokens == 0
+    assert row.tokens > 999
+
+
+def test_on_postgresql_two_threads_at_the_avatars_limit_only_one_is_admitted() -> None:
+    if connection.vendor != "postgresql":
+        skip_or_fail("DATABASE_URL is not PostgreSQL: two threads cannot share SQLite's in-memory test database")
+    user, avatar = UserFactory(), AvatarFactory()
+    avatar_limits = QuotaLimits(tokens=1000, cost_usd=None)
+    for attempt in range(10):
+        today = date(2030, 1, 1 + attempt)
+        UsageAvatarDay.objects.create(user=user, avatar=avatar, day=today, tokens=999)
+        start = threading.Barrier(2)
+        outcomes: list[Any] = []
+
+        def admit(start: threading.Barrier = start, outcomes: list[Any] = outcomes, today: date = today) -> None:
+            try:
+                start.wait(timeout=10)
+                outcomes.append(
+                    quota_admit(
+                        user_id=user.pk,
+                        limits=QuotaLimits(tokens=1_000_000, cost_usd=None),
+                        zone_name="UTC",
+                        model="m",
+                        prompt_tokens=10,
+                        max_tokens=10,
+                        now=datetime(today.year, today.month, today.day, 12, tzinfo=UTC),
+                        avatar_id=avatar.pk,
+                        avatar_limits=avatar_limits,
+                    )
+                )
+            finally:
+                close_old_connections()
+
+        threads = [threading.Thread(target=admit) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+        assert sorted(type(outcome).__name__ for outcome in outcomes) == ["QuotaExceeded", "QuotaTicket"]
+        assert UsageAvatarDay.objects.get(user=user, avatar=avatar, day=today).reserved_tokens == 20
+        # The refused one's reservation on the user's own row was rolled back with it
+        assert UsageDay.objects.get(user=user, day=today).reserved_tokens == 20
+
+
+# --- a reservation is a lease ---------------------------------------------------------------
+
+
+def test_a_crashed_turns_reservation_holds_for_its_lease_then_the_user_can_talk_again(settings: Any) -> None:
+    # Given a user whose last turn was admitted, reserving their whole allowance, and whose
+    # process then died: the reservation is on the row, nothing will ever settle it
+    settings.QUOTA_DAILY_TOKENS = 10_000
+    settings.QUOTA_RESERVATION_SECONDS = 600
+    conversation = ConversationFactory()
+    crashed_at = datetime.now(UTC) - timedelta(seconds=30)
+    UsageDay.objects.create(
+        user=conversation.user,
+        day=datetime.now(UTC).date(),
+        tokens=100,
+        reserved_tokens=9_900,
+        reserved_since=crashed_at,
+        reserved_until=crashed_at + timedelta(seconds=600),
+    )
+    provider = FakeProvider(reply="Hello again.")
+
+    # When they write within the lease, they are refused (the turn may still be running)
+    refused = run_turn(conversation, "hello?", provider)
+    assert (refused[-1]["type"], refused[-1]["code"]) == ("error", "quota_exceeded")
+    assert provider.calls == []
+
+    # When they write after it, the crashed reservation is forgotten and they are answered
+    UsageDay.objects.filter(user=conversation.user).update(
+        reserved_since=crashed_at - timedelta(seconds=600), reserved_until=crashed_at - timedelta(seconds=1)
+    )
+    answered = run_turn(conversation, "hello?", provider)
+    assert answered[-1]["type"] == "reply.end"
+    assert len(provider.calls) == 1
+    day = UsageDay.objects.get(user=conversation.user)
+    reply = Message.objects.get(conversation=conversation, role=Role.ASSISTANT)
+    assert (day.reserved_tokens, day.tokens) == (0, 100 + (reply.prompt_tokens or 0) + (reply.completion_tokens or 0))
+
+
+def test_a_turn_that_outlives_its_lease_settles_without_giving_back_what_was_already_forgotten() -> None:
+    user = UserFactory()
+    limits = QuotaLimits(tokens=1_000, cost_usd=None)
+    noon = datetime(2030, 3, 1, 12, tzinfo=UTC)
+    lease = reservation_lease()
+    admit = {"user_id": user.pk, "limits": limits, "zone_name": "UTC", "model": "m", "prompt_tokens": 100}
+
+    # Given a turn admitted at noon that holds the whole allowance
+    slow = quota_admit(**admit, max_tokens=900, now=noon)
+    assert isinstance(slow, QuotaTicket)
+    assert isinstance(quota_admit(**admit, max_tokens=1, now=noon + lease - timedelta(seconds=1)), QuotaExceeded)
+
+    # When its lease is over, a new turn is admitted in a new period
+    fresh = quota_admit(**admit, max_tokens=200, now=noon + lease + timedelta(seconds=1))
+    assert isinstance(fresh, QuotaTicket)
+    row = UsageDay.objects.get(user=user)
+    assert (row.reserved_tokens, row.reserved_since) == (300, noon + lease + timedelta(seconds=1))
+
+    # Then the slow turn, ending at last, counts what it spent but takes nothing off the new period
+    quota_settle(ticket=slow, user_id=user.pk, zone_name="UTC", tokens=150, cost_usd=Decimal(0))
+    row.refresh_from_db()
+    assert (row.tokens, row.reserved_tokens) == (150, 300)
+    # ...and the new turn gives back exactly its own
+    quota_release(ticket=fresh)
+    row.refresh_from_db()
+    assert (row.tokens, row.reserved_tokens) == (150, 0)
+
+
+def test_the_lease_is_the_turn_locks_time_to_live_plus_five_minutes_unless_set(settings: Any) -> None:
+    settings.TURN_LOCK_SECONDS = 120
+    settings.QUOTA_RESERVATION_SECONDS = None
+    assert reservation_lease() == timedelta(seconds=420)
+
+    settings.QUOTA_RESERVATION_SECONDS = 900
+    assert reservation_lease() == timedelta(seconds=900)

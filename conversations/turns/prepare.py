@@ -9,8 +9,9 @@ the prompt (`conversations.context`, `llm.prompts`): the crisis prompt for a fla
 The result is a frozen `TurnPlan`: everything decided before the model is called and
 before anything is stored.
 
-Its last step is the user's daily quota (`llm.quotas.quota_admit`), which reserves what the
-turn may spend on the user's counter row, atomically, or says why it is refused
+Its last step is the daily quota (`llm.quotas.quota_admit`: the user's, and the avatar's own
+when it has one), which reserves what the turn may spend on the counter rows, atomically, or
+says why it is refused
 (`TurnPlan.quota`); run.py then stores the user message and calls no model.
 """
 
@@ -304,6 +305,8 @@ def turn_plan_make(
             prompt_tokens=built.prompt_tokens,
             max_tokens=request.max_tokens or int(settings.LLM_MAX_TOKENS),
             now=now,
+            avatar_id=avatar.id,
+            avatar_limits=avatar.quota,
         ),
         zone_name=profile.timezone,
     )

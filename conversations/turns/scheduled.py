@@ -74,6 +74,7 @@ class ScheduledPlan:
     model: str | None = None  # the avatar's model, or LLM_MODELS' default; None: the provider's own
     zone_name: str = "UTC"
     over_quota: bool = False  # the user's daily quota is spent: the fallback, no model call
+    avatar_id: int | None = None  # counted on the user's day with it, when it has limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ def scheduled_plan_make(message: ScheduledMessage) -> ScheduledPlan:
         model=model_choose(requested=None, avatar_default=avatar.default_model),
         zone_name=conversation.profile.timezone,
         over_quota=quota_exhausted(user_id=message.user_id),
+        avatar_id=conversation.avatar_id,
     )
 
 
@@ -230,6 +232,7 @@ def scheduled_message_store(plan: ScheduledPlan, written: WrittenText) -> dict[s
             day=user_day(zone=zone_or_utc(plan.zone_name), now=now),
             tokens=(written.prompt_tokens or 0) + (written.completion_tokens or 0),
             cost_usd=cost,
+            avatar_id=plan.avatar_id,
         )
     return message_dict(stored)
 

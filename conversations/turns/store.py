@@ -199,6 +199,7 @@ def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome, plan: Turn
         zone_name=plan.zone_name,
         tokens=(outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0),
         cost_usd=cost,
+        avatar_id=plan.avatar_id,
     )
     return {
         **stored.reply,
