@@ -26,7 +26,7 @@ from accounts.models import ApiToken, Profile
 from accounts.services import token_family_sockets_close
 from accounts.throttling import login_throttle_forgive, login_throttle_hit
 from avatars.models import Avatar, AvatarPhrase
-from conversations.admin_usage import message_usage_anonymise
+from conversations.admin_usage import background_usage_anonymise, message_usage_anonymise
 from conversations.models import Conversation, Message
 from conversations.realtime import conversations_close
 from memory.models import Memory, Summary
@@ -68,7 +68,8 @@ def user_erase_unchecked(*, user_id: int) -> ErasureReport:
 
     Removed: the user, profile, tokens, conversations, messages, summaries, remembered facts,
     reminders, tasks, and the user's own avatars with their phrases and image files. Kept,
-    anonymised: usage figures (`conversations.ErasedUsage`), the admin's history of changes
+    anonymised: usage figures, background calls included (`conversations.ErasedUsage`; a call
+    still running counts there when it ends, `llm.quotas`), the admin's history of changes
     to the user's rows (names scrubbed), and public avatars the user owned (staff only),
     which stay in the catalogue with no owner since other users talk to them.
     A missing user is a no-op (a second erasure), returning zero counts.
@@ -88,7 +89,9 @@ def user_erase_unchecked(*, user_id: int) -> ErasureReport:
             if avatar.image.name
         ]
         catalogue_ids = Avatar.objects.filter(owner__isnull=True).values_list("pk", flat=True)
-        usage_rows = message_usage_anonymise(user_id=user.pk, avatar_ids_kept=[*catalogue_ids, *kept_ids])
+        kept_avatars = [*catalogue_ids, *kept_ids]
+        usage_rows = message_usage_anonymise(user_id=user.pk, avatar_ids_kept=kept_avatars)
+        usage_rows += background_usage_anonymise(user_id=user.pk, avatar_ids_kept=kept_avatars)
 
         _admin_history_anonymise(user=user)
         messages = Message.objects.filter(conversation__user=user)

@@ -9,8 +9,9 @@ fact extraction: `llm.UsageRecord`, by the user's own day) is shown beside it in
 as the "background" row per mode.
 
 Accounts that were erased left their figures in `ErasedUsage` (per day, avatar and model, no
-user): the totals, the avatars and the days count them, and the users table shows them as
-one row, "erased accounts". A report filtered on one user leaves them out.
+user), background work and calls that ended after the erasure included: the totals, the
+avatars and the days count them, and the users table shows them as one row, "erased
+accounts". A report filtered on one user leaves them out.
 
 The view is mounted by `ConversationAdmin.get_urls` at /admin/conversations/conversation/usage/.
 """
@@ -211,6 +212,41 @@ def message_usage_anonymise(*, user_id: int, avatar_ids_kept: Collection[int]) -
     return len(erased)
 
 
+def background_usage_anonymise(*, user_id: int, avatar_ids_kept: Collection[int]) -> int:
+    """Fold one user's background calls (`llm.UsageRecord`) into `ErasedUsage` rows, one per day
+    (the user's), avatar and model; returns how many rows. In the erasure's transaction, before
+    the records go with the user."""
+    kept = set(avatar_ids_kept)
+    rows = (
+        UsageRecord.objects.filter(user_id=user_id)
+        .values("day", "avatar_id", "model")
+        .annotate(bg_tokens=_BACKGROUND["bg_tokens"], bg_cost=_BACKGROUND["bg_cost"])
+        .order_by("day", "avatar_id", "model")
+    )
+    erased = [
+        ErasedUsage(
+            day=row["day"],
+            avatar_id=row["avatar_id"] if row["avatar_id"] in kept else None,
+            model=row["model"],
+            background_tokens=row["bg_tokens"],
+            background_cost_usd=row["bg_cost"],
+        )
+        for row in rows
+    ]
+    ErasedUsage.objects.bulk_create(erased, batch_size=500)
+    return len(erased)
+
+
+def erased_usage_add(*, day: date, avatar_id: int | None, model: str, tokens: int, cost_usd: Decimal) -> None:
+    """Count a call that ended after its user's account was erased: a row with no user, naming
+    the avatar only while it still exists (a catalogue one; the user's own went with them)."""
+    if avatar_id is not None and not Avatar.objects.filter(pk=avatar_id).exists():
+        avatar_id = None
+    ErasedUsage.objects.create(
+        day=day, avatar_id=avatar_id, model=model[:200], background_tokens=tokens, background_cost_usd=cost_usd
+    )
+
+
 _ERASED_FIGURES: Final = {
     "user_messages": Sum("user_messages", default=0),
     "replies": Sum("replies", default=0),
@@ -220,11 +256,13 @@ _ERASED_FIGURES: Final = {
     "tokens_prompt": Sum("prompt_tokens", default=0),
     "tokens_completion": Sum("completion_tokens", default=0),
     "cost": Sum("cost_usd", default=ZERO),
+    "bg_tokens": Sum("background_tokens", default=0),
+    "bg_cost": Sum("background_cost_usd", default=ZERO),
 }
 
 
 def _erased_row(values: Mapping[str, Any], *, key: Any, label: str) -> UsageRow:
-    return UsageRow.of({**values, "ttft_avg": None}, key=key, label=label)
+    return UsageRow.of({**values, "ttft_avg": None}, key=key, label=label).with_background(values)
 
 
 def _rows_merged(rows: list[UsageRow], extra: list[UsageRow]) -> list[UsageRow]:
@@ -245,7 +283,7 @@ def message_usage_report(*, filters: UsageFilters) -> UsageReport:
     if filters.avatar_id is not None:
         erased = erased.filter(avatar_id=filters.avatar_id)
     total = _erased_row(erased.aggregate(**_ERASED_FIGURES), key=None, label=ERASED_LABEL)
-    if not (total.user_messages or total.replies or total.total_tokens):
+    if not (total.user_messages or total.replies or total.total_tokens or total.background_tokens or total.cost_usd):
         return report
     by_avatar = [
         _erased_row(row, key=row["avatar_id"], label=row["avatar__name"] or ERASED_AVATAR_LABEL)

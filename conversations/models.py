@@ -122,9 +122,10 @@ class ErasedUsage(models.Model):
 
     When a user erases their account (`accounts.erasure.user_erase`) their messages go, and
     with them the rows the usage report counts; their figures are folded in here first, per
-    local day, avatar and model. A private avatar goes with the account, so its figures keep
-    no avatar (`avatar` null); a catalogue avatar is kept. Nothing here holds a user id, a
-    name or a text.
+    local day, avatar and model, with their background calls (`llm.UsageRecord`). A call that
+    ends after the erasure (a summary, a title, a reply in flight) is added here as a row of its
+    own. A private avatar goes with the account, so its figures keep no avatar (`avatar`
+    null); a catalogue avatar is kept. Nothing here holds a user id, a name or a text.
     """
 
     day = models.DateField()
@@ -138,6 +139,10 @@ class ErasedUsage(models.Model):
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=18, decimal_places=10, default=Decimal(0))
+    # Calls with no message of their own: background work (summaries, facts, titles), and calls
+    # that ended after the account was erased (llm.quotas).
+    background_tokens = models.PositiveBigIntegerField(default=0)
+    background_cost_usd = models.DecimalField(max_digits=18, decimal_places=10, default=Decimal(0))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

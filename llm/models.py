@@ -68,6 +68,7 @@ class UsageAvatarDay(UsageCounter):
 class UsageKind(models.TextChoices):
     SUMMARY = "summary", "Summary"
     FACTS = "facts", "Fact extraction"
+    TITLE = "title", "Title"
 
 
 class UsageRecord(models.Model):

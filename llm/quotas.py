@@ -36,6 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import BigIntegerField, Case, DecimalField, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Greatest
@@ -44,6 +45,7 @@ from django.utils import timezone
 from accounts.models import Profile
 from accounts.selectors import profile_zone_name_get
 from avatars.models import Avatar
+from conversations.admin_usage import erased_usage_add
 from core.errors import DomainError
 from llm.catalog import ZERO, call_cost_usd, usd_text
 from llm.models import COST_DIGITS, COST_PLACES, UsageAvatarDay, UsageCounter, UsageDay, UsageKind, UsageRecord
@@ -229,19 +231,19 @@ def quota_settle(
     tokens: int,
     cost_usd: Decimal,
     avatar_id: int | None = None,
+    model: str = "",
 ) -> None:
     """Count a finished reply on the user's day (and their day with the avatar), giving back
-    its reservation (one UPDATE per row)."""
+    its reservation (one UPDATE per row). A user erased meanwhile: see `usage_day_add`."""
     spent = {"tokens": F("tokens") + tokens, "cost_usd": F("cost_usd") + cost_usd}
     if ticket is None:
         day = user_day(zone=zone_or_utc(zone_name))
-        usage_day_add(user_id=user_id, day=day, tokens=tokens, cost_usd=cost_usd, avatar_id=avatar_id)
+        usage_day_add(user_id=user_id, day=day, tokens=tokens, cost_usd=cost_usd, avatar_id=avatar_id, model=model)
         return
-    if ticket.user_reserved:
-        user_rows = UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day)
-        user_rows.update(**spent, **_reservation_returned(ticket))
-    else:
-        usage_day_add(user_id=ticket.user_id, day=ticket.day, tokens=tokens, cost_usd=cost_usd)
+    user_rows = UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day)
+    if not ticket.user_reserved or not user_rows.update(**spent, **_reservation_returned(ticket)):
+        # Not reserved, or the row went with the user's account while the reply ran.
+        usage_day_add(user_id=ticket.user_id, day=ticket.day, tokens=tokens, cost_usd=cost_usd, model=model)
     if ticket.avatar_id is not None:
         avatar_rows = UsageAvatarDay.objects.filter(user_id=ticket.user_id, avatar_id=ticket.avatar_id, day=ticket.day)
         avatar_rows.update(**spent, **_reservation_returned(ticket))
@@ -275,9 +277,14 @@ def quota_exhausted(*, user_id: int) -> bool:
     )
 
 
-def usage_day_add(*, user_id: int, day: date, tokens: int, cost_usd: Decimal, avatar_id: int | None = None) -> None:
+def usage_day_add(
+    *, user_id: int, day: date, tokens: int, cost_usd: Decimal, avatar_id: int | None = None, model: str = ""
+) -> None:
     """Add spending that was not reserved (a scheduled message, a background call) to the user's
-    day, and to their day with `avatar_id` when that avatar's limit keeps a row for it."""
+    day, and to their day with `avatar_id` when that avatar's limit keeps a row for it.
+
+    A user erased meanwhile gets no row again: the spending goes to `ErasedUsage`, with no user.
+    """
     if not tokens and not cost_usd:
         return
     changes = {"tokens": F("tokens") + tokens, "cost_usd": F("cost_usd") + cost_usd}
@@ -286,6 +293,9 @@ def usage_day_add(*, user_id: int, day: date, tokens: int, cost_usd: Decimal, av
     if UsageDay.objects.filter(user_id=user_id, day=day).update(**changes):
         return  # one query: the row of the day exists from the first call on
     with transaction.atomic():
+        if not _user_lock(user_id):
+            erased_usage_add(day=day, avatar_id=avatar_id, model=model, tokens=tokens, cost_usd=cost_usd)
+            return
         UsageDay.objects.get_or_create(user_id=user_id, day=day)
         UsageDay.objects.filter(user_id=user_id, day=day).update(**changes)
 
@@ -302,33 +312,43 @@ def usage_record_add(
     completion_tokens: int,
     outcome: str = "ok",
     reason: str = "",
-) -> UsageRecord:
-    """Record one background call, priced, and add it to its user's day."""
+) -> int | None:
+    """Record one background call, priced, and add it to its user's day; returns the record's id.
+
+    None when the user was erased while the call ran: the call is counted in `ErasedUsage`,
+    with no user, and nothing of theirs is written again (the caller stores nothing either).
+    The user's row is locked first, so an erasure either comes after (and folds this record
+    into `ErasedUsage` with the others) or before (and this call sees no user).
+    """
     cost = call_cost_usd(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-    day = user_day(zone=user_zone_get(user_id=user_id)) if user_id is not None else timezone.localdate()
-    record = UsageRecord.objects.create(
-        user_id=user_id,
-        avatar_id=avatar_id,
-        conversation_id=conversation_id,
-        kind=kind,
-        subject=subject[:64],
-        model=model[:200],
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cost_usd=cost,
-        day=day,
-        outcome=outcome[:64],
-        reason=reason[:200],
-    )
-    if user_id is not None:
-        usage_day_add(
-            user_id=user_id, day=day, tokens=prompt_tokens + completion_tokens, cost_usd=cost, avatar_id=avatar_id
+    tokens = prompt_tokens + completion_tokens
+    with transaction.atomic():
+        if user_id is not None and not _user_lock(user_id):
+            erased_usage_add(day=timezone.localdate(), avatar_id=avatar_id, model=model, tokens=tokens, cost_usd=cost)
+            return None
+        day = user_day(zone=user_zone_get(user_id=user_id)) if user_id is not None else timezone.localdate()
+        record = UsageRecord.objects.create(
+            user_id=user_id,
+            avatar_id=avatar_id,
+            conversation_id=conversation_id,
+            kind=kind,
+            subject=subject[:64],
+            model=model[:200],
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost,
+            day=day,
+            outcome=outcome[:64],
+            reason=reason[:200],
         )
-    return record
+        if user_id is not None:
+            usage_day_add(user_id=user_id, day=day, tokens=tokens, cost_usd=cost, avatar_id=avatar_id, model=model)
+    return record.pk
 
 
-def usage_record_outcome_set(*, record_id: int, outcome: str, reason: str = "") -> None:
-    UsageRecord.objects.filter(pk=record_id).update(outcome=outcome[:64], reason=reason[:200])
+def usage_record_outcome_set(*, record_id: int | None, outcome: str, reason: str = "") -> None:
+    if record_id is not None:
+        UsageRecord.objects.filter(pk=record_id).update(outcome=outcome[:64], reason=reason[:200])
 
 
 def usage_record_give_up(*, kind: UsageKind, subject: str, outcome: str, reason: str = "") -> None:
@@ -349,6 +369,11 @@ def usage_summary_get(*, user_id: int, date_from: date, date_to: date) -> dict[s
         "images": int(totals["images"]),
         "limit": quota_limits_get(user_id=user_id).as_dict(),
     }
+
+
+def _user_lock(user_id: int) -> bool:
+    """Lock the user's row until the transaction ends (an erasure waits, or has happened): whether it exists."""
+    return User.objects.select_for_update(no_key=True).filter(pk=user_id).values_list("pk").first() is not None
 
 
 def _avatar_day_add(*, user_id: int, avatar_id: int, day: date, changes: dict[str, Any]) -> None:

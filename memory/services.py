@@ -225,6 +225,9 @@ def summary_update(*, conversation_id: int, provider: LLMProvider) -> Summary | 
             conversation_id=conversation_id,
         ),
     )
+    if record_id is None:
+        logger.info("summary dropped: the account was erased", extra={"data": {"conversation_id": conversation_id}})
+        return None
     try:
         text = summary_check(
             completion.text, finish_reason=completion.finish_reason, max_tokens=config.summary_max_tokens
@@ -349,8 +352,11 @@ class BackgroundCall:
 
 def _complete(
     provider: LLMProvider, messages: list[ChatMessage], params: CompletionParams, *, call: BackgroundCall
-) -> tuple[Completion, int]:
-    """The completion and the id of its `UsageRecord`; a failed call is recorded with its error code."""
+) -> tuple[Completion, int | None]:
+    """The completion and the id of its `UsageRecord`; a failed call is recorded with its error code.
+
+    The id is None when the user's account was erased while the model wrote: the call is
+    counted without them (`usage_record_add`), and the caller stores nothing of its answer."""
     priced_as = params.model or provider.default_model
     record = partial(
         usage_record_add,
@@ -367,8 +373,8 @@ def _complete(
     except LLMError as exc:
         record(prompt_tokens=0, completion_tokens=0, outcome=exc.code)
         raise
-    stored = record(prompt_tokens=completion.usage.prompt_tokens, completion_tokens=completion.usage.completion_tokens)
-    return completion, stored.pk
+    usage = completion.usage
+    return completion, record(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 
 
 # --- remembered facts --------------------------------------------------------------------------
@@ -424,6 +430,9 @@ def memory_extract(*, message_id: int, provider: LLMProvider) -> list[Memory]:
             conversation_id=conversation.pk,
         ),
     )
+    if record_id is None:
+        logger.info("facts dropped: the account was erased", extra={"data": {"message_id": message_id}})
+        return []
     try:
         if completion.finish_reason == "length":
             raise OutputRejected("truncated", "the facts were cut off at the token limit")

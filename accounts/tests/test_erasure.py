@@ -1,11 +1,14 @@
 """DELETE /api/me: erasing an account, and nothing of it left anywhere (accounts/erasure.py)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.apps import apps
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -24,7 +27,12 @@ from avatars.models import Avatar, AvatarPhrase
 from conversations.admin_usage import UsageFilters, message_usage_report
 from conversations.models import Conversation, ErasedUsage, Message, Role
 from conversations.realtime import conversation_group_name
+from conversations.titles import conversation_title_generate
+from llm.base import ChatMessage, Completion, CompletionParams
 from llm.fake import FakeProvider
+from llm.models import UsageDay, UsageKind, UsageRecord
+from llm.quotas import usage_day_add, usage_record_add
+from memory import services as memory_services
 from memory import tasks as memory_tasks
 from memory.models import Memory, Summary
 from secretary.models import Reminder, Task
@@ -365,3 +373,108 @@ def test_queued_memory_work_for_an_erased_account_finds_nothing_and_calls_no_mod
     assert provider.calls == []
     assert not Summary.objects.exists()
     assert not Memory.objects.exclude(user=account["other"]).exists()
+
+
+# --- background work that ends after the erasure --------------------------------------------------
+
+
+@dataclass
+class ErasingProvider(FakeProvider):
+    """Answers, but the account is erased while it writes (as a DELETE /api/me landing mid-call)."""
+
+    erase_user_id: int = 0
+
+    async def complete(self, messages: Sequence[ChatMessage], *, params: CompletionParams | None = None) -> Completion:
+        completion = await super().complete(messages, params=params)
+        await sync_to_async(user_erase_unchecked)(user_id=self.erase_user_id)
+        return completion
+
+
+def test_background_calls_are_folded_into_erased_usage_by_day_avatar_and_model(account: dict[str, Any]) -> None:
+    # Given a summary with the catalogue avatar and a fact extraction with the user's own avatar
+    user, catalogue, own = account["user"], account["catalogue"], account["own"]
+    common = {"user_id": user.pk, "conversation_id": None, "subject": "conversation:1", "model": "cheap"}
+    usage_record_add(**common, avatar_id=catalogue.pk, kind=UsageKind.SUMMARY, prompt_tokens=300, completion_tokens=50)
+    usage_record_add(**common, avatar_id=own.pk, kind=UsageKind.FACTS, prompt_tokens=200, completion_tokens=20)
+    today = timezone.localdate()
+    before = message_usage_report(filters=UsageFilters(date_from=today, date_to=today)).total
+
+    report = user_erase_unchecked(user_id=user.pk)
+
+    # Then the records are gone with the user, their figures kept with no user, the own avatar unnamed
+    assert not UsageRecord.objects.exists()
+    assert not UsageDay.objects.exists()
+    background = set(
+        ErasedUsage.objects.filter(background_tokens__gt=0).values_list("avatar_id", "model", "background_tokens")
+    )
+    assert background == {(catalogue.pk, "cheap", 350), (None, "cheap", 220)}
+    assert report.usage_rows == ErasedUsage.objects.count() == 5
+    after = message_usage_report(filters=UsageFilters(date_from=today, date_to=today))
+    assert (before.background_tokens, after.total.background_tokens) == (570, 570)
+    assert after.by_user[-1].background_tokens == 570
+
+
+def test_facts_whose_account_is_erased_while_the_model_writes_are_counted_without_the_user(
+    account: dict[str, Any],
+) -> None:
+    # Given a message worth remembering, and a model that answers while the account is erased
+    user, catalogue = account["user"], account["catalogue"]
+    conversation = Conversation.objects.get(user=user, avatar=catalogue)
+    message = MessageFactory(conversation=conversation, content="My sister Ana lives in Lisbon and I work nights.")
+    provider = ErasingProvider(
+        reply='{"facts": [{"key": "sister", "text": "Has a sister, Ana."}]}', erase_user_id=user.pk
+    )
+
+    # When the extraction runs
+    stored = memory_services.memory_extract(message_id=message.pk, provider=provider)
+
+    # Then the model was called once, nothing of the user came back, and the call is counted with no user
+    assert len(provider.calls) == 1
+    assert stored == []
+    assert not User.objects.filter(pk=user.pk).exists()
+    assert not Memory.objects.exclude(user=account["other"]).exists()
+    assert not UsageRecord.objects.exists()
+    assert not UsageDay.objects.exists()
+    [late] = ErasedUsage.objects.filter(background_tokens__gt=0)
+    assert (late.avatar_id, late.background_tokens, late.user_messages, late.replies) == (
+        catalogue.pk,
+        provider._usage(provider.calls[0]).prompt_tokens + provider._usage(provider.calls[0]).completion_tokens,
+        0,
+        0,
+    )
+
+
+def test_a_title_whose_account_is_erased_while_the_model_writes_is_counted_without_the_user(
+    account: dict[str, Any],
+) -> None:
+    # Given the user's first exchange with their own avatar, still titled with its name
+    user, own = account["user"], account["own"]
+    conversation = Conversation.objects.get(user=user, avatar=own)
+    first = Message.objects.get(conversation=conversation)
+    MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="Hi.", reply_to=first)
+    provider = ErasingProvider(reply="Lisbon plans", erase_user_id=user.pk)
+
+    title = conversation_title_generate(conversation_id=conversation.pk, provider=provider)
+
+    # Then no title is written, and the call is counted with no user and no avatar (theirs went too)
+    assert title is None
+    assert len(provider.calls) == 1
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+    assert not UsageRecord.objects.exists()
+    [late] = ErasedUsage.objects.filter(background_tokens__gt=0)
+    asked = provider.params[0]
+    assert asked is not None
+    assert (late.avatar_id, late.model) == (None, asked.model)
+
+
+def test_spending_that_ends_after_the_erasure_recreates_no_counter_row(account: dict[str, Any]) -> None:
+    # Given a reply or a reminder that ends after its user's account is gone
+    user = account["user"]
+    user_erase_unchecked(user_id=user.pk)
+
+    usage_day_add(user_id=user.pk, day=timezone.localdate(), tokens=42, cost_usd=Decimal("0.01"), model="m")
+
+    # Then no counter comes back for them, and the spending is kept with no user
+    assert not UsageDay.objects.filter(user_id=user.pk).exists()
+    [late] = ErasedUsage.objects.filter(background_tokens__gt=0)
+    assert (late.model, late.background_tokens, late.background_cost_usd) == ("m", 42, Decimal("0.01"))

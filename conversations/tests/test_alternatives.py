@@ -22,6 +22,7 @@ from conversations.turns.request import Regenerate
 from core.errors import Conflict, InvalidInput, NotFound
 from llm.errors import Unavailable
 from llm.fake import FakeProvider
+from llm.models import UsageDay, UsageRecord
 from llm.testing import provider_configured
 from memory import services as memory_services
 from memory.config import MemorySettings
@@ -396,6 +397,27 @@ def test_the_model_writes_the_title_once_and_never_over_the_users() -> None:
     assert conversation_title_generate(conversation_id=renamed.pk, provider=provider) is None
     renamed.refresh_from_db()
     assert renamed.title == "Mine"
+
+
+def test_the_title_call_is_counted_as_background_work_on_the_users_day() -> None:
+    conversation = ConversationFactory()
+    exchange(conversation, "Could you help me plan a trip to Lisbon", "Gladly.")
+    spent_before = UsageDay.objects.get(user=conversation.user).tokens
+    provider = FakeProvider(reply="Lisbon trip")
+
+    conversation_title_generate(conversation_id=conversation.pk, provider=provider)
+
+    record = UsageRecord.objects.get(kind="title")
+    usage = provider._usage(provider.calls[0])
+    assert (record.user_id, record.avatar_id, record.conversation_id, record.outcome) == (
+        conversation.user_id,
+        conversation.avatar_id,
+        conversation.pk,
+        "ok",
+    )
+    assert (record.prompt_tokens, record.completion_tokens) == (usage.prompt_tokens, usage.completion_tokens)
+    spent = UsageDay.objects.get(user=conversation.user).tokens - spent_before
+    assert spent == usage.prompt_tokens + usage.completion_tokens
 
 
 def test_a_failing_title_model_falls_back_to_the_first_words() -> None:

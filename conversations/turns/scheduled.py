@@ -189,7 +189,8 @@ class _CommitRefused(Exception):
 def scheduled_message_store(plan: ScheduledPlan, written: WrittenText) -> dict[str, Any] | None:
     """Store the message, spend the caller's claim (`commit`) and count it, in one transaction.
 
-    None when `commit` refused: nothing was stored.
+    None when `commit` refused (the reminder was cancelled, the user wrote first, the account
+    was erased): nothing was stored, but a model call made for it still counts (`usage_day_add`).
     """
     message = plan.message
     now = timezone.now()
@@ -225,16 +226,17 @@ def scheduled_message_store(plan: ScheduledPlan, written: WrittenText) -> dict[s
                 message_count=F("message_count") + 1, last_message_at=now, updated_at=now
             )
     except _CommitRefused:
-        return None
-    if cost is not None:
+        stored = None
+    if cost is not None:  # the model was called: what it cost counts even if the message was refused
         usage_day_add(
             user_id=message.user_id,
             day=user_day(zone=zone_or_utc(plan.zone_name), now=now),
             tokens=(written.prompt_tokens or 0) + (written.completion_tokens or 0),
             cost_usd=cost,
             avatar_id=plan.avatar_id,
+            model=written.priced_as,
         )
-    return message_dict(stored)
+    return message_dict(stored) if stored is not None else None
 
 
 async def _scheduled_run(plan: ScheduledPlan, provider: LLMProvider, emit: EventSink) -> TurnResult:

@@ -200,6 +200,7 @@ def reply_outcome_store(*, stored: StoredTurn, outcome: ReplyOutcome, plan: Turn
         tokens=(outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0),
         cost_usd=cost,
         avatar_id=plan.avatar_id,
+        model=priced_as,
     )
     return {
         **stored.reply,
