@@ -111,6 +111,19 @@ _GOOGLE_FAMILY = "GoogleProvider"
 # would refuse the keyword; so would Mistral's, which calls it `random_seed`).
 _SEED_FAMILIES = frozenset({"BaseOpenAIProvider", _GOOGLE_FAMILY})
 GEMINI_API_VERSION = "v1beta"
+# Transport failures of the SDKs' HTTP clients: httpx, and httpx2 (its successor, which
+# mistralai 3 uses; installed with openai) where present.
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.TransportError,)
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
+_TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (httpx.TimeoutException,)
+try:
+    import httpx2
+except ImportError:  # pragma: no cover - an install without it
+    pass
+else:
+    _TRANSPORT_ERRORS += (httpx2.TransportError,)
+    _CONNECT_ERRORS += (httpx2.ConnectError, httpx2.ConnectTimeout)
+    _TIMEOUT_ERRORS += (httpx2.TimeoutException,)
 # The HTTP responses a stream opened, recorded by our transport, so that closing the stream
 # closes them whatever the SDK does: google-genai's nested generators do not pass `aclose()`
 # on, and its response would otherwise be read to the end (or left to the garbage collector).
@@ -627,11 +640,11 @@ def error_translate(exc: BaseException, *, mid_stream: bool, secrets: Sequence[s
     transport = _transport_cause(exc)
     if transport is not None:
         name = type(transport).__name__
-        if isinstance(transport, httpx.ConnectError | httpx.ConnectTimeout) and not mid_stream:
+        if isinstance(transport, _CONNECT_ERRORS) and not mid_stream:
             return Unreachable(f"could not connect ({name})")
         if mid_stream:
             return ConnectionDropped(f"connection lost mid-stream ({name})")
-        if isinstance(transport, httpx.TimeoutException):
+        if isinstance(transport, _TIMEOUT_ERRORS):
             return Timeout(f"request timed out ({name})")
         return Unavailable(f"connection failed before an answer ({name})")
     if _decode_cause(exc) is not None:
@@ -737,9 +750,9 @@ def _status_of(exc: BaseException) -> int | None:
     return None
 
 
-def _transport_cause(exc: BaseException) -> httpx.TransportError | None:
+def _transport_cause(exc: BaseException) -> BaseException | None:
     for link in _chain(exc):
-        if isinstance(link, httpx.TransportError):
+        if isinstance(link, _TRANSPORT_ERRORS):
             return link
     return None
 

@@ -471,3 +471,21 @@ def test_llm_check_says_which_extra_a_provider_needs(anyllm_settings: Any) -> No
         call_command("llm_check", "hi")
 
     assert "pip install 'any-llm-sdk[cohere]'" in str(caught.value)
+
+
+@pytest.mark.parametrize("provider_key", ["anthropic", "gemini", "mistral", "ollama"])
+async def test_the_documented_providers_sdks_are_installed_and_a_dead_server_is_unreachable(provider_key: str) -> None:
+    # requirements.txt pins these extras: each client builds (no "pip install" needed), and a
+    # server that is not there is told apart from one that fails (Unreachable, not Unavailable)
+    provider = AnyLLMProvider(
+        model=f"{provider_key}:some-model",
+        api_key="sk-test-0123456789",
+        base_url=f"http://127.0.0.1:{free_port()}",
+        connect_timeout=2.0,
+        first_token_timeout=5.0,
+    )
+    try:
+        with pytest.raises(Unreachable):
+            await drain(provider.stream(PROMPT))
+    finally:
+        await provider.aclose()
