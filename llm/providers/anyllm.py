@@ -4,7 +4,7 @@
 `gemini:gemini-2.0-flash`, `mistral:mistral-small-latest`, `ollama:llama3.2`). any-llm
 speaks each provider's own API through its SDK and hands back OpenAI-shaped chunks, which
 are read here as the OpenAI provider reads its own: text deltas, tool-call fragments put
-together by index (the same helpers), one `ToolCalls`, then one `StreamEnd`.
+together by index (`llm/providers/common.py`), one `ToolCalls`, then one `StreamEnd`.
 `LLM_BASE_URL`, when set, is the provider's `api_base`, unchanged (Anthropic: no `/v1`).
 
 Like the OpenAI provider, it makes exactly one attempt per call (the SDKs' own retries are
@@ -41,12 +41,11 @@ import re
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import any_llm
 import httpx
 from any_llm import AnyLLM
-from django.conf import settings
 
 from llm.base import (
     ChatMessage,
@@ -78,24 +77,27 @@ from llm.errors import (
     Unavailable,
     Unreachable,
 )
-from llm.params import ResolvedParams, completion_params_resolve
-from llm.providers.openai import (
-    _CONTEXT_HINTS,
-    _FILTER_HINTS,
-    _TOOLS_HINTS,
-    _UNSUPPORTED_HINTS,
+from llm.params import ResolvedParams
+from llm.providers.common import (
+    CONTEXT_HINTS,
+    FILTER_HINTS,
     KEYLESS_PLACEHOLDER,
-    _finish_reason_check,
-    _message_to_openai,
-    _redact,
-    _server_message,
-    _tool_calls_assemble,
-    _tool_fragments_add,
-    _tool_to_openai,
-    _ToolCallDraft,
-    _usage_estimate,
-    _usage_from,
+    TOOLS_HINTS,
+    UNSUPPORTED_HINTS,
+    ProviderBase,
+    ProviderOptions,
+    ToolCallDraft,
+    finish_reason_check,
+    message_to_openai,
+    provider_options_from_settings,
+    redact,
     retry_after_parse,
+    server_message,
+    tool_calls_assemble,
+    tool_fragments_add,
+    tool_to_openai,
+    usage_estimate,
+    usage_from,
 )
 
 logger = logging.getLogger("companion.llm")
@@ -132,93 +134,23 @@ _OPENED_RESPONSES: contextvars.ContextVar[list[httpx.Response] | None] = context
 )
 
 
-class AnyLLMProvider:
+class AnyLLMProvider(ProviderBase):
     """`llm.base.LLMProvider` over any provider any-llm supports, named as `provider:model`."""
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        api_key: str = "",
-        base_url: str = "",
-        temperature: float = 0.8,
-        max_tokens: int = 800,
-        max_tokens_limit: int = 4096,
-        connect_timeout: float = 5.0,
-        first_token_timeout: float = 30.0,
-        read_timeout: float = 20.0,
-        complete_timeout: float = 120.0,
-        stream_usage: bool = True,
-        max_connections: int = 100,
-        supports_tools: bool = True,
-        name: str = "anyllm",
-    ) -> None:
-        self.name = name
-        self._model = model
-        self._api_key = api_key
-        self._base_url = base_url
-        self._temperature = temperature
-        self._max_tokens = max_tokens
-        self._max_tokens_limit = max_tokens_limit
-        self._connect_timeout = connect_timeout
-        self._first_token_timeout = first_token_timeout
-        self._read_timeout = read_timeout
-        self._complete_timeout = complete_timeout
-        self._stream_usage = stream_usage
-        self._max_connections = max_connections
-        self._supports_tools = supports_tools
+    def __init__(self, *, name: str = "anyllm", **options: Unpack[ProviderOptions]) -> None:
+        super().__init__(name=name, **options)
         self._clients: dict[tuple[asyncio.AbstractEventLoop, str], _LoopClient] = {}
         self._clients_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls) -> AnyLLMProvider:
-        return cls(
-            model=settings.LLM_MODEL,
-            api_key=settings.LLM_API_KEY,
-            base_url=settings.LLM_BASE_URL,
-            temperature=settings.LLM_TEMPERATURE,
-            max_tokens=settings.LLM_MAX_TOKENS,
-            max_tokens_limit=settings.LLM_MAX_TOKENS_LIMIT,
-            connect_timeout=settings.LLM_CONNECT_TIMEOUT,
-            first_token_timeout=settings.LLM_FIRST_TOKEN_TIMEOUT,
-            read_timeout=settings.LLM_READ_TIMEOUT,
-            complete_timeout=float(getattr(settings, "LLM_COMPLETE_TIMEOUT", 120.0)),
-            stream_usage=bool(getattr(settings, "LLM_STREAM_USAGE", True)),
-            supports_tools=bool(getattr(settings, "LLM_TOOLS", True)),
-        )
+        return cls(**provider_options_from_settings())
 
     # -- what health checks and llm_check show ------------------------------------------------
 
     @property
-    def configured(self) -> bool:
-        return bool(self._api_key or self._base_url)
-
-    @property
-    def default_model(self) -> str:
-        return self._model
-
-    @property
-    def supports_tools(self) -> bool:
-        return self._supports_tools
-
-    @property
     def base_url(self) -> str:
         return self._base_url or f"(the {model_split(self._model)[0] or '?'} default)"
-
-    @property
-    def key_hint(self) -> str:
-        if not self._api_key:
-            return "(none)"
-        return f"...{self._api_key[-4:]}" if len(self._api_key) > 8 else "(set, too short to show)"
-
-    @property
-    def timeouts(self) -> dict[str, float]:
-        return {
-            "connect": self._connect_timeout,
-            "first_token": self._first_token_timeout,
-            "read": self._read_timeout,
-            "complete": self._complete_timeout,
-        }
 
     # -- one client per event loop and provider -------------------------------------------------
 
@@ -286,15 +218,8 @@ class AnyLLMProvider:
         return client, http_client
 
     def _http_client_build(self) -> httpx.AsyncClient:
-        backstop = max(self._first_token_timeout, self._read_timeout, self._complete_timeout)
-        timeout = httpx.Timeout(
-            connect=self._connect_timeout,
-            read=backstop,
-            write=max(self._connect_timeout, self._read_timeout),
-            pool=self._first_token_timeout,
-        )
-        limits = httpx.Limits(max_connections=self._max_connections, max_keepalive_connections=20)
-        return httpx.AsyncClient(timeout=timeout, transport=_OurTimeouts(timeout, limits=limits))
+        timeout = self._http_timeout()
+        return httpx.AsyncClient(timeout=timeout, transport=_OurTimeouts(timeout, limits=self._http_limits()))
 
     # -- the Protocol ---------------------------------------------------------------------------
 
@@ -320,10 +245,10 @@ class AnyLLMProvider:
             raise MalformedResponse("the answer was not a chat completion")
         choice = choices[0]
         finish_reason = str(choice.finish_reason or "unknown")
-        _finish_reason_check(finish_reason)
+        finish_reason_check(finish_reason)
         text = getattr(choice.message, "content", None) or ""
         tool_calls = _tool_calls_of(choice.message)
-        usage = _usage_from(getattr(response, "usage", None)) or _usage_estimate(messages, text, tool_calls)
+        usage = usage_from(getattr(response, "usage", None)) or usage_estimate(messages, text, tool_calls)
         return Completion(
             text=text,
             finish_reason=finish_reason,
@@ -349,7 +274,7 @@ class AnyLLMProvider:
         answered = False  # a chunk arrived: a broken connection now dropped mid-reply
         opened: list[httpx.Response] = []
         pieces: list[str] = []
-        drafts: dict[int, _ToolCallDraft] = {}
+        drafts: dict[int, ToolCallDraft] = {}
         finish_reason: str | None = None
         usage: Usage | None = None
         try:
@@ -374,7 +299,7 @@ class AnyLLMProvider:
                     break
                 answered = True
                 if chunk.usage is not None:
-                    usage = _usage_from(chunk.usage) or usage
+                    usage = usage_from(chunk.usage) or usage
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -390,7 +315,7 @@ class AnyLLMProvider:
                     yield TextDelta(text)
                 elif not alive and getattr(delta, "reasoning", None):
                     alive = True  # a thinking model is alive: the stall clock takes over
-                if delta.tool_calls and _tool_fragments_add(
+                if delta.tool_calls and tool_fragments_add(
                     drafts, [fragment.model_dump() for fragment in delta.tool_calls]
                 ):
                     alive = True
@@ -414,13 +339,13 @@ class AnyLLMProvider:
 
         if finish_reason is None:
             raise StreamIncomplete(f"the stream ended without a finish reason after {len(pieces)} deltas")
-        _finish_reason_check(finish_reason)
-        calls = _tool_calls_assemble(drafts)
+        finish_reason_check(finish_reason)
+        calls = tool_calls_assemble(drafts)
         if calls:
             yield ToolCalls(calls)
         yield StreamEnd(
             finish_reason=finish_reason,
-            usage=usage or _usage_estimate(messages, "".join(pieces), calls),
+            usage=usage or usage_estimate(messages, "".join(pieces), calls),
             model=_model_name(provider_key, model_id),
         )
 
@@ -437,7 +362,7 @@ class AnyLLMProvider:
         families = _families_of_key(provider_key)
         request: dict[str, Any] = {
             "model": model_id,
-            "messages": [dict(_message_to_openai(message)) for message in messages],
+            "messages": [message_to_openai(message) for message in messages],
             "temperature": resolved.temperature,
             "max_tokens": resolved.max_tokens,
             "stream": stream,
@@ -445,7 +370,7 @@ class AnyLLMProvider:
         if resolved.seed is not None and families & _SEED_FAMILIES:
             request["seed"] = resolved.seed
         if resolved.tools and self._supports_tools:
-            request["tools"] = [_tool_to_openai(tool) for tool in resolved.tools]
+            request["tools"] = [tool_to_openai(tool) for tool in resolved.tools]
             request["tool_choice"] = "auto"
         if stream and self._stream_usage and "BaseOpenAIProvider" in families:
             request["stream_options"] = {"include_usage": True}
@@ -480,15 +405,6 @@ class AnyLLMProvider:
         if not provider_key:
             raise NotConfigured(f"LLM_MODEL={self._model!r}: expected provider:model, e.g. anthropic:claude-3-5-haiku")
         return provider_key, model_id
-
-    def _params_resolve(self, params: CompletionParams | None) -> ResolvedParams:
-        return completion_params_resolve(
-            params=params,
-            default_model=self._model,
-            default_temperature=self._temperature,
-            default_max_tokens=self._max_tokens,
-            max_tokens_limit=self._max_tokens_limit,
-        )
 
     def _error_translate(self, exc: BaseException, *, mid_stream: bool) -> LLMError:
         return error_translate(exc, mid_stream=mid_stream, secrets=(self._api_key,))
@@ -649,7 +565,7 @@ def error_translate(exc: BaseException, *, mid_stream: bool, secrets: Sequence[s
         return Unavailable(f"connection failed before an answer ({name})")
     if _decode_cause(exc) is not None:
         return MalformedResponse(f"an event could not be decoded ({type(_decode_cause(exc)).__name__})")
-    message = _redact(_message_of(exc), secrets)
+    message = redact(_message_of(exc), secrets)
     if isinstance(exc, any_llm.MissingApiKeyError):
         return NotConfigured(message)
     if isinstance(exc, any_llm.RateLimitError):
@@ -675,8 +591,8 @@ def _status_error(exc: BaseException, status: int, secrets: Sequence[str]) -> LL
     original = _original(exc)
     code = str(getattr(exc, "code", None) or _body_field(original, "code") or "").lower()
     kind = str(getattr(exc, "error_type", None) or _body_field(original, "type") or "").lower()
-    message = _server_message(getattr(original, "body", None)) or _message_of(exc)
-    detail = _redact(f"HTTP {status}" + (f" {code or kind}" if code or kind else "") + f": {message}", secrets)
+    message = server_message(getattr(original, "body", None)) or _message_of(exc)
+    detail = redact(f"HTTP {status}" + (f" {code or kind}" if code or kind else "") + f": {message}", secrets)
     retry_after = _retry_after_of(exc)
     if status == 401:
         return AuthenticationFailed(detail, status_code=status)
@@ -697,21 +613,21 @@ def _status_error(exc: BaseException, status: int, secrets: Sequence[str]) -> LL
     if (
         isinstance(exc, any_llm.ContextLengthExceededError)
         or code == "context_length_exceeded"
-        or _CONTEXT_HINTS.search(message)
+        or CONTEXT_HINTS.search(message)
         or _MORE_CONTEXT_HINTS.search(message)
     ):
         return ContextTooLong(detail, status_code=status)
-    if isinstance(exc, any_llm.ContentFilterError) or _FILTER_HINTS.search(f"{code} {message}"):
+    if isinstance(exc, any_llm.ContentFilterError) or FILTER_HINTS.search(f"{code} {message}"):
         return ContentFiltered(detail, status_code=status)
-    if _TOOLS_HINTS.search(message) and _UNSUPPORTED_HINTS.search(message):
+    if TOOLS_HINTS.search(message) and UNSUPPORTED_HINTS.search(message):
         return ToolsUnsupported(detail, status_code=status)
     return BadRequest(detail, status_code=status)
 
 
 def _in_stream_error(message: str) -> LLMError:
-    if _CONTEXT_HINTS.search(message) or _MORE_CONTEXT_HINTS.search(message):
+    if CONTEXT_HINTS.search(message) or _MORE_CONTEXT_HINTS.search(message):
         return ContextTooLong(message)
-    if _FILTER_HINTS.search(message):
+    if FILTER_HINTS.search(message):
         return ContentFiltered(message)
     if re.search(r"rate.?limit", message, re.IGNORECASE):
         return RateLimited(message)

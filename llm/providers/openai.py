@@ -43,14 +43,11 @@ raises `ContentFiltered`: neither is ever returned as a complete reply.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import re
 import threading
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import httpx
 import openai
@@ -67,7 +64,6 @@ from llm.base import (
     TextDelta,
     ToolCall,
     ToolCalls,
-    ToolSpec,
     Usage,
 )
 from llm.errors import (
@@ -89,8 +85,28 @@ from llm.errors import (
     Unavailable,
     Unreachable,
 )
-from llm.params import ResolvedParams, completion_params_resolve
-from llm.tokens import count_message_tokens, count_tokens
+from llm.params import ResolvedParams
+from llm.providers.common import (
+    CONTEXT_HINTS,
+    FILTER_HINTS,
+    KEYLESS_PLACEHOLDER,
+    TOOLS_HINTS,
+    UNSUPPORTED_HINTS,
+    ProviderBase,
+    ProviderOptions,
+    ToolCallDraft,
+    finish_reason_check,
+    message_to_openai,
+    provider_options_from_settings,
+    redact,
+    retry_after_parse,
+    server_message,
+    tool_calls_assemble,
+    tool_fragments_add,
+    tool_to_openai,
+    usage_estimate,
+    usage_from,
+)
 
 if TYPE_CHECKING:
     import httpx2
@@ -98,120 +114,34 @@ if TYPE_CHECKING:
 logger = logging.getLogger("companion.llm")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# Local servers (Ollama, vLLM, LM Studio) need no key, but the SDK insists on a non-empty one.
-KEYLESS_PLACEHOLDER = "not-needed"
-DETAIL_MAX_CHARS = 300
-
-_CONTEXT_HINTS = re.compile(
-    r"context[ _]length|context window|maximum context|too many tokens|prompt is too long|reduce the length",
-    re.IGNORECASE,
-)
-_FILTER_HINTS = re.compile(r"content[ _](management[ _])?(filter|policy)|responsibleaipolicy", re.IGNORECASE)
-# A 4xx naming tools and saying they are not available: Ollama "... does not support tools",
-# vLLM '"auto" tool choice requires --enable-auto-tool-choice', llama.cpp "tools param
-# requires --jinja flag", OpenAI "'tools' is not supported with this model", Mistral
-# "Function calling is not enabled for this model". Both must match: a 400 about a bad tool
-# schema is a plain BadRequest.
-_TOOLS_HINTS = re.compile(r"\btools?\b|tool[ _]choice|tool[ _]call|function[ _]call", re.IGNORECASE)
-_UNSUPPORTED_HINTS = re.compile(
-    r"not supported|unsupported|(does|do)(n't| not) support|not enabled|requires? --", re.IGNORECASE
-)
-_SECRET_LIKE = re.compile(r"(sk-[A-Za-z0-9_\-*.]{4,}|Bearer\s+\S+|key[-_][A-Za-z0-9]{16,})")
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(ProviderBase):
     """`llm.base.LLMProvider` over any OpenAI-compatible `/chat/completions` endpoint."""
 
     def __init__(
-        self,
-        *,
-        model: str,
-        api_key: str = "",
-        base_url: str = "",
-        temperature: float = 0.8,
-        max_tokens: int = 800,
-        max_tokens_limit: int = 4096,
-        connect_timeout: float = 5.0,
-        first_token_timeout: float = 30.0,
-        read_timeout: float = 20.0,
-        complete_timeout: float = 120.0,
-        stream_usage: bool = True,
-        max_tokens_param: str = "max_tokens",
-        max_connections: int = 100,
-        supports_tools: bool = True,
-        name: str = "openai",
+        self, *, max_tokens_param: str = "max_tokens", name: str = "openai", **options: Unpack[ProviderOptions]
     ) -> None:
         if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
             raise ValueError("max_tokens_param must be 'max_tokens' or 'max_completion_tokens'")
-        self.name = name
-        self._model = model
-        self._api_key = api_key
-        self._base_url = base_url.rstrip("/")
-        self._temperature = temperature
-        self._max_tokens = max_tokens
-        self._max_tokens_limit = max_tokens_limit
-        self._connect_timeout = connect_timeout
-        self._first_token_timeout = first_token_timeout
-        self._read_timeout = read_timeout
-        self._complete_timeout = complete_timeout
-        self._stream_usage = stream_usage
+        super().__init__(name=name, **options)
+        self._base_url = self._base_url.rstrip("/")
         self._max_tokens_param = max_tokens_param
-        self._max_connections = max_connections
-        self._supports_tools = supports_tools
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._clients_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls) -> OpenAICompatibleProvider:
         return cls(
-            model=settings.LLM_MODEL,
-            api_key=settings.LLM_API_KEY,
-            base_url=settings.LLM_BASE_URL,
-            temperature=settings.LLM_TEMPERATURE,
-            max_tokens=settings.LLM_MAX_TOKENS,
-            max_tokens_limit=settings.LLM_MAX_TOKENS_LIMIT,
-            connect_timeout=settings.LLM_CONNECT_TIMEOUT,
-            first_token_timeout=settings.LLM_FIRST_TOKEN_TIMEOUT,
-            read_timeout=settings.LLM_READ_TIMEOUT,
-            complete_timeout=float(getattr(settings, "LLM_COMPLETE_TIMEOUT", 120.0)),
-            stream_usage=bool(getattr(settings, "LLM_STREAM_USAGE", True)),
             max_tokens_param=str(getattr(settings, "LLM_MAX_TOKENS_PARAM", "max_tokens")),
-            supports_tools=bool(getattr(settings, "LLM_TOOLS", True)),
+            **provider_options_from_settings(),
         )
 
     # -- what health checks and llm_check show ------------------------------------------------
 
     @property
-    def configured(self) -> bool:
-        return bool(self._api_key or self._base_url)
-
-    @property
-    def default_model(self) -> str:
-        return self._model
-
-    @property
-    def supports_tools(self) -> bool:
-        return self._supports_tools
-
-    @property
     def base_url(self) -> str:
         return self._base_url or DEFAULT_BASE_URL
-
-    @property
-    def key_hint(self) -> str:
-        """The key as a person can recognise it without it being usable: its last four characters."""
-        if not self._api_key:
-            return "(none)"
-        return f"...{self._api_key[-4:]}" if len(self._api_key) > 8 else "(set, too short to show)"
-
-    @property
-    def timeouts(self) -> dict[str, float]:
-        return {
-            "connect": self._connect_timeout,
-            "first_token": self._first_token_timeout,
-            "read": self._read_timeout,
-            "complete": self._complete_timeout,
-        }
 
     # -- one client per event loop ------------------------------------------------------------
 
@@ -244,16 +174,7 @@ class OpenAICompatibleProvider:
             await entry.closer.aclose()
 
     def _client_build(self) -> AsyncOpenAI:
-        backstop = max(self._first_token_timeout, self._read_timeout, self._complete_timeout)
-        http_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=self._connect_timeout,
-                read=backstop,
-                write=max(self._connect_timeout, self._read_timeout),
-                pool=self._first_token_timeout,
-            ),
-            limits=httpx.Limits(max_connections=self._max_connections, max_keepalive_connections=20),
-        )
+        http_client = httpx.AsyncClient(timeout=self._http_timeout(), limits=self._http_limits())
         return AsyncOpenAI(
             api_key=self._api_key or KEYLESS_PLACEHOLDER,
             base_url=self.base_url,
@@ -287,10 +208,10 @@ class OpenAICompatibleProvider:
             raise MalformedResponse("the answer was not a chat completion")
         choice = response.choices[0]
         finish_reason = str(choice.finish_reason or "unknown")
-        _finish_reason_check(finish_reason)
+        finish_reason_check(finish_reason)
         text = getattr(choice.message, "content", None) or ""
         tool_calls = _tool_calls_from_message(choice.message)
-        usage = _usage_from(response.usage) or _usage_estimate(messages, text, tool_calls)
+        usage = usage_from(response.usage) or usage_estimate(messages, text, tool_calls)
         return Completion(
             text=text,
             finish_reason=finish_reason,
@@ -316,7 +237,7 @@ class OpenAICompatibleProvider:
         alive = False  # a text, reasoning or tool-call delta arrived: from now on, the stall clock applies
         sdk_stream: openai.AsyncStream[object] | None = None
         pieces: list[str] = []
-        drafts: dict[int, _ToolCallDraft] = {}  # tool calls being assembled, by their index
+        drafts: dict[int, ToolCallDraft] = {}  # tool calls being assembled, by their index
         finish_reason: str | None = None
         usage: Usage | None = None
         model = resolved.model
@@ -343,7 +264,7 @@ class OpenAICompatibleProvider:
                 if not isinstance(chunk, dict):
                     continue  # valid JSON but not a chunk: nothing in it for us
                 if chunk.get("usage") is not None:  # on the last chunk only: no check per token
-                    usage = _usage_from(chunk["usage"]) or usage
+                    usage = usage_from(chunk["usage"]) or usage
                 model = chunk.get("model") or model
                 choices = chunk.get("choices")
                 if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -364,7 +285,7 @@ class OpenAICompatibleProvider:
                     # it proves the model is alive, so the stall clock takes over.
                     alive = True
                 fragments = delta.get("tool_calls")
-                if fragments and _tool_fragments_add(drafts, fragments):
+                if fragments and tool_fragments_add(drafts, fragments):
                     alive = True
         except LLMError:
             raise
@@ -380,13 +301,13 @@ class OpenAICompatibleProvider:
 
         if finish_reason is None:
             raise StreamIncomplete(f"the stream ended without a finish reason after {len(pieces)} deltas")
-        _finish_reason_check(finish_reason)
-        calls = _tool_calls_assemble(drafts)
+        finish_reason_check(finish_reason)
+        calls = tool_calls_assemble(drafts)
         if calls:
             yield ToolCalls(calls)
         yield StreamEnd(
             finish_reason=finish_reason,
-            usage=usage or _usage_estimate(messages, "".join(pieces), calls),
+            usage=usage or usage_estimate(messages, "".join(pieces), calls),
             model=model,
         )
 
@@ -404,7 +325,7 @@ class OpenAICompatibleProvider:
         if resolved.seed is not None:
             body["seed"] = resolved.seed
         if resolved.tools and self._supports_tools:
-            body["tools"] = [_tool_to_openai(tool) for tool in resolved.tools]
+            body["tools"] = [tool_to_openai(tool) for tool in resolved.tools]
             body["tool_choice"] = "auto"
         if stream and self._stream_usage:
             body["stream_options"] = {"include_usage": True}
@@ -426,15 +347,6 @@ class OpenAICompatibleProvider:
             raise self._error_translate(exc, mid_stream=False) from exc
 
     # -- internals ------------------------------------------------------------------------------
-
-    def _params_resolve(self, params: CompletionParams | None) -> ResolvedParams:
-        return completion_params_resolve(
-            params=params,
-            default_model=self._model,
-            default_temperature=self._temperature,
-            default_max_tokens=self._max_tokens,
-            max_tokens_limit=self._max_tokens_limit,
-        )
 
     def _error_translate(self, exc: BaseException, *, mid_stream: bool) -> LLMError:
         return error_translate(exc, mid_stream=mid_stream, secrets=(self._api_key,))
@@ -483,7 +395,7 @@ def error_translate(exc: BaseException, *, mid_stream: bool, secrets: Sequence[s
         # An error event inside a stream: `data: {"error": {...}}`.
         return _in_stream_error(exc, secrets)
     if isinstance(exc, openai.OpenAIError):
-        return LLMError(_redact(f"{type(exc).__name__}: {exc}", secrets))
+        return LLMError(redact(f"{type(exc).__name__}: {exc}", secrets))
     if isinstance(exc, httpx.TimeoutException):
         return ConnectionDropped("read timed out mid-stream") if mid_stream else Timeout(type(exc).__name__)
     if isinstance(exc, httpx.TransportError):
@@ -502,8 +414,8 @@ def _status_error(exc: openai.APIStatusError, secrets: Sequence[str]) -> LLMErro
     status = exc.status_code
     code = (exc.code or "").lower()
     kind = (getattr(exc, "type", None) or "").lower()
-    message = _server_message(exc.body)
-    detail = _redact(f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""), secrets)
+    message = server_message(exc.body)
+    detail = redact(f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""), secrets)
     retry_after = retry_after_parse(exc.response.headers)
     if status == 401:
         return AuthenticationFailed(detail, status_code=status)
@@ -521,154 +433,33 @@ def _status_error(exc: openai.APIStatusError, secrets: Sequence[str]) -> LLMErro
         return RateLimited(detail, retry_after=retry_after, status_code=status)
     if status >= 500 or status == 409:
         return Unavailable(detail, retry_after=retry_after, status_code=status)
-    if code == "context_length_exceeded" or _CONTEXT_HINTS.search(message):
+    if code == "context_length_exceeded" or CONTEXT_HINTS.search(message):
         return ContextTooLong(detail, status_code=status)
-    if code in ("content_filter", "content_policy_violation") or _FILTER_HINTS.search(f"{code} {message}"):
+    if code in ("content_filter", "content_policy_violation") or FILTER_HINTS.search(f"{code} {message}"):
         return ContentFiltered(detail, status_code=status)
-    if _TOOLS_HINTS.search(message) and _UNSUPPORTED_HINTS.search(message):
+    if TOOLS_HINTS.search(message) and UNSUPPORTED_HINTS.search(message):
         return ToolsUnsupported(detail, status_code=status)
     return BadRequest(detail, status_code=status)
 
 
 def _in_stream_error(exc: openai.APIError, secrets: Sequence[str]) -> LLMError:
     code = (exc.code or "").lower()
-    message = _server_message(exc.body) or exc.message
-    detail = _redact("error event mid-stream" + (f" {code}" if code else "") + f": {message}", secrets)
-    if code == "context_length_exceeded" or _CONTEXT_HINTS.search(message):
+    message = server_message(exc.body) or exc.message
+    detail = redact("error event mid-stream" + (f" {code}" if code else "") + f": {message}", secrets)
+    if code == "context_length_exceeded" or CONTEXT_HINTS.search(message):
         return ContextTooLong(detail)
-    if "content_filter" in code or _FILTER_HINTS.search(message):
+    if "content_filter" in code or FILTER_HINTS.search(message):
         return ContentFiltered(detail)
     if "rate_limit" in code:
         return RateLimited(detail)
     return Unavailable(detail)
 
 
-def retry_after_parse(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI's, precise) or `Retry-After` (seconds or an HTTP date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _server_message(body: object) -> str:
-    if isinstance(body, Mapping):
-        message = body.get("message") or body.get("error")
-        if isinstance(message, Mapping):
-            message = message.get("message")
-        return str(message) if message else ""
-    return body[:DETAIL_MAX_CHARS] if isinstance(body, str) else ""
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    text = _SECRET_LIKE.sub("[redacted]", text)
-    return text if len(text) <= DETAIL_MAX_CHARS else text[: DETAIL_MAX_CHARS - 3] + "..."
-
-
 # -- small helpers ----------------------------------------------------------------------------------
 
 
-def _finish_reason_check(finish_reason: str) -> None:
-    """Finish reasons that mean the reply is not an answer to keep."""
-    if finish_reason == "content_filter":
-        raise ContentFiltered("finish_reason=content_filter")
-    if finish_reason == "abort":  # vLLM: the request was aborted server-side
-        raise StreamIncomplete("finish_reason=abort")
-    if finish_reason == "error":  # OpenRouter, LiteLLM: the upstream failed mid-reply
-        raise Unavailable("finish_reason=error")
-
-
 def _messages_to_openai(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
-    return [_message_to_openai(message) for message in messages]
-
-
-def _message_to_openai(message: ChatMessage) -> ChatCompletionMessageParam:
-    if message.role == "system":
-        return {"role": "system", "content": message.content}
-    if message.role == "assistant":
-        if not message.tool_calls:
-            return {"role": "assistant", "content": message.content}
-        return {
-            "role": "assistant",
-            "content": message.content or None,
-            "tool_calls": [
-                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-                for call in message.tool_calls
-            ],
-        }
-    if message.role == "tool":
-        return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content}
-    return {"role": "user", "content": message.content}
-
-
-def _tool_to_openai(tool: ToolSpec) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {"name": tool.name, "description": tool.description, "parameters": dict(tool.parameters)},
-    }
-
-
-@dataclass(slots=True)
-class _ToolCallDraft:
-    """One streamed tool call while its fragments arrive."""
-
-    id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-def _tool_fragments_add(drafts: dict[int, _ToolCallDraft], fragments: object) -> bool:
-    """Fold one delta's `tool_calls` fragments into `drafts` by index; False if none had the expected shape.
-
-    The first id and name of an index are kept (some servers repeat them in every fragment);
-    the arguments text is concatenated in arrival order.
-    """
-    if not isinstance(fragments, list):
-        return False
-    added = False
-    for fragment in fragments:
-        if not isinstance(fragment, dict):
-            continue
-        index = fragment.get("index")
-        function = fragment.get("function") or {}
-        if type(index) is not int or index < 0 or not isinstance(function, dict):
-            continue
-        draft = drafts.setdefault(index, _ToolCallDraft())
-        call_id, name, arguments = fragment.get("id"), function.get("name"), function.get("arguments")
-        if not draft.id and call_id and isinstance(call_id, str):
-            draft.id = call_id
-        if not draft.name and name and isinstance(name, str):
-            draft.name = name
-        if arguments and isinstance(arguments, str):
-            draft.arguments.append(arguments)
-        added = True
-    return added
-
-
-def _tool_calls_assemble(drafts: Mapping[int, _ToolCallDraft]) -> tuple[ToolCall, ...]:
-    """The finished calls by index; one that never got a name cannot be run and is dropped."""
-    return tuple(
-        ToolCall(id=draft.id or f"call_{index}", name=draft.name, arguments="".join(draft.arguments))
-        for index, draft in sorted(drafts.items())
-        if draft.name
-    )
+    return [cast("ChatCompletionMessageParam", message_to_openai(message)) for message in messages]
 
 
 def _tool_calls_from_message(message: object) -> tuple[ToolCall, ...]:
@@ -687,22 +478,6 @@ def _tool_calls_from_message(message: object) -> tuple[ToolCall, ...]:
             )
         )
     return tuple(calls)
-
-
-def _usage_from(usage: Any) -> Usage | None:
-    """Usage from the SDK's model (a batch answer) or a stream chunk's dict."""
-    if isinstance(usage, Mapping):
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    else:
-        prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)
-
-
-def _usage_estimate(messages: Sequence[ChatMessage], text: str, tool_calls: Sequence[ToolCall] = ()) -> Usage:
-    completion_tokens = count_tokens(text) + sum(count_tokens(call.name + call.arguments) for call in tool_calls)
-    return Usage(prompt_tokens=count_message_tokens(messages), completion_tokens=completion_tokens, estimated=True)
 
 
 async def _stream_close(sdk_stream: openai.AsyncStream[object]) -> None:
