@@ -16,7 +16,7 @@ accounts". A report filtered on one user leaves them out.
 The view is mounted by `ConversationAdmin.get_urls` at /admin/conversations/conversation/usage/.
 """
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -303,13 +303,32 @@ def message_usage_report(*, filters: UsageFilters) -> UsageReport:
     )
 
 
+@dataclass(frozen=True)
+class _Breakdown:
+    """One table of the report: the field its messages are grouped by (and named by), and the
+    same for its background calls."""
+
+    key: str
+    label: str
+    background_key: str
+    background_label: str
+    add_missing: bool = True  # a key with background work only gets a row of its own
+
+
+_BY_AVATAR: Final = _Breakdown("conversation__avatar_id", "conversation__avatar__name", "avatar_id", "avatar__name")
+# The heaviest users by tokens of replies; others are in the totals, background work or not.
+_BY_USER: Final = _Breakdown(
+    "conversation__user_id", "conversation__user__username", "user_id", "user__username", add_missing=False
+)
+_BY_DAY: Final = _Breakdown("day", "day", "day", "day")
+
+
 def _message_usage_report(*, filters: UsageFilters) -> UsageReport:
     messages = message_usage_queryset(filters=filters)
     background = background_usage_queryset(filters=filters)
     total = UsageRow.of(messages.aggregate(**_FIGURES), key=None, label="All").with_background(
         background.aggregate(**_BACKGROUND)
     )
-
     avatars = (
         messages.values("conversation__avatar_id", "conversation__avatar__name")
         .annotate(**_FIGURES)
@@ -336,57 +355,33 @@ def _message_usage_report(*, filters: UsageFilters) -> UsageReport:
     return UsageReport(
         filters=filters,
         total=total,
-        by_avatar=_background_merged(
-            [
-                UsageRow.of(row, key=row["conversation__avatar_id"], label=row["conversation__avatar__name"])
-                for row in avatars
-            ],
-            background.values("avatar_id", "avatar__name").annotate(**_BACKGROUND).order_by(),
-            key="avatar_id",
-            label="avatar__name",
-        ),
-        by_user=_background_merged(
-            [
-                UsageRow.of(row, key=row["conversation__user_id"], label=row["conversation__user__username"])
-                for row in users
-            ],
-            background.values("user_id", "user__username").annotate(**_BACKGROUND).order_by(),
-            key="user_id",
-            label="user__username",
-            add_missing=False,  # the heaviest users by tokens of replies; others are in the totals
-        ),
-        by_day=sorted(
-            _background_merged(
-                [UsageRow.of(row, key=row["day"], label=row["day"].isoformat()) for row in days],
-                background.values("day").annotate(**_BACKGROUND).order_by(),
-                key="day",
-                label="day",
-            ),
-            key=lambda row: row.key,
-            reverse=True,
-        ),
+        by_avatar=_rows_with_background(avatars, background, _BY_AVATAR),
+        by_user=_rows_with_background(users, background, _BY_USER),
+        by_day=sorted(_rows_with_background(days, background, _BY_DAY), key=lambda row: row.key, reverse=True),
         by_mode=by_mode,
     )
 
 
-def _background_merged(
-    rows: list[UsageRow], background: Any, *, key: str, label: str, add_missing: bool = True
+def _rows_with_background(
+    rows: Iterable[Mapping[str, Any]], background: QuerySet[UsageRecord], breakdown: _Breakdown
 ) -> list[UsageRow]:
-    """Each row with its background figures; a key with background work only gets a row of its own."""
-    by_key = {row.key: index for index, row in enumerate(rows)}
-    merged = list(rows)
-    for values in background:
-        index = by_key.get(values[key])
+    """The table's rows of messages, each with its background figures (one more aggregate query)."""
+    merged = [UsageRow.of(row, key=row[breakdown.key], label=_label(row[breakdown.label])) for row in rows]
+    index_of = {row.key: index for index, row in enumerate(merged)}
+    grouped = background.values(breakdown.background_key, breakdown.background_label).annotate(**_BACKGROUND)
+    for values in grouped.order_by():
+        key = values[breakdown.background_key]
+        index = index_of.get(key)
         if index is not None:
             merged[index] = merged[index].with_background(values)
-        elif add_missing and values[key] is not None:
-            name = values[label]
-            merged.append(
-                UsageRow.empty(
-                    key=values[key], label=name.isoformat() if isinstance(name, date) else str(name)
-                ).with_background(values)
-            )
+        elif breakdown.add_missing and key is not None:
+            label = _label(values[breakdown.background_label])
+            merged.append(UsageRow.empty(key=key, label=label).with_background(values))
     return merged
+
+
+def _label(value: object) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
 
 
 # --- the admin page ---------------------------------------------------------------------------
