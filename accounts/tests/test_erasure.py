@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.apps import apps
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -35,6 +35,7 @@ from llm.quotas import usage_day_add, usage_record_add
 from memory import services as memory_services
 from memory import tasks as memory_tasks
 from memory.models import Memory, Summary
+from secretary.delivery import reminder_deliver, reminders_claim_due
 from secretary.models import Reminder, Task
 from testing.support import AvatarFactory, ConversationFactory, MessageFactory, UserFactory
 
@@ -478,3 +479,32 @@ def test_spending_that_ends_after_the_erasure_recreates_no_counter_row(account: 
     assert not UsageDay.objects.filter(user_id=user.pk).exists()
     [late] = ErasedUsage.objects.filter(background_tokens__gt=0)
     assert (late.model, late.background_tokens, late.background_cost_usd) == ("m", 42, Decimal("0.01"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reminder_written_while_its_account_is_erased_stores_nothing_and_counts_its_call_without_the_user(
+    account: dict[str, Any],
+) -> None:
+    # Given a reminder of the user that is due and claimed, and a model that answers while the account is erased
+    user, catalogue = account["user"], account["catalogue"]
+    conversation = Conversation.objects.get(user=user, avatar=catalogue)
+    Reminder.objects.create(
+        user=user,
+        conversation=conversation,
+        text="call mum",
+        due_at=timezone.now() - timedelta(seconds=5),
+        timezone="UTC",
+    )
+    (claim,) = reminders_claim_due(now=timezone.now(), limit=10)
+    provider = ErasingProvider(reply="Time to call your mum!", erase_user_id=user.pk)
+
+    delivered = async_to_sync(reminder_deliver)(claim, provider=provider)
+
+    # Then nothing is delivered or stored, no counter comes back for the user, and the call is kept with no user
+    assert delivered is None
+    assert len(provider.calls) == 1
+    assert not Message.objects.filter(conversation=conversation).exists()
+    assert not UsageDay.objects.exists()
+    [late] = ErasedUsage.objects.filter(background_tokens__gt=0)
+    usage = provider._usage(provider.calls[0])
+    assert (late.avatar_id, late.background_tokens) == (catalogue.pk, usage.prompt_tokens + usage.completion_tokens)

@@ -258,6 +258,27 @@ def test_two_concurrent_turns_at_the_limit_only_one_calls_the_model(settings: An
     assert day.tokens > 999
 
 
+def admitted_by_two_threads(*, today: date, **admit: Any) -> list[Any]:
+    """What `quota_admit` answered to two threads let go at the same instant, at noon of `today`."""
+    start = threading.Barrier(2)
+    outcomes: list[Any] = []
+
+    def admit_one() -> None:
+        try:
+            start.wait(timeout=10)
+            noon = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
+            outcomes.append(quota_admit(zone_name="UTC", model="m", prompt_tokens=10, max_tokens=10, now=noon, **admit))
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=admit_one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
 def test_on_postgresql_two_threads_at_the_limit_only_one_is_admitted() -> None:
     if connection.vendor != "postgresql":
         skip_or_fail("DATABASE_URL is not PostgreSQL: two threads cannot share SQLite's in-memory test database")
@@ -266,31 +287,8 @@ def test_on_postgresql_two_threads_at_the_limit_only_one_is_admitted() -> None:
     for attempt in range(10):
         today = date(2030, 1, 1 + attempt)
         UsageDay.objects.create(user=user, day=today, tokens=999)
-        start = threading.Barrier(2)
-        outcomes: list[Any] = []
 
-        def admit(start: threading.Barrier = start, outcomes: list[Any] = outcomes, today: date = today) -> None:
-            try:
-                start.wait(timeout=10)
-                outcomes.append(
-                    quota_admit(
-                        user_id=user.pk,
-                        limits=limits,
-                        zone_name="UTC",
-                        model="m",
-                        prompt_tokens=10,
-                        max_tokens=10,
-                        now=datetime(today.year, today.month, today.day, 12, tzinfo=UTC),
-                    )
-                )
-            finally:
-                close_old_connections()
-
-        threads = [threading.Thread(target=admit) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        outcomes = admitted_by_two_threads(today=today, user_id=user.pk, limits=limits)
 
         assert sorted(type(outcome).__name__ for outcome in outcomes) == ["QuotaExceeded", "QuotaTicket"]
         assert UsageDay.objects.get(user=user, day=today).reserved_tokens == 20
@@ -524,37 +522,17 @@ def test_on_postgresql_two_threads_at_the_avatars_limit_only_one_is_admitted() -
     if connection.vendor != "postgresql":
         skip_or_fail("DATABASE_URL is not PostgreSQL: two threads cannot share SQLite's in-memory test database")
     user, avatar = UserFactory(), AvatarFactory()
-    avatar_limits = QuotaLimits(tokens=1000, cost_usd=None)
     for attempt in range(10):
         today = date(2030, 1, 1 + attempt)
         UsageAvatarDay.objects.create(user=user, avatar=avatar, day=today, tokens=999)
-        start = threading.Barrier(2)
-        outcomes: list[Any] = []
 
-        def admit(start: threading.Barrier = start, outcomes: list[Any] = outcomes, today: date = today) -> None:
-            try:
-                start.wait(timeout=10)
-                outcomes.append(
-                    quota_admit(
-                        user_id=user.pk,
-                        limits=QuotaLimits(tokens=1_000_000, cost_usd=None),
-                        zone_name="UTC",
-                        model="m",
-                        prompt_tokens=10,
-                        max_tokens=10,
-                        now=datetime(today.year, today.month, today.day, 12, tzinfo=UTC),
-                        avatar_id=avatar.pk,
-                        avatar_limits=avatar_limits,
-                    )
-                )
-            finally:
-                close_old_connections()
-
-        threads = [threading.Thread(target=admit) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        outcomes = admitted_by_two_threads(
+            today=today,
+            user_id=user.pk,
+            limits=QuotaLimits(tokens=1_000_000, cost_usd=None),
+            avatar_id=avatar.pk,
+            avatar_limits=QuotaLimits(tokens=1000, cost_usd=None),
+        )
 
         assert sorted(type(outcome).__name__ for outcome in outcomes) == ["QuotaExceeded", "QuotaTicket"]
         assert UsageAvatarDay.objects.get(user=user, avatar=avatar, day=today).reserved_tokens == 20
