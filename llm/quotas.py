@@ -52,6 +52,10 @@ from llm.models import COST_DIGITS, COST_PLACES, UsageAvatarDay, UsageCounter, U
 
 _USD = DecimalField(max_digits=COST_DIGITS, decimal_places=COST_PLACES)
 RESERVATION_MARGIN_SECONDS = 300  # the lease's default: the turn lock's time to live plus this
+# A new period is dated this much before its first admission, so that a turn admitted into it by
+# a process whose clock is a little behind still finds its reservation held when it settles.
+# Safe: every turn of the period before was admitted at least a whole lease earlier.
+CLOCK_SKEW_SECONDS = 30
 
 
 class QuotaExceeded(DomainError):
@@ -401,11 +405,13 @@ def _counter_reserve(
         under &= Q(tokens__lt=ExpressionWrapper(Value(limits.tokens) - live_tokens, output_field=BigIntegerField()))
     if limits.cost_usd is not None:
         under &= Q(cost_usd__lt=ExpressionWrapper(Value(limits.cost_usd) - live_usd, output_field=_USD))
-    until = now + reservation_lease()
+    lease = reservation_lease()
+    until = now + lease
+    since = now - min(timedelta(seconds=CLOCK_SKEW_SECONDS), lease / 2)
     changed = rows.filter(under).update(
         reserved_tokens=ExpressionWrapper(live_tokens + tokens, output_field=BigIntegerField()),
         reserved_usd=ExpressionWrapper(live_usd + cost_usd, output_field=_USD),
-        reserved_since=Case(When(over, then=Value(now)), default=F("reserved_since")),
+        reserved_since=Case(When(over, then=Value(since)), default=F("reserved_since")),
         reserved_until=Case(When(over, then=Value(until)), default=Greatest(F("reserved_until"), Value(until))),
     )
     return bool(changed)

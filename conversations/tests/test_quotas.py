@@ -20,6 +20,7 @@ from conversations.turns.request import Regenerate
 from llm.fake import FakeProvider
 from llm.models import UsageAvatarDay, UsageDay
 from llm.quotas import (
+    CLOCK_SKEW_SECONDS,
     QuotaExceeded,
     QuotaLimits,
     QuotaTicket,
@@ -593,7 +594,8 @@ def test_a_turn_that_outlives_its_lease_settles_without_giving_back_what_was_alr
     fresh = quota_admit(**admit, max_tokens=200, now=noon + lease + timedelta(seconds=1))
     assert isinstance(fresh, QuotaTicket)
     row = UsageDay.objects.get(user=user)
-    assert (row.reserved_tokens, row.reserved_since) == (300, noon + lease + timedelta(seconds=1))
+    assert row.reserved_tokens == 300
+    assert row.reserved_since == noon + lease + timedelta(seconds=1) - timedelta(seconds=CLOCK_SKEW_SECONDS)
 
     # Then the slow turn, ending at last, counts what it spent but takes nothing off the new period
     quota_settle(ticket=slow, user_id=user.pk, zone_name="UTC", tokens=150, cost_usd=Decimal(0))
@@ -612,3 +614,23 @@ def test_the_lease_is_the_turn_locks_time_to_live_plus_five_minutes_unless_set(s
 
     settings.QUOTA_RESERVATION_SECONDS = 900
     assert reservation_lease() == timedelta(seconds=900)
+
+
+def test_a_turn_admitted_by_a_process_whose_clock_is_a_little_behind_still_gives_its_reservation_back() -> None:
+    # Given a period started by one process at noon, and a turn admitted into it by another
+    # process whose clock reads ten seconds earlier
+    user = UserFactory()
+    limits = QuotaLimits(tokens=10_000, cost_usd=None)
+    noon = datetime(2030, 3, 1, 12, tzinfo=UTC)
+    admit = {"user_id": user.pk, "limits": limits, "zone_name": "UTC", "model": "m", "prompt_tokens": 100}
+    first = quota_admit(**admit, max_tokens=100, now=noon)
+    behind = quota_admit(**admit, max_tokens=300, now=noon - timedelta(seconds=10))
+    assert isinstance(first, QuotaTicket)
+    assert isinstance(behind, QuotaTicket)
+
+    # When both end
+    quota_release(ticket=behind)
+    quota_release(ticket=first)
+
+    # Then nothing stays reserved
+    assert UsageDay.objects.get(user=user).reserved_tokens == 0
