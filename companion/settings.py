@@ -250,6 +250,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
+    "filters": {"ticket_redacted": {"()": "core.logging.TicketRedacted"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
@@ -257,6 +258,9 @@ LOGGING = {
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         # Every query with its parameters (message text, token hashes): never, whatever LOG_LEVEL says.
         "django.db.backends": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # uvicorn logs each websocket handshake with its query string, the one-time ticket in it.
+        # Only a filter here: uvicorn's own handlers and level stay (this logger has no handler of its own).
+        "uvicorn.error": {"filters": ["ticket_redacted"]},
     },
 }
 
