@@ -71,6 +71,18 @@ def _base_env(database_url: str) -> dict[str, str]:
     return env
 
 
+def command_env(
+    database: LiveDatabase, *, llm_base_url: str = "", extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a `manage.py` process of ours on `database` (no Redis: embedded defaults)."""
+    env = _base_env(database.url)
+    env.pop("REDIS_URL", None)
+    env["LLM_BASE_URL"] = llm_base_url
+    env["LLM_API_KEY"] = "test-key" if llm_base_url else ""
+    env.update(extra_env or {})
+    return env
+
+
 @contextmanager
 def live_database(*, seed: bool = True) -> Iterator[LiveDatabase]:
     """A migrated (and seeded) database of its own, dropped afterwards."""
