@@ -1335,7 +1335,8 @@
     var why = blockReasonText(code);
     $("blocked-text").textContent =
       "Intimate mode was blocked" + matched + ": " + why.charAt(0).toLowerCase() + why.slice(1) + ".";
-    $("blocked-optin").hidden = code === "avatar_disallows";
+    // The opt-in is the way out only when the profile is what blocks (not the avatar, not a crisis).
+    $("blocked-optin").hidden = code !== "adult_required" && code !== "opt_in_required";
     box.dataset.code = code;
     box.hidden = false;
   }
