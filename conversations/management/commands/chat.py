@@ -259,13 +259,22 @@ class StdinLines:
         self.fd = _pollable_fd(stdin)
         self.buffer = ""
         self.ended = False
+        self.threaded = False
         self.decoder = codecs.getincrementaldecoder(getattr(stdin, "encoding", None) or "utf-8")(errors="replace")
 
     async def readline(self) -> str:
+        if self.threaded:
+            return await asyncio.get_running_loop().run_in_executor(None, self.stdin.readline)
         if self.fd is None:
             return self.stdin.readline()
         while "\n" not in self.buffer and not self.ended:
-            chunk = await self._chunk_read(self.fd)
+            try:
+                chunk = await self._chunk_read(self.fd)
+            except StdinUnwatchable:
+                # A loop or a descriptor add_reader cannot watch (Windows): a thread, as a last resort.
+                self.threaded = True
+                line, self.buffer = self.buffer, ""
+                return line + await self.readline()
             self.ended = not chunk
             self.buffer += self.decoder.decode(chunk, final=self.ended)
         line, newline, self.buffer = self.buffer.partition("\n")
@@ -279,12 +288,22 @@ class StdinLines:
             if not ready.done():
                 ready.set_result(None)
 
-        loop.add_reader(fd, on_readable)
+        try:
+            loop.add_reader(fd, on_readable)
+        except (NotImplementedError, OSError) as exc:
+            raise StdinUnwatchable from exc
         try:
             await ready
         finally:
             loop.remove_reader(fd)
-        return os.read(fd, 65536)
+        try:
+            return os.read(fd, 65536)
+        except OSError:  # the terminal went away (EIO): the end of input
+            return b""
+
+
+class StdinUnwatchable(Exception):
+    """The event loop cannot watch stdin (`add_reader` refused it)."""
 
 
 def _pollable_fd(stdin: TextIO) -> int | None:
