@@ -43,16 +43,18 @@ class _Everything(logging.Handler):
         self.lines.append(" ".join(parts))
 
 
-# Django's SQL log carries every query's parameters (message text, token hashes) by design;
-# settings pin it at WARNING so that no LOG_LEVEL turns it on, and the test checks that pin.
+# Django's SQL log carries every query's parameters (message text, token hashes) by design, and
+# redis-py's push log every channel-layer payload; settings pin both at WARNING so that no
+# LOG_LEVEL turns them on, and the tests check that pin.
 SQL_LOGGER = "django.db.backends"
+PINNED_LOGGERS = (SQL_LOGGER, "push_response")
 
 
 @pytest.fixture
 def captured() -> Iterator[_Everything]:
     handler = _Everything()
     names = ["", *logging.root.manager.loggerDict, "companion", "django.request", "django.server", "uvicorn", "ninja"]
-    loggers = [logging.getLogger(name) for name in dict.fromkeys(names) if not name.startswith(SQL_LOGGER)]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(names) if not name.startswith(PINNED_LOGGERS)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -101,7 +103,7 @@ def test_no_password_token_header_or_message_text_is_logged(captured: _Everythin
         in_process_tasks_wait(timeout=30)
 
     assert captured.lines, "the capture saw no log at all: it would prove nothing"
-    assert logging.getLogger(SQL_LOGGER).getEffectiveLevel() >= logging.WARNING
+    assert all(logging.getLogger(name).level >= logging.WARNING for name in PINNED_LOGGERS)  # set, not inherited
     leaks = [(secret, line[:200]) for line in captured.lines for secret in secrets if secret in line]
     assert leaks == []
 
@@ -152,4 +154,5 @@ def test_a_websocket_turn_whose_provider_fails_quoting_the_message_logs_no_messa
     else:
         assert next(f for f in frames if f["type"] == "reply.end")["status"] in {"failed", "fallback"}
     assert any("RuntimeError" in line for line in captured.lines), "the failure itself must still be logged"
+    assert all(logging.getLogger(name).level >= logging.WARNING for name in PINNED_LOGGERS)  # set, not inherited
     assert [line[:200] for line in captured.lines if MESSAGE in line] == []
