@@ -252,6 +252,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
+    "filters": {"ticket_redacted": {"()": "core.logging.TicketRedacted"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
@@ -259,6 +260,11 @@ LOGGING = {
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         # Every query with its parameters (message text, token hashes): never, whatever LOG_LEVEL says.
         "django.db.backends": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # redis-py logs every RESP3 push at DEBUG, channel-layer payloads (message text) included: never either.
+        "push_response": {"level": "WARNING"},
+        # uvicorn logs each websocket handshake with its query string, the one-time ticket in it.
+        # Only a filter here: uvicorn's own handlers and level stay (this logger has no handler of its own).
+        "uvicorn.error": {"filters": ["ticket_redacted"]},
     },
 }
 

@@ -35,6 +35,7 @@ from conversations.turns.events import (
 )
 from conversations.turns.request import Regenerate
 from core.errors import DomainError, NotFound, Throttled, Unavailable
+from core.logging import exception_data
 from core.modes import Mode
 from core.outage import OUTAGE_ERRORS, UNAVAILABLE_MESSAGE
 from llm.registry import provider_get
@@ -45,6 +46,7 @@ FRAME_MAX_BYTES = 64 * 1024
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_IDLE = 4408
 CLOSE_LAYER_DOWN = 1011
+FRAME_FAILED_MESSAGE = "Something went wrong on our side. Try again."
 
 
 class ClientError(Exception):
@@ -190,6 +192,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             if isinstance(exc, services.IntimateBlocked):
                 frame["reason"] = exc.reason  # as the REST answer's body
             await self._send_frame(frame)
+        except Exception as exc:
+            # A bug or a broken provider: the socket stays up and says so. Logged without the
+            # exception's text, which may quote the frame (the message) it failed on.
+            logger.error("a frame failed", extra={"data": exception_data(exc)})
+            await self._send_frame(ErrorEvent("turn_error", FRAME_FAILED_MESSAGE, retryable=True).frame())
 
     def _frame_parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
         if text_data is None:

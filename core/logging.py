@@ -1,8 +1,12 @@
-"""JSON log lines. Callers pass structured fields in `extra={"data": {...}}`."""
+"""JSON log lines (callers pass structured fields in `extra={"data": {...}}`), and what keeps
+secrets out of records: a filter for the server's own lines, exception fields without text."""
 
 import json
 import logging
+import re
+import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 
@@ -20,3 +24,35 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
+
+
+_TICKET_IN_QUERY = re.compile(r"(\bticket=)[^&\s\"']+")
+
+
+class TicketRedacted(logging.Filter):
+    """Hides the websocket ticket in a record's text: `?ticket=[redacted]`.
+
+    The socket URL carries a one-time ticket in its query string (CONTRACT.md), and uvicorn
+    logs every handshake, accepted or refused, with the path and query string. A ticket is
+    short-lived and single-use, but it is a credential until redeemed: no log keeps it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "ticket=" in record.msg:
+            record.msg = _TICKET_IN_QUERY.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.args, tuple) and any(isinstance(arg, str) and "ticket=" in arg for arg in record.args):
+            record.args = tuple(
+                _TICKET_IN_QUERY.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def exception_data(exc: BaseException, *, frames: int = 6) -> dict[str, object]:
+    """An exception as log fields without its text: its type and where it was raised.
+
+    For errors raised by code we do not own (a provider, an SDK): their text may quote the
+    request they refused, the user's message in it, so a record carries the type and the
+    innermost frames (file:line function) instead of `exc_info`.
+    """
+    where = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)[-frames:]]
+    return {"error": type(exc).__qualname__, "where": where}

@@ -1,2 +1,3 @@
 """Test support, never imported by product code: `support` (factories, helpers; needs Django set
-up) and `live_server` (real server processes for end-to-end tests and benchmarks; does not)."""
+up), `live_server` (real server processes for end-to-end tests and benchmarks; does not) and
+`e2e` (a client of such a server: accounts, conversations, websocket frames; does not either)."""

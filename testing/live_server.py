@@ -71,6 +71,18 @@ def _base_env(database_url: str) -> dict[str, str]:
     return env
 
 
+def command_env(
+    database: LiveDatabase, *, llm_base_url: str = "", extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a `manage.py` process of ours on `database` (no Redis: embedded defaults)."""
+    env = _base_env(database.url)
+    env.pop("REDIS_URL", None)
+    env["LLM_BASE_URL"] = llm_base_url
+    env["LLM_API_KEY"] = "test-key" if llm_base_url else ""
+    env.update(extra_env or {})
+    return env
+
+
 @contextmanager
 def live_database(*, seed: bool = True) -> Iterator[LiveDatabase]:
     """A migrated (and seeded) database of its own, dropped afterwards."""
@@ -117,8 +129,12 @@ def live_server(
     redis_url: str | None = None,
     server: ServerKind = "uvicorn",
     extra_env: dict[str, str] | None = None,
+    log_level: str = "warning",
 ) -> Iterator[LiveServer]:
-    """An ASGI server process on 127.0.0.1 serving HTTP and websockets on one free port."""
+    """An ASGI server process on 127.0.0.1 serving HTTP and websockets on one free port.
+
+    `log_level` is uvicorn's; at "info" or "debug" its access log is on too, as in production.
+    """
     port = free_port()
     env = _base_env(database.url)
     env.pop("REDIS_URL", None)
@@ -131,8 +147,10 @@ def live_server(
         command = [
             sys.executable, "-m", "uvicorn", "companion.asgi:application",
             "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio",
-            "--ws-max-size", "1048576", "--log-level", "warning", "--no-access-log",
+            "--ws-max-size", "1048576", "--log-level", log_level,
         ]  # fmt: skip
+        if log_level not in {"info", "debug", "trace"}:
+            command.append("--no-access-log")
     else:
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "companion.asgi:application"]
     log_file = tempfile.NamedTemporaryFile(prefix=f"companion-{server}-", suffix=".log", delete=False)  # noqa: SIM115

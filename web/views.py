@@ -1,7 +1,9 @@
 """The web chat page: one template and a static script, a client of the API like any other.
 
 The page holds no data of its own: it signs in with the REST API (bearer tokens, kept in
-the tab's memory and sessionStorage), and chats over the websocket with a one-time ticket.
+memory and localStorage, shared by the browser's tabs: docs/api.md, "The web page's
+session"), and chats over the websocket with a one-time ticket. The limits it shows (a
+message's length) are the server's own, handed to it in the shell.
 So the view only serves the shell, with a content security policy that allows nothing but
 this origin: no inline script, no third-party host.
 """
@@ -12,6 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from conversations.turns.request import CONTENT_MAX_CHARS
 from llm.registry import provider_get
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -33,7 +36,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
 @never_cache
 @require_safe
 def chat_page(request: HttpRequest) -> HttpResponse:
-    response = render(request, "web/chat.html", {"model_configured": _model_configured()})
+    context = {"model_configured": _model_configured(), "message_max_chars": CONTENT_MAX_CHARS}
+    response = render(request, "web/chat.html", context)
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response
 

@@ -191,3 +191,21 @@ def test_the_graph_sees_module_level_imports_and_only_those(tmp_path: Path) -> N
         "memory.tasks": set(),
     }
     assert import_cycles(graph) == [["memory.api", "memory.selectors", "memory.api"]]
+
+
+# Helpers shared by tests live in `testing/`; one test module importing another runs the
+# other's fixtures and module set-up too. The worker tests' fixtures are the one leftover.
+TEST_MODULES_IMPORTED_KNOWN = {"memory.tests.test_celery_worker"}
+
+
+def test_no_module_imports_helpers_from_a_test_module() -> None:
+    graph = import_graph(Path(settings.BASE_DIR))
+
+    imported = {
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if target.rpartition(".")[2].startswith("test_") and target not in TEST_MODULES_IMPORTED_KNOWN
+    }
+
+    assert imported == set()

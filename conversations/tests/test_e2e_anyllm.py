@@ -10,18 +10,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conversations.tests.test_e2e_realtime import (
+from llm.testing import LlmockServer, llmock_server
+from testing.e2e import (
     FRAME_TIMEOUT,
-    REPLY,
     Account,
     account_register,
     turn_over_a_new_socket,
     turn_shape,
 )
-from llm.testing import LlmockServer, llmock_server
 from testing.live_server import LiveDatabase, LiveServer, live_database, live_server
 
 pytestmark = pytest.mark.e2e
+
+REPLY = " ".join(f"word{i}" for i in range(40))
 
 DIALECTS = {
     "anthropic": ("anthropic:claude-haiku-4-5", "/anthropic/v1/messages"),

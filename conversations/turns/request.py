@@ -16,7 +16,7 @@ from llm.base import CompletionParams
 from llm.catalog import model_get
 from llm.params import completion_params_validate
 
-CONTENT_MAX_CHARS = 8000  # the web page's counter (web/static/web/chat.js) says the same
+CONTENT_MAX_CHARS = 8000  # the web page reads it from its shell (web/views.py): its counter and refusal
 CLIENT_ID_MAX_CHARS = 64
 FIELDS = frozenset({"content", "client_id", "model", "temperature", "max_tokens"})
 

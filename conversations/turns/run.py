@@ -78,6 +78,7 @@ from conversations.turns.stream import (
     reply_stream,
 )
 from core.errors import DomainError
+from core.logging import exception_data
 from llm.base import ChatMessage, LLMProvider, ToolCall
 from llm.prompts import AI_NOTICE
 from llm.quotas import QuotaExceeded, quota_release
@@ -227,7 +228,7 @@ def _exception_retrieve(task: "asyncio.Task[RunningTurn]") -> None:
         return
     error = task.exception()
     if error is not None and not isinstance(error, DomainError):
-        logger.error("a turn could not start", exc_info=error)
+        logger.error("a turn could not start", extra={"data": exception_data(error)})
 
 
 def turn_running(conversation_id: int) -> bool:

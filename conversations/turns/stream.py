@@ -29,6 +29,7 @@ from typing import Any
 from conversations.models import Status
 from conversations.turns.events import Token, TurnEvent
 from conversations.turns.prepare import TurnPlan
+from core.logging import exception_data
 from llm.base import (
     ChatMessage,
     CompletionParams,
@@ -252,7 +253,7 @@ async def _round_read(stream: StartedStream, *, reply: ReplyState, cancel: async
             except LLMError as exc:
                 error = exc
             except Exception as exc:  # a provider broke its contract: treat it as unavailable, never a 500
-                logger.exception("provider raised an untyped error")
+                logger.error("provider raised an untyped error", extra={"data": exception_data(exc)})
                 error = Unavailable(type(exc).__name__)
     except asyncio.CancelledError:
         # Our own task is being cancelled (the SSE client went away): stop upstream, keep what we have.

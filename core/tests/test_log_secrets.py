@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 
 from core.background import in_process_tasks_wait
+from llm.base import TextDelta
+from llm.fake import FakeProvider
 from llm.testing import provider_configured
-from testing.support import AvatarFactory
+from testing.support import AvatarFactory, ConversationFactory, ws_connect, ws_receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,16 +43,18 @@ class _Everything(logging.Handler):
         self.lines.append(" ".join(parts))
 
 
-# Django's SQL log carries every query's parameters (message text, token hashes) by design;
-# settings pin it at WARNING so that no LOG_LEVEL turns it on, and the test checks that pin.
+# Django's SQL log carries every query's parameters (message text, token hashes) by design, and
+# redis-py's push log every channel-layer payload; settings pin both at WARNING so that no
+# LOG_LEVEL turns them on, and the tests check that pin.
 SQL_LOGGER = "django.db.backends"
+PINNED_LOGGERS = (SQL_LOGGER, "push_response")
 
 
 @pytest.fixture
 def captured() -> Iterator[_Everything]:
     handler = _Everything()
     names = ["", *logging.root.manager.loggerDict, "companion", "django.request", "django.server", "uvicorn", "ninja"]
-    loggers = [logging.getLogger(name) for name in dict.fromkeys(names) if not name.startswith(SQL_LOGGER)]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(names) if not name.startswith(PINNED_LOGGERS)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -98,6 +103,56 @@ def test_no_password_token_header_or_message_text_is_logged(captured: _Everythin
         in_process_tasks_wait(timeout=30)
 
     assert captured.lines, "the capture saw no log at all: it would prove nothing"
-    assert logging.getLogger(SQL_LOGGER).getEffectiveLevel() >= logging.WARNING
+    assert all(logging.getLogger(name).level >= logging.WARNING for name in PINNED_LOGGERS)  # set, not inherited
     leaks = [(secret, line[:200]) for line in captured.lines for secret in secrets if secret in line]
     assert leaks == []
+
+
+class _EchoingProvider(FakeProvider):
+    """A provider that breaks its contract with an untyped error quoting the prompt, as an SDK's
+    error repeating the request it refused can: when the call starts, or mid-stream."""
+
+    at_start: bool = False
+
+    def stream(self, messages: Any, *, params: Any = None) -> Any:
+        if self.at_start:
+            raise RuntimeError(f"could not encode the request: {messages[-1].content!r}")
+        return self._failing(messages[-1].content)
+
+    async def _failing(self, content: str) -> Any:
+        yield TextDelta("Let me ")
+        raise RuntimeError(f"could not encode the request: {content!r}")
+
+
+@pytest.mark.parametrize("at_start", [False, True], ids=["mid-stream", "at-start"])
+def test_a_websocket_turn_whose_provider_fails_quoting_the_message_logs_no_message_text(
+    captured: _Everything, monkeypatch: pytest.MonkeyPatch, at_start: bool
+) -> None:
+    in_process_tasks_wait(timeout=30)
+    conversation = ConversationFactory()
+    provider = _EchoingProvider()
+    provider.at_start = at_start
+    monkeypatch.setattr("conversations.consumers.provider_get", lambda: provider)
+
+    async def session() -> list[dict[str, Any]]:
+        ws = await ws_connect(conversation)
+        await ws.send_to(text_data=json.dumps({"type": "message", "content": MESSAGE}))
+        frames = await ws_receive_until(ws, "reply.end" if not at_start else "error")
+        await ws.send_to(text_data=json.dumps({"type": "ping"}))
+        frames += await ws_receive_until(ws, "pong")  # the socket is still up
+        await ws.disconnect()
+        return frames
+
+    frames = async_to_sync(session)()
+    in_process_tasks_wait(timeout=30)
+
+    if at_start:
+        assert [(f["type"], f.get("code"), f.get("retryable")) for f in frames] == [
+            ("error", "turn_error", True),
+            ("pong", None, None),
+        ]
+    else:
+        assert next(f for f in frames if f["type"] == "reply.end")["status"] in {"failed", "fallback"}
+    assert any("RuntimeError" in line for line in captured.lines), "the failure itself must still be logged"
+    assert all(logging.getLogger(name).level >= logging.WARNING for name in PINNED_LOGGERS)  # set, not inherited
+    assert [line[:200] for line in captured.lines if MESSAGE in line] == []

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from conversations.tests.test_e2e_realtime import (
+from llm.testing import LlmockServer, llmock_server
+from testing.e2e import (
     FRAME_TIMEOUT,
     Account,
     account_register,
@@ -25,7 +26,6 @@ from conversations.tests.test_e2e_realtime import (
     send,
     socket_open,
 )
-from llm.testing import LlmockServer, llmock_server
 from testing.live_server import LiveDatabase, LiveServer, live_database, live_server
 
 pytestmark = pytest.mark.e2e

@@ -104,7 +104,7 @@ def browser(live: Live) -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, live: Live) -> Iterator[Any]:
-    """A fresh tab (its own sessionStorage); any uncaught script error fails the test."""
+    """A fresh tab in a browser context of its own (its own localStorage); any uncaught script error fails the test."""
     live.llm.reset()
     context = browser.new_context(viewport=DESKTOP_VIEWPORT)
     page = context.new_page()

@@ -102,7 +102,7 @@ def test_register_chat_with_a_streamed_reply_and_find_it_after_a_reload(page, li
     expect(page.locator("#conversation-list button.open")).to_have_count(1)
 
     # No token ever travelled in a URL; the socket used a one-time ticket.
-    tokens = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")
+    tokens = page.evaluate("JSON.parse(localStorage.getItem('companion.tokens'))")
     assert len(tokens["access"]) > 20
     assert len(tokens["refresh"]) > 20
     assert not [url for url in urls if tokens["access"] in url or tokens["refresh"] in url]
@@ -133,31 +133,31 @@ def test_a_crisis_message_shows_the_crisis_card_with_988_and_the_ai_notice(page,
 
 def test_an_expired_access_token_is_refreshed_and_a_dead_session_signs_out(page, live, username):
     chat_register(page, base_url=live.url, username=username, password=PASSWORD)
-    before = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")
+    before = page.evaluate("JSON.parse(localStorage.getItem('companion.tokens'))")
 
     # Given an access token the server no longer accepts, the page refreshes the pair and carries on
     page.evaluate(
         """() => {
-            const tokens = JSON.parse(sessionStorage.getItem('companion.tokens'));
+            const tokens = JSON.parse(localStorage.getItem('companion.tokens'));
             tokens.access = 'expired-' + tokens.access;
-            sessionStorage.setItem('companion.tokens', JSON.stringify(tokens));
+            localStorage.setItem('companion.tokens', JSON.stringify(tokens));
         }"""
     )
     page.reload()
     expect(page.locator("#picker")).to_be_visible()
-    after = page.evaluate("JSON.parse(sessionStorage.getItem('companion.tokens'))")
+    after = page.evaluate("JSON.parse(localStorage.getItem('companion.tokens'))")
     assert after["access"] != before["access"]
     assert after["refresh"] != before["refresh"]  # rotated
 
     # When the refresh token is dead too, the page asks to sign in again instead of breaking
     page.evaluate(
-        """() => sessionStorage.setItem('companion.tokens',
+        """() => localStorage.setItem('companion.tokens',
             JSON.stringify({access: 'expired', refresh: 'revoked', expiresAt: 0}))"""
     )
     page.reload()
     expect(page.locator("#auth-view")).to_be_visible()
     expect(page.locator("#signin-error")).to_have_text("Your session has ended: please sign in again.")
-    assert page.evaluate("sessionStorage.getItem('companion.tokens')") is None
+    assert page.evaluate("localStorage.getItem('companion.tokens')") is None
 
 
 def test_the_mode_badge_switches_live_and_explains_why(page, live):
@@ -209,7 +209,12 @@ def test_intimate_mode_is_blocked_until_the_user_confirms_age_and_opts_in(page, 
     live.reply(SHORT_REPLY)
     chat_send(page, INTIMATE_MESSAGE)
     expect(page.locator("#blocked")).to_be_visible()
-    expect(page.locator("#blocked")).to_contain_text("[adult_required]")
+    expect(page.locator("#blocked-text")).to_have_text(
+        re.compile(
+            r"^Intimate mode was blocked \(matched “[^”]+”\): "
+            r"intimate mode is for adults, and you have not confirmed your age\.$"
+        )
+    )
     expect(badge).to_have_attribute("data-mode", "secretary")
     assert "blocked: intimate (adult_required)" in badge.get_attribute("title")
 
@@ -507,6 +512,11 @@ def test_what_the_secretary_did_shows_in_its_reply_and_the_panel_follows(page, l
             "✗ Could not set the reminder: That time has already passed. Ask the user for a time in the future.",
         ]
     )
+    # the marks are said in words too
+    expect(reply.locator(".action").first).to_have_attribute("aria-label", re.compile(r"^Done: Reminder set for "))
+    expect(reply.locator(".action").last).to_have_attribute(
+        "aria-label", re.compile(r"^Failed: Could not set the reminder: ")
+    )
     expect(reply.locator(".bubble")).to_have_text("Done: I'll remind you to stretch tomorrow at 9.")
     # and the panel lists the new reminder without a reload
     expect(page.locator(f'#reminder-list [data-reminder-id="{reminder["id"]}"] .item-text')).to_have_text("Stretch")
@@ -550,7 +560,8 @@ def test_a_reminder_falling_due_arrives_labelled_counts_as_unread_elsewhere_and_
     page.locator(f'#conversation-list button[data-conversation-id="{first}"]').click()
     reminder_bubble = page.locator('#messages .msg.assistant[data-origin="reminder"]')
     expect(reminder_bubble).to_have_count(1)
-    expect(reminder_bubble.locator(".origin-label")).to_have_text("⏰ Reminder")
+    expect(reminder_bubble.locator(".origin-label")).to_have_text("Reminder")
+    expect(reminder_bubble.locator(".origin-label svg.icon-clock")).to_be_visible()  # drawn, not an emoji
     expect(badge).to_have_count(0)
     # (the page marks it read with a request of its own, a moment after it shows it)
     deadline = time.monotonic() + 10

@@ -111,3 +111,13 @@ def test_the_api_and_admin_are_not_shadowed_by_the_page():
     assert client.get("/api/openapi.json").status_code == 200
     assert client.get("/admin/login/").status_code == 200
     assert client.get("/no-such-page").status_code == 404
+
+
+def test_the_composer_takes_the_servers_limit_and_has_no_maxlength_to_cut_a_paste(anon_client):
+    from conversations.turns.request import CONTENT_MAX_CHARS
+
+    content = anon_client.get("/").content.decode()
+
+    assert f'data-message-max-chars="{CONTENT_MAX_CHARS}"' in content
+    (composer,) = re.findall(r'<textarea id="composer-input"[^>]*>', content)
+    assert "maxlength" not in composer

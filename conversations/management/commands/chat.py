@@ -3,14 +3,20 @@
 Replies stream as they are generated; mode switches are shown with their reason, and what
 the secretary did (a reminder set, a task added) as a line of its own. Ctrl-C
 during a reply stops it (stored as cancelled, like the app's stop button); Ctrl-C or
-Ctrl-D at the prompt leaves.
+Ctrl-D at the prompt leaves, with exit code 0.
+
+A terminal or a pipe is read on the event loop (`add_reader`), not on a thread: a thread
+blocked on a read nobody finishes would keep the process waiting for Enter after Ctrl-C.
 """
 
 import asyncio
-import contextlib
+import codecs
 import logging
+import os
 import signal
+import stat
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from channels.db import database_sync_to_async
@@ -37,7 +43,11 @@ from core.background import in_process_tasks_stop, in_process_tasks_wait
 from core.errors import DomainError
 from llm.registry import provider_get
 
-HELP_LINE = "Type a message. /secretary, /intimate and /auto switch modes; Ctrl-C stops a reply; Ctrl-D quits."
+HELP_LINE = (
+    "Type a message. /secretary, /intimate and /auto switch modes; Ctrl-C stops a reply; "
+    "Ctrl-C or Ctrl-D at the prompt quits."
+)
+GOODBYE = "bye"
 
 
 class Command(BaseCommand):
@@ -72,8 +82,13 @@ class Command(BaseCommand):
             # The JSON logs are for servers; here they would tear through the conversation.
             logging.getLogger("companion").setLevel(logging.WARNING)
         asyncio.run(_chat_loop(user, conversation, self.stdout, sys.stdin))
-        # Without Redis, memory work runs on a background thread of this process: give it a moment.
-        if not in_process_tasks_wait(timeout=10):
+        # Without Redis, memory work runs on a background thread of this process: give it a moment
+        # (a second Ctrl-C cuts it short).
+        try:
+            finished = in_process_tasks_wait(timeout=10)
+        except KeyboardInterrupt:
+            finished = False
+        if not finished:
             in_process_tasks_stop()
             self.stderr.write("Some memory work was still pending at exit; it is picked up again later.")
 
@@ -128,73 +143,173 @@ async def _chat_loop(user: User, conversation: Conversation, out: Any, stdin: Te
     provider = await database_sync_to_async(provider_get)()
     loop = asyncio.get_running_loop()
     name = conversation.avatar.name
-    while True:
-        try:
-            line = await loop.run_in_executor(None, _prompt, stdin)
-        except (EOFError, KeyboardInterrupt):
-            out.write("\nbye")
-            return
-        if not line.strip():
-            continue
+    lines = StdinLines(stdin)
+    # Ctrl-C: at the prompt it quits; during a turn it stops the reply (`stop` is set per turn).
+    interrupted = asyncio.Event()
+    stop: asyncio.Event | None = None
 
-        # The reply's "Name> " is written with its first token, so an action line can come first.
-        speaking = False
+    def on_interrupt() -> None:
+        (stop if stop is not None else interrupted).set()
 
-        async def emit(event: TurnEvent) -> None:
-            nonlocal speaking
-            if isinstance(event, ModeChanged):
-                out.write(mode_line(event.frame()))
-            elif isinstance(event, ReplyStart):
+    handled = _sigint_handle(loop, on_interrupt)
+    try:
+        while True:
+            line = await _prompt(lines, interrupted)
+            if line is None:
+                out.write("\n" + GOODBYE)
+                return
+            if not line.strip():
+                continue
+            stop = asyncio.Event()
+            await _turn_run(user, conversation, name, line, provider, stop, out)
+            stop = None
+    finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _turn_run(
+    user: User, conversation: Conversation, name: str, line: str, provider: Any, stop: asyncio.Event, out: Any
+) -> None:
+    # The reply's "Name> " is written with its first token, so an action line can come first.
+    speaking = False
+
+    async def emit(event: TurnEvent) -> None:
+        nonlocal speaking
+        if isinstance(event, ModeChanged):
+            out.write(mode_line(event.frame()))
+        elif isinstance(event, ReplyStart):
+            speaking = False
+        elif isinstance(event, Token):
+            if not speaking:
+                out.write(f"{name}> ", ending="")
+                speaking = True
+            out.write(event.delta, ending="")
+            out.flush()
+        elif isinstance(event, Action):
+            if speaking:
+                out.write("")  # end the words so far: the action gets a line of its own
                 speaking = False
-            elif isinstance(event, Token):
-                if not speaking:
-                    out.write(f"{name}> ", ending="")
-                    speaking = True
-                out.write(event.delta, ending="")
-                out.flush()
-            elif isinstance(event, Action):
-                if speaking:
-                    out.write("")  # end the words so far: the action gets a line of its own
-                    speaking = False
-                out.write(action_line(event.frame()))
-            elif isinstance(event, ReplyEnd):
-                suffix = "" if event.status == "complete" else f"  [{event.status}]"
-                out.write(suffix if speaking else f"{name}> {suffix.strip()}")
-                speaking = False
-            elif isinstance(event, ErrorEvent):
-                out.write(f"[error {event.code}: {event.message}]")
-            elif isinstance(event, AiNotice):
-                out.write(f"[{event.text}]")
-            elif isinstance(event, SafetyAlert):
-                lines = [" ".join(v for v in r.values() if v) for r in event.resources]
-                out.write("[You are not alone. Support right now: " + "; ".join(lines) + "]")
-            elif isinstance(event, MessageCreated):
-                pass
+            out.write(action_line(event.frame()))
+        elif isinstance(event, ReplyEnd):
+            suffix = "" if event.status == "complete" else f"  [{event.status}]"
+            out.write(suffix if speaking else f"{name}> {suffix.strip()}")
+            speaking = False
+        elif isinstance(event, ErrorEvent):
+            out.write(f"[error {event.code}: {event.message}]")
+        elif isinstance(event, AiNotice):
+            out.write(f"[{event.text}]")
+        elif isinstance(event, SafetyAlert):
+            resources = [" ".join(v for v in r.values() if v) for r in event.resources]
+            out.write("[You are not alone. Support right now: " + "; ".join(resources) + "]")
+        elif isinstance(event, MessageCreated):
+            pass
 
-        # Ctrl-C stops the reply; pressed before the turn started, it stops it as soon as it has.
-        stop = asyncio.Event()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, stop.set)
-        try:
-            running = await turn_start(
-                user_id=user.pk,
-                conversation_id=conversation.pk,
-                message={"content": line},
-                provider=provider,
-                listener=emit,
-            )
-            await running.result_or_stop(stop)
-        except DomainError as exc:
-            out.write(f"[{exc.code}: {exc.message}]")
-        finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGINT)
+    # Ctrl-C stops the reply; pressed before the turn started, it stops it as soon as it has.
+    try:
+        running = await turn_start(
+            user_id=user.pk,
+            conversation_id=conversation.pk,
+            message={"content": line},
+            provider=provider,
+            listener=emit,
+        )
+        await running.result_or_stop(stop)
+    except DomainError as exc:
+        out.write(f"[{exc.code}: {exc.message}]")
 
 
-def _prompt(stdin: TextIO) -> str:
+def _sigint_handle(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> bool:
+    """Ctrl-C calls `handler` on the loop instead of raising KeyboardInterrupt; False where it
+    cannot (outside the main thread)."""
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+async def _prompt(lines: "StdinLines", interrupted: asyncio.Event) -> str | None:
+    """The next line typed, or None to quit: Ctrl-D (end of input) or Ctrl-C."""
     sys.stdout.write("you> ")
     sys.stdout.flush()
-    line = stdin.readline()
-    if not line:
-        raise EOFError
-    return line
+    interrupted.clear()
+    reading = asyncio.ensure_future(lines.readline())
+    waiting = asyncio.ensure_future(interrupted.wait())
+    try:
+        done, _ = await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if reading in done:
+            return reading.result() or None
+        return None
+    finally:
+        for task in (reading, waiting):
+            task.cancel()
+        await asyncio.gather(reading, waiting, return_exceptions=True)
+
+
+class StdinLines:
+    """Lines of stdin for the event loop; "" at the end of input.
+
+    A terminal or a pipe is read with `add_reader`, so an abandoned read holds nothing up; a
+    file or an in-memory stream (tests) never blocks and is read directly.
+    """
+
+    def __init__(self, stdin: TextIO) -> None:
+        self.stdin = stdin
+        self.fd = _pollable_fd(stdin)
+        self.buffer = ""
+        self.ended = False
+        self.threaded = False
+        self.decoder = codecs.getincrementaldecoder(getattr(stdin, "encoding", None) or "utf-8")(errors="replace")
+
+    async def readline(self) -> str:
+        if self.threaded:
+            return await asyncio.get_running_loop().run_in_executor(None, self.stdin.readline)
+        if self.fd is None:
+            return self.stdin.readline()
+        while "\n" not in self.buffer and not self.ended:
+            try:
+                chunk = await self._chunk_read(self.fd)
+            except StdinUnwatchable:
+                # A loop or a descriptor add_reader cannot watch (Windows): a thread, as a last resort.
+                self.threaded = True
+                line, self.buffer = self.buffer, ""
+                return line + await self.readline()
+            self.ended = not chunk
+            self.buffer += self.decoder.decode(chunk, final=self.ended)
+        line, newline, self.buffer = self.buffer.partition("\n")
+        return line + newline
+
+    async def _chunk_read(self, fd: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def on_readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        try:
+            loop.add_reader(fd, on_readable)
+        except (NotImplementedError, OSError) as exc:
+            raise StdinUnwatchable from exc
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        try:
+            return os.read(fd, 65536)
+        except OSError:  # the terminal went away (EIO): the end of input
+            return b""
+
+
+class StdinUnwatchable(Exception):
+    """The event loop cannot watch stdin (`add_reader` refused it)."""
+
+
+def _pollable_fd(stdin: TextIO) -> int | None:
+    try:
+        fd = stdin.fileno()
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return None if regular else fd

@@ -1,9 +1,11 @@
 /*
  * The Companion web chat: a client of the REST API and the websocket, like the mobile app.
  *
- * - Tokens live in memory and in sessionStorage (this tab only); an expired access token is
- *   refreshed with /api/auth/refresh. No token ever goes in a URL: the socket is opened
- *   with a one-time ticket from POST /api/ws-ticket.
+ * - Tokens live in memory and in localStorage, so every tab of the browser shares the
+ *   session: a sign-in or a sign-out in one tab reaches the others (the `storage` event), and
+ *   a refresh in one hands the new pair to all (docs/api.md, "The web page's session", says
+ *   what that costs). An expired access token is refreshed with /api/auth/refresh. No token
+ *   ever goes in a URL: the socket is opened with a one-time ticket from POST /api/ws-ticket.
  * - The socket reconnects with backoff and sends `resume` with the last finished message it
  *   saw; streamed tokens are kept by `seq`, so a token that arrives twice is shown once.
  * - Every text from the server is set with textContent, never parsed as HTML.
@@ -20,7 +22,10 @@
   var STORAGE_KEY = "companion.tokens";
   var PAGE_SIZE = 50;
   var LIST_REFRESH_MS = 60000; // how often the conversation list (unread counts) is read while the page is visible
-  var MESSAGE_MAX_CHARS = 8000;
+  // The server's limit on a message (conversations/turns/request.py), handed over in the shell;
+  // 0 (an older shell) leaves the refusal to the server.
+  var MESSAGE_MAX_CHARS = Number(root.dataset.messageMaxChars) || 0;
+  var COUNTER_FROM = 0.9; // the counter shows from this share of the limit
   var REFRESH_MARGIN_MS = 30000;
   var BACKOFF_BASE_MS = 500;
   var BACKOFF_MAX_MS = 15000;
@@ -35,7 +40,7 @@
     fallback: "Fallback reply (the model could not answer)",
     pending: "Sending\u2026",
   };
-  var ORIGIN_LABELS = { reminder: "\u23F0 Reminder", proactive: "Check-in" };
+  var ORIGIN_LABELS = { reminder: "Reminder", proactive: "Check-in" };
   var RECURRENCE_LABELS = { daily: "every day", weekdays: "on weekdays", weekly: "every week" };
   // What a failed action was meant to do: "✗ Could not set the reminder: <why>".
   var ACTION_FAILURES = {
@@ -52,9 +57,59 @@
     avatar_disallows: "this avatar does not offer intimate mode",
     safety: "after a hard moment, intimate mode waits for a calmer turn",
   };
+  var BLOCK_REASON_OTHER = "intimate mode is not available right now";
+  // One sentence per error code the page may meet (error frames, a failed reply's error_code);
+  // any other code reads as the server's own message, else as GENERIC_ERROR. Never the raw code.
+  var ERROR_TEXTS = {
+    busy: "Wait for the reply to finish, or stop it.",
+    throttled: "You are sending messages faster than allowed. Wait a moment, then try again.",
+    quota_exceeded: "You have used today's allowance. Your message is saved; replies resume when it resets.",
+    unavailable: "The server is having trouble right now. Try again in a moment.",
+    turn_error: "Something went wrong on our side. Try again.",
+    too_large: "That was too large to send.",
+    interrupted: "The reply was interrupted before it finished.",
+    llm_not_configured: "No language model is configured on this server.",
+    llm_timeout: "The model took too long to answer.",
+    llm_unavailable: "The model is unavailable right now.",
+    llm_unreachable: "The model cannot be reached right now.",
+    llm_rate_limited: "The model is busy. Try again shortly.",
+    llm_circuit_open: "The model keeps failing, so calls to it are paused for a moment.",
+    llm_content_filtered: "The model's content filter stopped this reply.",
+    llm_context_too_long: "This conversation is too long for the model.",
+    llm_connection_dropped: "The connection to the model dropped mid-reply.",
+    llm_stream_incomplete: "The reply ended before it was finished.",
+  };
+  var GENERIC_ERROR = "Something went wrong. Try again.";
 
   function $(id) {
     return document.getElementById(id);
+  }
+
+  // Icons drawn as inline SVG, not emoji: an emoji is a box where the font lacks it. Each is
+  // decoration next to words (or inside a control with its own label), so hidden from readers.
+  var ICON_PATHS = {
+    lock: "M5 7V5a3 3 0 0 1 6 0v2M3.5 7h9v7h-9z",
+    clock: "M8 2.5a5.5 5.5 0 1 0 0 11a5.5 5.5 0 1 0 0-11zM8 5v3.2l2.2 1.4",
+  };
+
+  function icon(name) {
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("class", "icon icon-" + name);
+    svg.setAttribute("viewBox", "0 0 16 16");
+    svg.setAttribute("width", "1em");
+    svg.setAttribute("height", "1em");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    var path = document.createElementNS(ns, "path");
+    path.setAttribute("d", ICON_PATHS[name]);
+    path.setAttribute("fill", "none");
+    path.setAttribute("stroke", "currentColor");
+    path.setAttribute("stroke-width", "1.6");
+    path.setAttribute("stroke-linecap", "round");
+    path.setAttribute("stroke-linejoin", "round");
+    svg.append(path);
+    return svg;
   }
 
   var state = {
@@ -114,6 +169,14 @@
     showError("banner", message);
   }
 
+  function errorText(code, serverMessage) {
+    return ERROR_TEXTS[code] || serverMessage || GENERIC_ERROR;
+  }
+
+  function blockReasonText(code) {
+    return BLOCK_REASONS[code] || BLOCK_REASON_OTHER;
+  }
+
   // --- tokens and the API ---------------------------------------------------------------------
 
   function tokensSave(pair) {
@@ -123,27 +186,48 @@
       expiresAt: Date.now() + (pair.expires_in || 0) * 1000,
     };
     try {
-      sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state.tokens));
+      localStorage.setItem(STORAGE_KEY, JSON.stringify(state.tokens));
     } catch (e) {
       /* private mode: the tokens stay in memory only */
     }
   }
 
-  function tokensLoad() {
+  function tokensStored() {
     try {
-      var saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null");
-      if (saved && saved.access && saved.refresh) state.tokens = saved;
+      var saved = JSON.parse(localStorage.getItem(STORAGE_KEY) || "null");
+      return saved && saved.access && saved.refresh ? saved : null;
     } catch (e) {
-      state.tokens = null;
+      return null;
     }
+  }
+
+  function tokensLoad() {
+    state.tokens = tokensStored();
   }
 
   function tokensClear() {
     state.tokens = null;
     try {
-      sessionStorage.removeItem(STORAGE_KEY);
+      localStorage.removeItem(STORAGE_KEY);
     } catch (e) {
       /* nothing stored */
+    }
+  }
+
+  // Another tab signed in, refreshed the pair, or signed out.
+  function onTokensChanged(event) {
+    if (event.key !== STORAGE_KEY && event.key !== null) return;
+    var stored = tokensStored();
+    if (!stored) {
+      if (state.tokens) signOutLocal("You signed out in another tab.");
+      return;
+    }
+    var signedIn = !!state.tokens;
+    state.tokens = stored;
+    if (!signedIn) {
+      enterApp().catch(function (err) {
+        if (state.tokens) showError("signin-error", err.message);
+      });
     }
   }
 
@@ -180,11 +264,28 @@
 
   var refreshing = null;
 
+  // A refresh token is used once (a reuse ends the session), and tabs share it: one tab refreshes
+  // at a time (Web Locks), and a tab that finds a pair newer than its own takes it instead.
+  function tokensRefreshShared() {
+    var used = state.tokens.refresh;
+    function refreshOnce() {
+      var stored = tokensStored();
+      if (stored && stored.refresh !== used) {
+        state.tokens = stored;
+        return Promise.resolve();
+      }
+      return rawFetch("POST", "/auth/refresh", { refresh: used }, null).then(tokensSave);
+    }
+    if (navigator.locks && typeof navigator.locks.request === "function") {
+      return navigator.locks.request(STORAGE_KEY + ".refresh", refreshOnce);
+    }
+    return refreshOnce();
+  }
+
   function tokensRefresh() {
     if (!state.tokens) return Promise.reject(new ApiError(401, { detail: "Please sign in.", code: "unauthorized" }));
     if (!refreshing) {
-      refreshing = rawFetch("POST", "/auth/refresh", { refresh: state.tokens.refresh }, null)
-        .then(tokensSave)
+      refreshing = tokensRefreshShared()
         .catch(function (err) {
           if (err.status === 401 || err.status === 422) signOutLocal("Your session has ended: please sign in again.");
           throw err;
@@ -753,6 +854,7 @@
       var origin = document.createElement("span");
       origin.className = "origin-label";
       origin.textContent = ORIGIN_LABELS[el.dataset.origin];
+      if (el.dataset.origin === "reminder") origin.prepend(icon("clock"), " ");
       meta.append(origin);
       if (parts.length) meta.append(document.createTextNode(" \u00b7 "));
     }
@@ -797,7 +899,8 @@
       if (message.id > state.lastSeenId) state.lastSeenId = message.id;
     }
     if (message.error_code && (message.status === "failed" || message.status === "fallback")) {
-      el.dataset.note = message.error_code;
+      el.dataset.errorCode = message.error_code;
+      el.dataset.note = errorText(message.error_code, "");
     }
     if (message.actions && message.actions.length && !el.querySelector(".actions")) {
       message.actions.forEach(function (action) {
@@ -1079,6 +1182,8 @@
     item.dataset.name = frame.name;
     item.dataset.outcome = frame.error ? "error" : "ok";
     item.textContent = actionText(frame);
+    // The mark carries the outcome: said in words for screen readers.
+    item.setAttribute("aria-label", (frame.error ? "Failed: " : "Done: ") + item.textContent.slice(2));
     list.append(item);
   }
 
@@ -1086,7 +1191,7 @@
     var result = frame.result || {};
     if (frame.error) {
       var what = ACTION_FAILURES[frame.name] || "Could not do that";
-      return "\u2717 " + what + ": " + (frame.error.message || "it failed (" + (frame.error.code || "unknown") + ").");
+      return "\u2717 " + what + ": " + (frame.error.message || "it failed.");
     }
     if (result.confirmation) return "\u2713 " + result.confirmation;
     if (frame.name === "reminder_list") return "\u2713 Looked at your reminders (" + (result.count || 0) + " pending)";
@@ -1138,7 +1243,7 @@
     if (reason.blocked) {
       return (
         "Your message pointed to intimate mode (matched " + matched + ", score " + scoreText(reason.score) +
-        "), but it was blocked: " + (BLOCK_REASONS[reason.code] || reason.code) + ". Staying in " + label + "."
+        "), but it was blocked: " + blockReasonText(reason.code) + ". Staying in " + label + "."
       );
     }
     switch (reason.source) {
@@ -1159,7 +1264,7 @@
       case "lock":
         return label + " mode is locked: the router did not switch." + lockNote;
       case "gate":
-        return "Left intimate mode: it is no longer allowed (" + (BLOCK_REASONS[reason.code] || reason.code) + ").";
+        return "Left intimate mode: it is no longer allowed (" + blockReasonText(reason.code) + ").";
       default:
         return label + " mode (" + reason.source + ").";
     }
@@ -1182,7 +1287,8 @@
     var badge = $("mode-badge");
     badge.dataset.mode = mode;
     badge.dataset.locked = locked ? "true" : "false";
-    $("mode-badge-text").textContent = (MODE_LABELS[mode] || mode) + (locked ? " \uD83D\uDD12" : "");
+    $("mode-badge-text").textContent = MODE_LABELS[mode] || mode;
+    if (locked) $("mode-badge-text").append(" ", icon("lock")); // the badge's aria-label says "locked"
     var title = modeTitle(mode, locked, reason);
     badge.title = title;
     badge.setAttribute("aria-label", "Mode: " + (MODE_LABELS[mode] || mode) + (locked ? ", locked" : "") + ". Why?");
@@ -1226,9 +1332,11 @@
       return;
     }
     var matched = reason && reason.matched ? " (matched \u201c" + reason.matched + "\u201d)" : "";
+    var why = blockReasonText(code);
     $("blocked-text").textContent =
-      "Intimate mode was blocked" + matched + ": " + (BLOCK_REASONS[code] || code) + " [" + code + "].";
-    $("blocked-optin").hidden = code === "avatar_disallows";
+      "Intimate mode was blocked" + matched + ": " + why.charAt(0).toLowerCase() + why.slice(1) + ".";
+    // The opt-in is the way out only when the profile is what blocks (not the avatar, not a crisis).
+    $("blocked-optin").hidden = code !== "adult_required" && code !== "opt_in_required";
     box.dataset.code = code;
     box.hidden = false;
   }
@@ -1809,10 +1917,11 @@
   }
 
   function onErrorFrame(frame) {
-    var message = frame.message || "Something went wrong.";
+    var message = errorText(frame.code, frame.message);
     if (frame.code === "intimate_blocked") {
+      // A refused switch: the blocked notice says why, once, with its way out.
       modeRevert();
-      showError("composer-error", message + " [" + frame.code + "]");
+      blockedShow(frame.reason || "other", null);
       return;
     }
     if (frame.code && frame.code.indexOf("llm_") === 0) {
@@ -1822,7 +1931,7 @@
     if (frame.code === "quota_exceeded") {
       // The message is stored (message.created came first); no reply comes until the reset.
       var hours = frame.retry_after ? Math.ceil(frame.retry_after / 3600) : null;
-      showError("composer-error", message + (hours ? " (in about " + hours + " h)" : "") + " [quota_exceeded]");
+      showError("composer-error", message + (hours ? " (in about " + hours + " h)" : ""));
       return;
     }
     // A refused message (invalid, busy, throttled...): nothing was stored, give the text back.
@@ -1864,8 +1973,9 @@
       input.focus();
       return;
     }
-    if (text.length > MESSAGE_MAX_CHARS) {
-      showError("composer-error", "A message can be at most 8,000 characters; this one has " + text.length + ".");
+    if (composerOverLimit()) {
+      composerLimitUpdate();
+      input.focus();
       return;
     }
     if (state.streams.size > 0) {
@@ -1887,8 +1997,45 @@
     state.pending.set(id, { frame: frame, el: el });
     input.value = "";
     inputResize();
+    composerLimitUpdate();
     scrollToBottom();
     frameSend(frame);
+  }
+
+  // --- the message length limit: a counter near it, and a refusal past it (never a cut) ---------
+
+  var limitErrorShown = false;
+
+  function charCount(text) {
+    return Array.from(text).length; // code points, as the server counts
+  }
+
+  function composerOverLimit() {
+    return MESSAGE_MAX_CHARS > 0 && charCount($("composer-input").value.trim()) > MESSAGE_MAX_CHARS;
+  }
+
+  function composerLimitUpdate() {
+    var input = $("composer-input");
+    var counter = $("composer-count");
+    if (!MESSAGE_MAX_CHARS) return;
+    var count = charCount(input.value.trim());
+    var over = count > MESSAGE_MAX_CHARS;
+    counter.hidden = count < MESSAGE_MAX_CHARS * COUNTER_FROM;
+    counter.textContent = count.toLocaleString("en") + " / " + MESSAGE_MAX_CHARS.toLocaleString("en") + " characters";
+    counter.classList.toggle("over", over);
+    input.setAttribute("aria-invalid", over ? "true" : "false");
+    $("send").disabled = over;
+    if (over) {
+      showError(
+        "composer-error",
+        "This message is " + (count - MESSAGE_MAX_CHARS).toLocaleString("en") + " characters over the limit of " +
+          MESSAGE_MAX_CHARS.toLocaleString("en") + ". Shorten it to send it."
+      );
+      limitErrorShown = true;
+    } else if (limitErrorShown) {
+      showError("composer-error", "");
+      limitErrorShown = false;
+    }
   }
 
   function onStop() {
@@ -2223,6 +2370,7 @@
     $("composer").addEventListener("submit", onSend);
     $("composer-input").addEventListener("keydown", onComposerKey);
     $("composer-input").addEventListener("input", inputResize);
+    $("composer-input").addEventListener("input", composerLimitUpdate);
     $("stop").addEventListener("click", onStop);
     $("mode-select").addEventListener("change", onModeSelect);
     $("mode-badge").addEventListener("click", function () {
@@ -2291,6 +2439,7 @@
         secretaryLoadSoon();
       }
     }, LIST_REFRESH_MS);
+    window.addEventListener("storage", onTokensChanged);
     window.addEventListener("hashchange", function () {
       if (state.me) route();
     });
