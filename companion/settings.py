@@ -252,7 +252,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
-    "filters": {"ticket_redacted": {"()": "core.logging.TicketRedacted"}},
+    "filters": {"query_redacted": {"()": "core.logging.QueryRedacted"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
@@ -262,9 +262,11 @@ LOGGING = {
         "django.db.backends": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         # redis-py logs every RESP3 push at DEBUG, channel-layer payloads (message text) included: never either.
         "push_response": {"level": "WARNING"},
-        # uvicorn logs each websocket handshake with its query string, the one-time ticket in it.
-        # Only a filter here: uvicorn's own handlers and level stay (this logger has no handler of its own).
-        "uvicorn.error": {"filters": ["ticket_redacted"]},
+        # uvicorn logs each websocket handshake with its query string, the one-time ticket in it,
+        # and each HTTP request with its query string, a search's words in it. Only a filter here:
+        # uvicorn's own handlers and levels stay (these loggers have no handler of their own).
+        "uvicorn.error": {"filters": ["query_redacted"]},
+        "uvicorn.access": {"filters": ["query_redacted"]},
     },
 }
 

@@ -26,23 +26,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-_TICKET_IN_QUERY = re.compile(r"(\bticket=)[^&\s\"']+")
+# Query parameters that carry a secret or the user's words: the socket's one-time ticket and
+# the conversation search's text.
+_SECRET_IN_QUERY = re.compile(r"([?&](?:ticket|q)=)[^&\s\"']+")
 
 
-class TicketRedacted(logging.Filter):
-    """Hides the websocket ticket in a record's text: `?ticket=[redacted]`.
+class QueryRedacted(logging.Filter):
+    """Hides secret query values in a record's text: `?ticket=[redacted]`, `&q=[redacted]`.
 
     The socket URL carries a one-time ticket in its query string (CONTRACT.md), and uvicorn
-    logs every handshake, accepted or refused, with the path and query string. A ticket is
-    short-lived and single-use, but it is a credential until redeemed: no log keeps it.
+    logs every handshake, accepted or refused, with the path and query string; its access log
+    does the same for HTTP requests, a conversation search's words (`?q=`) included. A ticket
+    is short-lived and single-use, but it is a credential until redeemed: no log keeps it, nor
+    what the user searched for.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "ticket=" in record.msg:
-            record.msg = _TICKET_IN_QUERY.sub(r"\1[redacted]", record.msg)
-        if isinstance(record.args, tuple) and any(isinstance(arg, str) and "ticket=" in arg for arg in record.args):
+        if isinstance(record.msg, str):
+            record.msg = _SECRET_IN_QUERY.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.args, tuple):
             record.args = tuple(
-                _TICKET_IN_QUERY.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
+                _SECRET_IN_QUERY.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
             )
         return True
 

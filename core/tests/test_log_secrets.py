@@ -90,6 +90,9 @@ def test_no_password_token_header_or_message_text_is_logged(captured: _Everythin
             client, f"/api/conversations/{conversation['id']}/messages", {"content": MESSAGE}, Authorization=bearer
         )
         assert sent.status_code == 201
+        # Its background work runs now, in threads sharing the test's in-memory database, whose
+        # table locks (unlike a file's) do not wait: let it finish before the next writes.
+        in_process_tasks_wait(timeout=30)
         # a reused refresh token, and an Authorization header of every scheme
         assert _post(client, "/api/auth/refresh", {"refresh": pair["refresh"]}).status_code == 401
         basic = base64.b64encode(f"casey:{PASSWORD}".encode()).decode()
@@ -156,3 +159,24 @@ def test_a_websocket_turn_whose_provider_fails_quoting_the_message_logs_no_messa
     assert any("RuntimeError" in line for line in captured.lines), "the failure itself must still be logged"
     assert all(logging.getLogger(name).level >= logging.WARNING for name in PINNED_LOGGERS)  # set, not inherited
     assert [line[:200] for line in captured.lines if MESSAGE in line] == []
+
+
+def test_server_access_log_keeps_no_search_words_nor_ticket() -> None:
+    """uvicorn's access and handshake lines carry the query string: a search's words and a ticket."""
+    handler = _Everything()
+    access, handshake = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
+    for logger in (access, handshake):
+        logger.addHandler(handler)
+    try:
+        access.warning(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", f"/api/conversations?limit=5&q={MESSAGE}", "1.1", 200
+        )
+        handshake.warning('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/ws/conversations/7/?ticket=tk-planted-991")
+    finally:
+        for logger in (access, handshake):
+            logger.removeHandler(handler)
+    text = "\n".join(handler.lines)
+    assert MESSAGE not in text
+    assert "tk-planted-991" not in text
+    assert "limit=5&q=[redacted]" in text
+    assert "?ticket=[redacted]" in text
