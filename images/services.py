@@ -17,8 +17,6 @@ import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -27,6 +25,7 @@ from django.utils import timezone
 from accounts.selectors import user_group_name
 from avatars.models import Avatar
 from conversations.models import Conversation, Message, Origin, Role, Status
+from conversations.realtime import group_event_send_from_thread
 from core import background
 from core.errors import NotFound
 from images.base import ImageProvider
@@ -397,8 +396,7 @@ def image_ready_send(*, image_id: int) -> None:
     """`{"type": "image.ready", "message_id", "image"}` to every socket of the owner (best effort:
     the picture is stored, a client that missed it reads it with the message or `GET /api/images/{id}`)."""
     image = Image.objects.filter(pk=image_id).first()
-    layer = get_channel_layer()
-    if image is None or image.owner_id is None or layer is None:
+    if image is None or image.owner_id is None:
         return
     message_id = Message.objects.filter(image_id=image_id).values_list("id", flat=True).first()
     frame = {
@@ -409,7 +407,4 @@ def image_ready_send(*, image_id: int) -> None:
         "kind": image.kind,
         "image": image_ref(image),
     }
-    try:
-        async_to_sync(layer.group_send)(user_group_name(image.owner_id), {"type": "turn.event", "frame": frame})
-    except Exception:
-        logger.warning("channel layer unavailable: image.ready not sent", extra={"data": {"image_id": image_id}})
+    group_event_send_from_thread(group=user_group_name(image.owner_id), frame=frame)
