@@ -294,3 +294,44 @@ def test_the_admin_makes_and_remakes_a_catalogue_portrait(client: Client, fake_p
     page = client.get(f"/admin/avatars/avatar/{catalogue.pk}/change/")
     assert f"/admin/images/image/{catalogue.portrait_id}/file/".encode() in page.content
     assert client.get(f"/admin/images/image/{catalogue.portrait_id}/file/").status_code == 200
+
+
+def test_the_admin_usage_report_counts_pictures_and_their_cost(
+    client: Client, user: User, own_avatar: Avatar, settings: Any
+) -> None:
+    from images.services import portrait_request
+
+    settings.IMAGE_PRICES = '[{"model": "fake-image", "size": "*", "quality": "*", "usd": "0.05"}]'
+    portrait_request(owner_id=user.pk, avatar=own_avatar, extra="smiling")
+    in_process_tasks_wait()
+    portrait_request(owner_id=user.pk, avatar=own_avatar, extra="smiling")  # the cache: no cost
+    portrait_request(owner_id=user.pk, avatar=own_avatar, extra="FAKE_REFUSE")
+    in_process_tasks_wait()
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+
+    page = client.get("/admin/conversations/conversation/usage/")
+
+    [total, mia] = page.context["report"].pictures
+    assert (total.made, total.reused, total.refused, total.failed) == (1, 1, 1, 0)
+    assert total.cost_usd == Decimal("0.05")
+    assert mia.label == "Mia"
+    assert b'id="usage-pictures"' in page.content
+
+
+def test_a_picture_past_its_time_limit_ends_failed_and_free(
+    user: User, own_avatar: Avatar, monkeypatch: pytest.MonkeyPatch, fake_pictures: FakeImageProvider
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from images.services import portrait_request
+
+    def too_slow(prompt: str, *, size: str, quality: str) -> Any:
+        raise SoftTimeLimitExceeded
+
+    monkeypatch.setattr(fake_pictures, "generate", too_slow)
+    image = portrait_request(owner_id=user.pk, avatar=own_avatar)
+    in_process_tasks_wait()
+
+    image.refresh_from_db()
+    assert (image.status, image.error_code) == (ImageStatus.FAILED, "image_timeout")
+    assert UsageDay.objects.get(user=user).images == 0
