@@ -26,6 +26,18 @@ def picture_storage(settings: Any, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _tasks_in_process() -> Iterator[None]:
+    """Pictures are made on the in-process thread, as on embedded defaults, also where REDIS_URL
+    is set (CI): no Celery worker runs beside the tests."""
+    from companion.celery import app
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = eager
+
+
+@pytest.fixture(autouse=True)
 def _picture_settings(settings: Any) -> Iterator[None]:
     settings.IMAGE_PROVIDER = "fake"
     settings.IMAGE_RETRY_SECONDS = 0.05
