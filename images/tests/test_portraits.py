@@ -335,3 +335,42 @@ def test_a_picture_past_its_time_limit_ends_failed_and_free(
     image.refresh_from_db()
     assert (image.status, image.error_code) == (ImageStatus.FAILED, "image_timeout")
     assert UsageDay.objects.get(user=user).images == 0
+
+
+def test_on_postgresql_two_requests_at_the_image_limit_only_one_is_admitted(
+    user: User, own_avatar: Avatar, settings: Any, fake_pictures: FakeImageProvider
+) -> None:
+    import threading
+
+    from django.db import close_old_connections, connection
+
+    from images.services import portrait_request
+    from llm.quotas import QuotaExceeded
+    from testing.support import skip_or_fail
+
+    if connection.vendor != "postgresql":
+        skip_or_fail("DATABASE_URL is not PostgreSQL: two threads cannot share SQLite's in-memory test database")
+    settings.QUOTA_DAILY_IMAGES = 1
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def ask(extra: str) -> None:
+        try:
+            start.wait(timeout=10)
+            portrait_request(owner_id=user.pk, avatar=own_avatar, extra=extra)
+            outcomes.append("admitted")
+        except QuotaExceeded:
+            outcomes.append("refused")
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=ask, args=(extra,)) for extra in ("smiling", "laughing")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    in_process_tasks_wait()
+
+    assert sorted(outcomes) == ["admitted", "refused"]
+    assert UsageDay.objects.get(user=user).images == 1
+    assert len(fake_pictures.calls) == 1
