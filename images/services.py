@@ -14,12 +14,14 @@ refused or failed gives its count back. Its cost is added to the day when it is 
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.selectors import user_group_name
@@ -159,7 +161,9 @@ def chat_picture_request(
     return ChatPicture(image=image, message=message)
 
 
-def chat_picture_for_message(*, user_id: int, conversation_id: int, request_text: str, message_id: int) -> dict:
+def chat_picture_for_message(
+    *, user_id: int, conversation_id: int, request_text: str, message_id: int
+) -> dict[str, Any]:
     """The turn's door: a picture for a user message that asked for one (idempotent per message);
     the picture's message as clients see it."""
     from conversations.selectors import message_dict
@@ -408,3 +412,26 @@ def image_ready_send(*, image_id: int) -> None:
         "image": image_ref(image),
     }
     group_event_send_from_thread(group=user_group_name(image.owner_id), frame=frame)
+
+
+def picture_files_delete_on_commit(*, images: "QuerySet[Image]") -> None:
+    """Delete the files of these pictures once the caller's transaction commits (their rows go with
+    an avatar or a conversation); a file another picture still uses (the cache) stays."""
+    names = set(images.exclude(file="").values_list("file", flat=True))
+    if not names:
+        return
+    shared = set(
+        Image.objects.filter(file__in=names).exclude(pk__in=images.values("pk")).values_list("file", flat=True)
+    )
+    for name in names - shared:
+        transaction.on_commit(_picture_deleter(name))
+
+
+def _picture_deleter(name: str) -> Callable[[], None]:
+    def delete() -> None:
+        try:
+            picture_delete(name)
+        except OSError:
+            logger.warning("could not delete a picture file", exc_info=True)
+
+    return delete

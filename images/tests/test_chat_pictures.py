@@ -193,3 +193,21 @@ def test_erasing_the_account_deletes_the_picture_files(picture_storage: Any, fak
 
     assert not stored.exists()
     assert not Image.objects.exists()
+
+
+def test_deleting_the_conversation_deletes_its_picture_files(
+    picture_storage: Any, fake_pictures: FakeImageProvider
+) -> None:
+    from conversations.services import conversation_delete
+    from images.services import chat_picture_request
+
+    conversation, elsewhere = _conversations()
+    chat_picture_request(conversation=conversation, request_text="you at the beach")
+    chat_picture_request(conversation=elsewhere, request_text="you in the rain")
+    in_process_tasks_wait()
+    kept = Image.objects.get(conversation=elsewhere).file.name
+
+    conversation_delete(conversation=conversation)
+
+    assert [path.name for path in picture_storage.rglob("*.webp")] == [kept.rsplit("/", 1)[-1]]
+    assert Image.objects.count() == 1
