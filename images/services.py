@@ -16,7 +16,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -48,6 +48,8 @@ from llm.quotas import QuotaExceeded, quota_limits_get, seconds_to_midnight, usa
 logger = logging.getLogger("companion.images")
 
 CLAIM_LEASE = timedelta(minutes=5)
+ATTEMPTS_MAX = 2  # provider calls per picture, whatever redelivers its task
+STALLED_AFTER = timedelta(minutes=2)  # queued this long and never claimed: its task was lost
 IMAGE_READY_TYPE = "image.ready"
 PICTURE_LINE = "Here's a picture for you."
 QUOTA_MESSAGE = "You have made today's pictures. More tomorrow, after midnight."
@@ -333,6 +335,7 @@ def image_generate(*, image_id: int, provider: ImageProvider, last_attempt: bool
     if not claimed:
         return "skipped"
     image = Image.objects.get(pk=image_id)
+    last_attempt = last_attempt or image.attempts >= ATTEMPTS_MAX
     try:
         generated = provider.generate(image.prompt, size=image.size, quality=image.quality)
         picture = picture_normalize(
@@ -375,6 +378,24 @@ def image_generate(*, image_id: int, provider: ImageProvider, last_attempt: bool
             )
         transaction.on_commit(lambda: image_ready_send(image_id=image_id))
     return ImageStatus.READY
+
+
+def images_stalled_requeue(*, now: datetime | None = None) -> int:
+    """The beat's sweep: pictures whose task was lost (never claimed) or whose attempt died (its
+    claim expired) are queued again, or end `failed` once their attempts are spent. How many."""
+    now = now or timezone.now()
+    stalled = Image.objects.filter(
+        Q(claimed_at__isnull=True, created_at__lt=now - STALLED_AFTER) | Q(claimed_at__lt=now - CLAIM_LEASE),
+        status=ImageStatus.PENDING,
+    )
+    count = 0
+    for image in stalled.order_by("id")[:100]:
+        if image.attempts >= ATTEMPTS_MAX:
+            _image_end(image, ImageStatus.FAILED, code="image_stalled", error=ImageFailed.user_message)
+        else:
+            image_generate_enqueue(image_id=image.pk)
+        count += 1
+    return count
 
 
 def image_give_up(*, image_id: int, code: str, error: str) -> None:

@@ -7,7 +7,8 @@
   not answer) is retried once after `IMAGE_RETRY_SECONDS` (doubled with a broker, jittered);
   a content-policy refusal is never retried; the second failure ends the picture `failed`.
 - Time limits: the soft one ends the picture `failed` (`image_timeout`), the hard one kills
-  the attempt (a claimed row is taken again once its lease expires, by a redelivery).
+  the attempt; beat's `images.stalled_requeue` queues again a picture whose claim expired (or
+  whose task was lost), at most `ATTEMPTS_MAX` provider calls in all.
 
 Without `REDIS_URL` the task runs on the project's in-process background thread
 (`core.background.task_enqueue`), which does the retry after the pause the task asks for.
@@ -55,3 +56,11 @@ def image_generate(self: Task[Any, Any], image_id: int) -> str:
         if self.request.is_eager:
             raise Retry(exc=exc, when=datetime.now(UTC) + timedelta(seconds=pause)) from exc
         raise self.retry(exc=exc, countdown=pause) from exc
+
+
+@shared_task(name="images.stalled_requeue", soft_time_limit=30, time_limit=60, ignore_result=True)
+def images_stalled_requeue() -> int:
+    """Beat, every minute: pictures whose task was lost or whose attempt died, queued again (or failed)."""
+    from images.services import images_stalled_requeue as requeue
+
+    return requeue()

@@ -205,7 +205,7 @@ def test_deleting_the_conversation_deletes_its_picture_files(
     chat_picture_request(conversation=conversation, request_text="you at the beach")
     chat_picture_request(conversation=elsewhere, request_text="you in the rain")
     in_process_tasks_wait()
-    kept = Image.objects.get(conversation=elsewhere).file.name
+    kept = Image.objects.get(conversation=elsewhere).file.name or ""
 
     conversation_delete(conversation=conversation)
 

@@ -374,3 +374,30 @@ def test_on_postgresql_two_requests_at_the_image_limit_only_one_is_admitted(
     assert sorted(outcomes) == ["admitted", "refused"]
     assert UsageDay.objects.get(user=user).images == 1
     assert len(fake_pictures.calls) == 1
+
+
+def test_a_picture_whose_attempt_died_is_made_by_the_sweep_within_two_calls(
+    user: User, own_avatar: Avatar, fake_pictures: FakeImageProvider
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from images.services import images_stalled_requeue
+
+    long_ago = timezone.now() - timedelta(minutes=10)
+    common = {"owner": user, "avatar": own_avatar, "kind": "portrait", "size": "1024x1024", "cache_key": "k"}
+    died_once = Image.objects.create(**common, prompt="a", attempts=1, claimed_at=long_ago)
+    died_twice = Image.objects.create(**common, prompt="b", attempts=2, claimed_at=long_ago)
+    being_made = Image.objects.create(**common, prompt="c", attempts=1, claimed_at=timezone.now())
+
+    assert images_stalled_requeue() == 2
+    in_process_tasks_wait()
+
+    died_once.refresh_from_db()
+    died_twice.refresh_from_db()
+    being_made.refresh_from_db()
+    assert died_once.status == ImageStatus.READY
+    assert (died_twice.status, died_twice.error_code) == (ImageStatus.FAILED, "image_stalled")
+    assert being_made.status == ImageStatus.PENDING
+    assert fake_pictures.calls == ["a"]
