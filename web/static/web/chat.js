@@ -1953,6 +1953,10 @@
       var img = document.createElement("img");
       img.alt = "A picture from " + ((state.current && state.current.avatar && state.current.avatar.name) || "your avatar");
       box.append(img);
+      var follow = nearBottom();
+      img.addEventListener("load", function () {
+        if (follow) scrollToBottom(); // the picture grew the message: keep the newest in view
+      });
       pictureBlobUrl(image.url)
         .then(function (src) {
           img.src = src;
