@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from django.conf import settings
+from django.core import checks
 
 from llm.catalog import ZERO
 
@@ -62,3 +63,19 @@ def _table(raw: str) -> tuple[tuple[str, str, str, Decimal], ...]:
         )
     except (ValueError, TypeError, KeyError, InvalidOperation) as exc:
         raise ImagePricesError(f"IMAGE_PRICES is not a JSON list of {{model, size, quality, usd}}: {exc}") from exc
+
+
+def image_prices_check(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
+    """A Django system check: `IMAGE_PRICES` parses (a bad table would stop every picture at its end)."""
+    try:
+        _table(getattr(settings, "IMAGE_PRICES", "") or "")
+    except ImagePricesError as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint='A JSON list like [{"model": "gpt-image-1", "size": "1024x1024", "quality": "medium", '
+                '"usd": "0.042"}] (docs/images.md).',
+                id="images.E001",
+            )
+        ]
+    return []

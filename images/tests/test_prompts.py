@@ -87,3 +87,24 @@ def test_the_portrait_prompt_is_made_of_appearance_and_style() -> None:
 def test_the_model_is_told_to_hand_over_the_picture_or_to_decline() -> None:
     assert "sends it right after your reply" in picture_reply_note("you at the beach")
     assert "Decline kindly" in picture_reply_note("you naked")
+
+
+def test_prices_pick_the_most_specific_row_and_a_bad_table_fails_the_check() -> None:
+    from decimal import Decimal
+
+    from django.test import override_settings
+
+    from images.pricing import image_cost_usd, image_prices_check
+
+    table = (
+        '[{"model": "m", "size": "*", "quality": "*", "usd": "0.01"},'
+        ' {"model": "m", "size": "512x512", "quality": "hd", "usd": "0.05"}]'
+    )
+    with override_settings(IMAGE_PRICES=table):
+        assert image_cost_usd(model="m", size="512x512", quality="hd") == Decimal("0.05")
+        assert image_cost_usd(model="m", size="1024x1024", quality="hd") == Decimal("0.01")
+        assert image_cost_usd(model="other", size="512x512", quality="hd") == Decimal(0)
+        assert image_prices_check() == []
+    with override_settings(IMAGE_PRICES="[{'model': 1}]"):
+        [error] = image_prices_check()
+        assert error.id == "images.E001"
