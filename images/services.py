@@ -388,14 +388,15 @@ def images_stalled_requeue(*, now: datetime | None = None) -> int:
         Q(claimed_at__isnull=True, created_at__lt=now - STALLED_AFTER) | Q(claimed_at__lt=now - CLAIM_LEASE),
         status=ImageStatus.PENDING,
     )
-    count = 0
-    for image in stalled.order_by("id")[:100]:
+    found = list(stalled.order_by("id")[:100])
+    for image in found:
         if image.attempts >= ATTEMPTS_MAX:
             _image_end(image, ImageStatus.FAILED, code="image_stalled", error=ImageFailed.user_message)
-        else:
+    # Queued once the writes above are done: the task writes the same table.
+    for image in found:
+        if image.attempts < ATTEMPTS_MAX:
             image_generate_enqueue(image_id=image.pk)
-        count += 1
-    return count
+    return len(found)
 
 
 def image_give_up(*, image_id: int, code: str, error: str) -> None:
