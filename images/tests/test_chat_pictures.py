@@ -211,3 +211,23 @@ def test_deleting_the_conversation_deletes_its_picture_files(
 
     assert [path.name for path in picture_storage.rglob("*.webp")] == [kept.rsplit("/", 1)[-1]]
     assert Image.objects.count() == 1
+
+
+def test_the_reply_to_a_picture_request_is_told_the_picture_follows(fake_pictures: FakeImageProvider) -> None:
+    from llm.fake import FakeProvider
+    from testing.support import turn_frames
+
+    conversation, _ = _conversations()
+    model = FakeProvider()
+
+    frames = turn_frames(conversation, "can you send me a selfie?", model)
+    turn_frames(conversation, "what a lovely day", model)
+
+    asked, plain = ("\n".join(m.content for m in call if m.role == "system") for call in model.calls)
+    assert "the app sends it right after your reply" in asked
+    assert "the app sends it" not in plain
+    picture = next(
+        f["message"] for f in frames if f["type"] == "message.created" and f["message"]["role"] == "assistant"
+    )
+    assert picture["image"]["status"] == "pending"
+    assert len(fake_pictures.calls) == 1
