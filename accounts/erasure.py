@@ -29,6 +29,9 @@ from avatars.models import Avatar, AvatarPhrase
 from conversations.admin_usage import background_usage_anonymise, message_usage_anonymise
 from conversations.models import Conversation, Message
 from conversations.realtime import conversations_close
+from images.models import Image
+from images.selectors import image_files_of_owner
+from images.storage import image_storage
 from memory.models import Memory, Summary
 from secretary.models import Reminder, Task
 
@@ -67,7 +70,8 @@ def user_erase_unchecked(*, user_id: int) -> ErasureReport:
     then, once committed, close its sockets and delete its avatars' image files.
 
     Removed: the user, profile, tokens, conversations, messages, summaries, remembered facts,
-    reminders, tasks, and the user's own avatars with their phrases and image files. Kept,
+    reminders, tasks, pictures and their files, and the user's own avatars with their phrases and
+    image files (a kept catalogue avatar's current portrait stays, owned by nobody). Kept,
     anonymised: usage figures, background calls included (`conversations.ErasedUsage`; a call
     still running counts there when it ends, `llm.quotas`), the admin's history of changes
     to the user's rows (names scrubbed), and public avatars the user owned (staff only),
@@ -93,6 +97,12 @@ def user_erase_unchecked(*, user_id: int) -> ErasureReport:
         usage_rows = message_usage_anonymise(user_id=user.pk, avatar_ids_kept=kept_avatars)
         usage_rows += background_usage_anonymise(user_id=user.pk, avatar_ids_kept=kept_avatars)
 
+        # The current portrait of a catalogue avatar the user made stays with the avatar, owned by nobody.
+        Image.objects.filter(owner=user, pk__in=Avatar.objects.filter(pk__in=kept_ids).values("portrait_id")).update(
+            owner=None
+        )
+        picture_names = image_files_of_owner(owner_id=user.pk)
+
         _admin_history_anonymise(user=user)
         messages = Message.objects.filter(conversation__user=user)
         Summary.objects.filter(conversation__user=user).delete()
@@ -100,6 +110,7 @@ def user_erase_unchecked(*, user_id: int) -> ErasureReport:
         Reminder.objects.filter(user=user).delete()
         Task.objects.filter(user=user).delete()
         message_count = _delete_in_batches(messages, batch=MESSAGE_DELETE_BATCH)
+        Image.objects.filter(owner=user).delete()
         Conversation.objects.filter(user=user).delete()
         AvatarPhrase.objects.filter(avatar__in=doomed).delete()
         _, deleted = doomed.delete()
@@ -112,6 +123,8 @@ def user_erase_unchecked(*, user_id: int) -> ErasureReport:
         transaction.on_commit(lambda: conversations_close(conversation_ids=conversation_ids))
         for storage, name in images:
             transaction.on_commit(_file_deleter(storage, name))
+        for name in picture_names:
+            transaction.on_commit(_file_deleter(image_storage(), name))
     report = ErasureReport(
         conversations=len(conversation_ids),
         messages=message_count,
@@ -151,6 +164,7 @@ def _admin_history_anonymise(*, user: User) -> None:
         (Memory, Memory.objects.filter(user=user)),
         (Reminder, Reminder.objects.filter(user=user)),
         (Task, Task.objects.filter(user=user)),
+        (Image, Image.objects.filter(owner=user)),
     ]
     for model, rows in owned:
         LogEntry.objects.filter(
@@ -164,6 +178,6 @@ def _file_deleter(storage: Storage, name: str) -> Callable[[], None]:
         try:
             storage.delete(name)
         except OSError:
-            logger.warning("could not delete an erased avatar's image file", exc_info=True)
+            logger.warning("could not delete an erased account's image file", exc_info=True)
 
     return delete

@@ -25,6 +25,8 @@ from accounts.models import ApiToken, Profile
 from avatars.models import Avatar, AvatarPhrase
 from conversations.admin_usage import message_usage_of_user
 from conversations.models import Conversation, Message
+from images.models import Image, ImageStatus
+from images.selectors import image_url
 from memory.models import Memory, Summary
 from secretary.models import Reminder, Task
 
@@ -85,6 +87,7 @@ MESSAGE_FIELDS: Final = (
     "completion_tokens",
     "ttft_ms",
     "duration_ms",
+    "image_id",
     "created_at",
 )
 SUMMARY_FIELDS: Final = ("conversation_id", "text", "covers_until_id", "model", "created_at", "updated_at")
@@ -113,6 +116,25 @@ TASK_FIELDS: Final = (
     "source_message_id",
     "created_at",
     "updated_at",
+)
+IMAGE_FIELDS: Final = (
+    "id",
+    "kind",
+    "status",
+    "avatar_id",
+    "conversation_id",
+    "request_text",
+    "prompt",
+    "size",
+    "quality",
+    "model",
+    "cost_usd",
+    "error_code",
+    "error",
+    "width",
+    "height",
+    "created_at",
+    "finished_at",
 )
 # Never the hash: a copy of the data must not be a way back in.
 SESSION_FIELDS: Final = ("kind", "family", "created_at", "expires_at", "revoked_at")
@@ -180,7 +202,7 @@ def _pieces(*, user: User, exported_at: datetime) -> Iterator[str]:
         ("memories", _rows(Memory.objects.filter(user=user), MEMORY_FIELDS)),
         ("reminders", _rows(Reminder.objects.filter(user=user), REMINDER_FIELDS)),
         ("tasks", _rows(Task.objects.filter(user=user), TASK_FIELDS)),
-        ("images", []),  # no images are stored yet; the section is in the format so clients expect it
+        ("images", _images(user_id=user.pk)),
         ("usage", _usage(user_id=user.pk)),
         ("sessions", _rows(ApiToken.objects.filter(user=user), SESSION_FIELDS, order="created_at")),
     ]
@@ -194,6 +216,12 @@ def _rows(queryset: Any, fields: tuple[str, ...], *, order: str = "id") -> Itera
     rows = queryset.order_by(order, "pk").values_list(*fields).iterator(chunk_size=ROWS_PER_QUERY)
     for row in rows:
         yield dict(zip(fields, row, strict=True))
+
+
+def _images(*, user_id: int) -> Iterator[dict[str, Any]]:
+    """Each picture's metadata, and where its file is served (the bytes themselves are not in the document)."""
+    for row in _rows(Image.objects.filter(owner_id=user_id), IMAGE_FIELDS):
+        yield {**row, "url": image_url(row["id"]) if row["status"] == ImageStatus.READY else None}
 
 
 def _usage(*, user_id: int) -> Iterator[dict[str, Any]]:

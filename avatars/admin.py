@@ -73,7 +73,8 @@ class AvatarAdmin(admin.ModelAdmin):
     list_select_related = ("owner",)
     prepopulated_fields = {"slug": ("name",)}
     raw_id_fields = ("owner",)
-    readonly_fields = ("created_at", "updated_at", "system_prompt_preview")
+    readonly_fields = ("created_at", "updated_at", "system_prompt_preview", "portrait_preview")
+    actions = ("portrait_make", "portrait_remake")
     inlines = (AvatarPhraseInline,)
     formfield_overrides = {
         models.TextField: {"widget": forms.Textarea(attrs={"rows": 8, "cols": 100})},
@@ -81,6 +82,17 @@ class AvatarAdmin(admin.ModelAdmin):
     fieldsets = (
         ("Identity", {"fields": ("name", "slug", "tagline", "image", "owner", "is_public", "tags")}),
         ("Personality", {"fields": ("description", "personality", "scenario", "example_dialogue")}),
+        (
+            "Pictures",
+            {
+                "fields": ("appearance", "style", "portrait_preview"),
+                "description": (
+                    "Portraits and pictures in chats are drawn from the appearance and style (never sexual, never a "
+                    "real person, never a minor). Use the actions 'Make a portrait' or 'Make a new portrait' in "
+                    "the list of avatars."
+                ),
+            },
+        ),
         ("Greetings", {"fields": ("first_message", "alternate_greetings")}),
         (
             "Modes",
@@ -148,6 +160,24 @@ class AvatarAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("web/admin-insight.css",)}
+
+    @admin.display(description="portrait")
+    def portrait_preview(self, avatar: Avatar | None) -> SafeString | str:
+        from images.admin import picture_preview_html
+
+        return picture_preview_html(avatar.portrait if avatar is not None and avatar.portrait_id else None)
+
+    @admin.action(description="Make a portrait (reuses an identical one already made)")
+    def portrait_make(self, request: HttpRequest, queryset: "models.QuerySet[Avatar]") -> None:
+        from images.admin import avatar_portraits_request
+
+        avatar_portraits_request(request, queryset, fresh=False)
+
+    @admin.action(description="Make a new portrait (regenerate, paid again)")
+    def portrait_remake(self, request: HttpRequest, queryset: "models.QuerySet[Avatar]") -> None:
+        from images.admin import avatar_portraits_request
+
+        avatar_portraits_request(request, queryset, fresh=True)
 
     @admin.display(description="prompts")
     def system_prompt_preview(self, avatar: Avatar | None) -> SafeString | str:

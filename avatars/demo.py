@@ -83,6 +83,11 @@ ADA: Final[dict[str, Any]] = {
     "creator_notes": "A work-first avatar: brisk in secretary mode, gently warm in intimate mode.",
     "character_version": "1.0",
     "tags": ["assistant", "productivity", "organised", "work"],
+    "appearance": (
+        "A woman in her mid-thirties with close-cropped dark hair, reading glasses pushed up on her "
+        "head, a navy blazer over a white shirt, a notebook in hand"
+    ),
+    "style": "clean editorial illustration, soft daylight",
 }
 
 MILO: Final[dict[str, Any]] = {
@@ -133,6 +138,11 @@ MILO: Final[dict[str, Any]] = {
     "creator_notes": "A companionship-first avatar: warm and playful, and still handy with a to-do list.",
     "character_version": "1.0",
     "tags": ["companion", "warm", "playful", "comfort"],
+    "appearance": (
+        "A man in his early thirties with tousled brown hair, a lopsided grin, warm brown eyes, a "
+        "rolled-up denim shirt with a fleck of paint on one sleeve"
+    ),
+    "style": "warm watercolour illustration, soft evening light",
 }
 
 DEMO_AVATARS: Final = {

@@ -98,6 +98,8 @@ class AvatarAdminForm(forms.ModelForm):
             "personality",
             "scenario",
             "example_dialogue",
+            "appearance",
+            "style",
             "first_message",
             "alternate_greetings",
             "default_mode",

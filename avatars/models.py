@@ -14,6 +14,8 @@ TAGLINE_MAX = 200
 CREATOR_MAX = 200
 CHARACTER_VERSION_MAX = 50
 PHRASE_MAX = 200
+APPEARANCE_MAX = 1_000
+STYLE_MAX = 200
 
 # The JSON list fields: at most this many items, each at most this many characters.
 ALTERNATE_GREETINGS_MAX_ITEMS = 20
@@ -116,6 +118,22 @@ class Avatar(models.Model):
     tags = models.JSONField(default=list, blank=True, help_text="Catalogue tags, used by the tag filter.")
     image = models.ImageField(
         upload_to="avatars/", blank=True, help_text="Portrait; the PNG itself when a PNG character card is imported."
+    )
+    appearance = models.TextField(
+        blank=True,
+        max_length=APPEARANCE_MAX,
+        help_text="How the character looks (hair, eyes, build, clothes): the pictures of it are drawn from this.",
+    )
+    style = models.CharField(
+        max_length=STYLE_MAX, blank=True, help_text='The look of its pictures, e.g. "watercolour", "anime", "photo".'
+    )
+    portrait = models.ForeignKey(
+        "images.Image",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The generated portrait shown in the catalogue (the admin's 'Make a portrait' action).",
     )
     card_extensions = models.JSONField(
         default=dict, blank=True, help_text="Unknown card fields kept as imported (extensions), so nothing is lost."

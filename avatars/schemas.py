@@ -11,12 +11,14 @@ from pydantic.json_schema import SkipJsonSchema
 
 from avatars.models import (
     ALTERNATE_GREETINGS_MAX_ITEMS,
+    APPEARANCE_MAX,
     CHARACTER_VERSION_MAX,
     CREATOR_MAX,
     FALLBACK_LINE_MAX,
     FALLBACK_LINES_MAX_ITEMS,
     NAME_MAX,
     SHORT_TEXT_MAX,
+    STYLE_MAX,
     TAG_MAX,
     TAGLINE_MAX,
     TAGS_MAX_ITEMS,
@@ -35,6 +37,8 @@ Greetings = Annotated[list[ShortText], Field(max_length=ALTERNATE_GREETINGS_MAX_
 FallbackLines = Annotated[
     list[Annotated[str, StringConstraints(max_length=FALLBACK_LINE_MAX)]], Field(max_length=FALLBACK_LINES_MAX_ITEMS)
 ]
+Appearance = Annotated[str, StringConstraints(max_length=APPEARANCE_MAX)]
+Style = Annotated[str, StringConstraints(strip_whitespace=True, max_length=STYLE_MAX)]
 Tags = Annotated[list[Annotated[str, StringConstraints(max_length=TAG_MAX)]], Field(max_length=TAGS_MAX_ITEMS)]
 
 
@@ -60,6 +64,8 @@ class AvatarIn(Schema):
     creator_notes: Text = ""
     character_version: CharacterVersion = ""
     tags: Tags = []
+    appearance: Appearance = Field("", description="How the character looks: its pictures are drawn from this.")
+    style: Style = Field("", description='The look of its pictures, e.g. "watercolour".')
     is_public: StrictBool = False
 
 
@@ -85,6 +91,8 @@ class AvatarPatchIn(Schema):
     creator_notes: Text | SkipJsonSchema[None] = None
     character_version: CharacterVersion | SkipJsonSchema[None] = None
     tags: Tags | SkipJsonSchema[None] = None
+    appearance: Appearance | SkipJsonSchema[None] = None
+    style: Style | SkipJsonSchema[None] = None
     is_public: StrictBool | SkipJsonSchema[None] = None
 
     @field_validator("*", mode="before")
@@ -94,6 +102,20 @@ class AvatarPatchIn(Schema):
         if value is None:
             raise ValueError("may be left out but not null")
         return value
+
+
+class PictureError(Schema):
+    code: str
+    message: str
+
+
+class PictureRef(Schema):
+    """A picture as an avatar or a message carries it."""
+
+    id: int
+    status: str = Field(description="pending, ready, refused or failed")
+    url: str | None = Field(None, description="Where the project serves it (with the bearer token), once ready.")
+    error: PictureError | None = None
 
 
 class AvatarOut(Schema):
@@ -119,6 +141,12 @@ class AvatarOut(Schema):
     character_version: str
     tags: list[str]
     image: str | None = Field(None, description="Absolute URL of the portrait, or null.")
+    appearance: str
+    style: str
+    portrait: PictureRef | None = Field(
+        None,
+        description="The generated portrait (images app): its `url` is served to signed-in users who see the avatar.",
+    )
     card_extensions: dict[str, Any]
     is_public: bool
     is_own: bool = Field(False, description="Whether the requesting user owns this avatar (and may edit it).")
@@ -131,6 +159,12 @@ class AvatarOut(Schema):
             return None
         request: HttpRequest | None = context.get("request") if context else None
         return request.build_absolute_uri(obj.image.url) if request is not None else obj.image.url
+
+    @staticmethod
+    def resolve_portrait(obj: Avatar, context: dict[str, Any]) -> dict[str, Any] | None:
+        from images.selectors import image_ref
+
+        return image_ref(obj.portrait) if obj.portrait_id is not None and obj.portrait is not None else None
 
     @staticmethod
     def resolve_is_own(obj: Avatar, context: dict[str, Any]) -> bool:

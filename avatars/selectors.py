@@ -50,7 +50,7 @@ def avatar_list_visible(
             if isinstance(tags, list) and any(isinstance(t, str) and t.casefold() == wanted for t in tags)
         ]
         avatars = avatars.filter(id__in=ids)
-    return avatars.order_by(Lower("name"), "id")
+    return avatars.select_related("portrait").order_by(Lower("name"), "id")
 
 
 def avatar_get_visible(*, user: User | AnonymousUser, avatar_id: int) -> Avatar:

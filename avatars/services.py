@@ -92,10 +92,14 @@ def avatar_update(*, avatar: Avatar, user: User, data: Mapping[str, object]) -> 
 
 
 def avatar_delete(*, avatar: Avatar) -> None:
-    """Delete the avatar with its conversations and phrases; its image file goes once the delete commits."""
+    """Delete the avatar with its conversations, phrases and pictures; the files go once the delete commits."""
+    from images.models import Image
+    from images.services import picture_files_delete_on_commit
+
     image_name = avatar.image.name if avatar.image else ""
     storage = avatar.image.storage
     with transaction.atomic():
+        picture_files_delete_on_commit(images=Image.objects.filter(avatar_id=avatar.pk))
         avatar.delete()
         if image_name:
             transaction.on_commit(lambda: storage.delete(image_name))

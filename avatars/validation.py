@@ -28,7 +28,7 @@ class ListLimit:
 
 
 # Fields whose surrounding whitespace means nothing; long texts keep the author's layout.
-ONE_LINE_FIELDS: Final = ("name", "tagline", "creator", "character_version")
+ONE_LINE_FIELDS: Final = ("name", "tagline", "creator", "character_version", "style")
 LONG_TEXT_FIELDS: Final = (
     "description",
     "personality",
@@ -40,6 +40,7 @@ LONG_TEXT_FIELDS: Final = (
     "secretary_instructions",
     "intimate_instructions",
     "creator_notes",
+    "appearance",
 )
 TEXT_FIELDS: Final = ONE_LINE_FIELDS + LONG_TEXT_FIELDS
 LIST_LIMITS: Final = {

@@ -15,6 +15,7 @@ from conversations.api import router as conversations_router
 from core.api import CompanionAPI, MalformedBody, validation_error_body
 from core.errors import DomainError, InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from core.outage import OUTAGE_ERRORS, UNAVAILABLE_MESSAGE
+from images.api import router as images_router
 from llm.api import router as llm_router
 from memory.api import router as memory_router
 from secretary.api import router as secretary_router
@@ -116,3 +117,4 @@ api.add_router("/", conversations_router)
 api.add_router("/", memory_router)
 api.add_router("/", secretary_router)
 api.add_router("/", llm_router)
+api.add_router("/", images_router)

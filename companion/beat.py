@@ -35,6 +35,12 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": PROACTIVE_SWEEP_SECONDS,
         "options": {"expires": PROACTIVE_SWEEP_SECONDS - 10},
     },
+    # Pictures whose task was lost or whose attempt died (images.services.images_stalled_requeue).
+    "images-stalled-requeue": {
+        "task": "images.stalled_requeue",
+        "schedule": 60.0,
+        "options": {"expires": 50},
+    },
     # Expired API tokens (accounts.services.api_token_delete_expired), at a quiet hour.
     "api-token-delete-expired": {
         "task": "accounts.api_token_delete_expired",

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "memory",
     "safety",
     "secretary",
+    "images",
     "llm",
     "web",
 ]
@@ -117,6 +118,13 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Generated pictures: served only by images.api (to who may see them), never from MEDIA_URL.
+    "images": {
+        "BACKEND": env.str("IMAGE_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": {"location": str(Path(str(MEDIA_ROOT)) / "images"), "base_url": None}
+        if env.str("IMAGE_STORAGE_BACKEND", default="").strip() in ("", "django.core.files.storage.FileSystemStorage")
+        else env.json("IMAGE_STORAGE_OPTIONS", default={}),
+    },
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
@@ -223,6 +231,29 @@ LLM_RESUME_STREAMS: bool = env.bool("LLM_RESUME_STREAMS", default=True)
 # The models clients may pick, with prices (JSON, llm/catalog.py; checked by `manage.py check`).
 # Empty: the one LLM_MODEL, unpriced.
 LLM_MODELS: str = env.str("LLM_MODELS", default="")
+
+# --- Images: portraits and in-chat pictures (docs/images.md) ---------------------------------
+# "fake" draws a picture locally (no network); "openai" calls any OpenAI-compatible
+# /images/generations; or a dotted path to a class implementing images.base.ImageProvider.
+IMAGE_PROVIDER: str = env.str("IMAGE_PROVIDER", default="") or ("openai" if LLM_API_KEY or LLM_BASE_URL else "fake")
+IMAGE_MODEL: str = env.str("IMAGE_MODEL", default="gpt-image-1")
+IMAGE_BASE_URL: str = env.str("IMAGE_BASE_URL", default="") or LLM_BASE_URL
+IMAGE_API_KEY: str = env.str("IMAGE_API_KEY", default="") or LLM_API_KEY
+IMAGE_SIZE: str = env.str("IMAGE_SIZE", default="1024x1024")
+IMAGE_QUALITY: str = env.str("IMAGE_QUALITY", default="medium")
+# "" sends none (gpt-image-1 always answers base64); "url" or "b64_json" for DALL-E and servers that take it.
+IMAGE_RESPONSE_FORMAT: str = env.str("IMAGE_RESPONSE_FORMAT", default="")
+IMAGE_TIMEOUT: float = env.float("IMAGE_TIMEOUT", default=60.0)
+IMAGE_DOWNLOAD_TIMEOUT: float = env.float("IMAGE_DOWNLOAD_TIMEOUT", default=15.0)
+IMAGE_DOWNLOAD_MAX_BYTES: int = env.int("IMAGE_DOWNLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+IMAGE_MAX_DIMENSION: int = env.int("IMAGE_MAX_DIMENSION", default=1024)
+IMAGE_STORED_MAX_BYTES: int = env.int("IMAGE_STORED_MAX_BYTES", default=2 * 1024 * 1024)
+IMAGE_RETRY_SECONDS: float = env.float("IMAGE_RETRY_SECONDS", default=2.0)
+# Prices per image (JSON): [{"model": "gpt-image-1", "size": "1024x1024", "quality": "medium", "usd": "0.042"}];
+# "size"/"quality" may be "*". Unset: the built-in table of images/pricing.py.
+IMAGE_PRICES: str = env.str("IMAGE_PRICES", default="")
+# The storage (a STORAGES alias) the pictures are kept in; images are never served from MEDIA_URL.
+IMAGE_STORAGE: str = env.str("IMAGE_STORAGE", default="images")
 
 # --- Quotas: per user and day in the user's own zone; empty = unlimited (docs/operations.md) --
 QUOTA_DAILY_TOKENS: int | None = env.int("QUOTA_DAILY_TOKENS", default=None)

@@ -27,17 +27,21 @@ from conversations.turns import turn_cancel_local, turn_running, turn_start
 from conversations.turns.events import (
     AlternativeSelected,
     ErrorEvent,
+    MessageCreated,
     MessagesDeleted,
     ModeChanged,
     ReplyStart,
     Token,
     TurnEvent,
 )
+from conversations.turns.locks import message_rate_check
 from conversations.turns.request import Regenerate
 from core.errors import DomainError, NotFound, Throttled, Unavailable
 from core.logging import exception_data
 from core.modes import Mode
 from core.outage import OUTAGE_ERRORS, UNAVAILABLE_MESSAGE
+from images.prompts import REQUEST_MAX_CHARS as PICTURE_PROMPT_MAX
+from images.services import chat_picture_from_frame
 from llm.registry import provider_get
 
 logger = logging.getLogger("companion.ws")
@@ -176,6 +180,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 "set_mode": self._on_set_mode,
                 "resume": self._on_resume,
                 "ping": self._on_ping,
+                "image": self._on_image,
             }.get(frame["type"])
             if handler is None:
                 raise ClientError("unknown_type", f"Unknown frame type {frame['type']!r}.", field="type")
@@ -252,6 +257,22 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         event = await database_sync_to_async(_message_forget)(self.user_id, self.conversation_id, message_id)
         await self.channel_layer.group_send(self.group, {"type": realtime.GROUP_EVENT_TYPE, "frame": event.frame()})
 
+    async def _on_image(self, frame: dict[str, Any]) -> None:
+        # A picture asked for directly: its message (pending, or refused with the reason) goes to every
+        # socket of the conversation now, `image.ready` to every socket of the user when it is done.
+        prompt = frame.get("prompt", "")
+        client_id = frame.get("client_id")
+        if not isinstance(prompt, str) or len(prompt) > PICTURE_PROMPT_MAX:
+            raise ClientError(
+                "invalid", f"prompt must be a string of at most {PICTURE_PROMPT_MAX} characters.", field="prompt"
+            )
+        if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
+            raise ClientError("invalid", "client_id must be a string of 1 to 64 characters.", field="client_id")
+        message = await database_sync_to_async(_picture_request)(self.user_id, self.conversation_id, prompt, client_id)
+        await self.channel_layer.group_send(
+            self.group, {"type": realtime.GROUP_EVENT_TYPE, "frame": MessageCreated(message).frame()}
+        )
+
     async def _on_stop(self, frame: dict[str, Any]) -> None:
         # One turn per conversation at a time: if it runs here, stop it without a trip through the layer.
         if turn_cancel_local(self.conversation_id):
@@ -324,6 +345,13 @@ def _alternative_select(user_id: int, conversation_id: int, message_id: int) -> 
 def _message_forget(user_id: int, conversation_id: int, message_id: int) -> MessagesDeleted:
     _message_of_conversation(user_id, conversation_id, message_id)
     return services.message_forget(user_id=user_id, message_id=message_id)
+
+
+def _picture_request(user_id: int, conversation_id: int, prompt: str, client_id: str | None) -> dict[str, Any]:
+    message_rate_check(user_id=user_id)
+    return chat_picture_from_frame(
+        user_id=user_id, conversation_id=conversation_id, request_text=prompt, client_id=client_id
+    )
 
 
 def _conversation_mode_set(user_id: int, conversation_id: int, mode: str) -> ModeChanged | None:

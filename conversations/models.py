@@ -90,6 +90,8 @@ class Message(models.Model):
     safety = models.CharField(max_length=16, choices=[("", "none"), ("crisis", "crisis")], default="", blank=True)
     # What the secretary did while writing this reply: [{name, arguments, result, error}], in order.
     actions = models.JSONField(default=list, blank=True)
+    # A picture this assistant message carries (images app): {id, status, url} in the message's dict.
+    image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # LLM accounting for assistant messages.
     model = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=32, blank=True)

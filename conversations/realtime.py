@@ -16,6 +16,7 @@ other processes get it when they reconnect and `resume`.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -56,11 +57,16 @@ class LocalSocket(Protocol):
 
 
 _local_sockets: dict[int, set[LocalSocket]] = {}
+# The event loop this process's sockets live on (the ASGI server's), for `group_event_send_from_thread`.
+_sockets_loop: asyncio.AbstractEventLoop | None = None
 
 
 def conversation_socket_add(conversation_id: int, socket: LocalSocket) -> None:
     """Register a socket of this process, for the events of a turn whose layer fails."""
+    global _sockets_loop
     _local_sockets.setdefault(conversation_id, set()).add(socket)
+    with contextlib.suppress(RuntimeError):
+        _sockets_loop = asyncio.get_running_loop()
 
 
 def conversation_socket_discard(conversation_id: int, socket: LocalSocket) -> None:
@@ -121,6 +127,35 @@ def conversation_event_broadcast(*, conversation_id: int, event: Event) -> None:
                 "channel layer unavailable: an event reaches the sockets when they resume",
                 extra={"data": {"conversation_id": conversation_id}},
             )
+
+
+def group_event_send_from_thread(*, group: str, frame: dict[str, Any], timeout: float = 5.0) -> None:
+    """Send one frame to a group from sync code on any thread (a background task), best effort.
+
+    The in-memory layer (embedded defaults) is bound to the event loop its sockets wait on: a
+    message put from another thread's loop would sit unseen until something else wakes that
+    loop. So when this process's sockets have a running loop, the send runs on it; otherwise
+    (a Celery worker, with Redis) on a loop of this thread.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message: dict[str, Any] = {"type": GROUP_EVENT_TYPE, "frame": frame}
+    loop = _sockets_loop
+    try:
+        if loop is not None and loop.is_running() and not _on_loop(loop):
+            asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(timeout=timeout)
+        else:
+            async_to_sync(layer.group_send)(group, message)
+    except Exception:
+        logger.warning("channel layer unavailable: an event reaches the sockets when they resume", exc_info=True)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 @asynccontextmanager

@@ -5,6 +5,7 @@ from django.conf import settings
 from ninja import Field, Schema
 from pydantic import StrictBool, StrictFloat, StrictInt
 
+from avatars.schemas import PictureRef
 from conversations.turns.request import CLIENT_ID_MAX_CHARS, CONTENT_MAX_CHARS
 from core.api import Id
 from core.modes import Mode
@@ -122,6 +123,9 @@ class MessageOut(Schema):
     cost_usd: str | None = Field(
         None,
         description="What the model calls behind this message cost, in US dollars (a decimal text, never a float).",
+    )
+    image: PictureRef | None = Field(
+        None, description="The picture this assistant message carries; `image.ready` on the socket when it is done."
     )
     created_at: str | None
 

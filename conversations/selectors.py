@@ -14,6 +14,7 @@ from avatars.models import Avatar
 from conversations.intents import PhraseBank, phrase_bank_for_avatar
 from conversations.models import Conversation, Message, Role, Status
 from core.errors import NotFound
+from images.selectors import image_ref, image_refs_by_id
 from llm.catalog import usd_text
 from llm.prompts import Persona, persona_from_avatar
 from llm.quotas import QuotaLimits, quota_avatar_limits_of
@@ -148,8 +149,14 @@ def message_dicts(messages: list[Message]) -> list[dict[str, Any]]:
         rows = Message.objects.filter(reply_to_id__in=asked, role=Role.ASSISTANT).order_by("id")
         for reply_to_id, reply_id in rows.values_list("reply_to_id", "id"):
             groups.setdefault(reply_to_id, []).append(reply_id)
+    images = image_refs_by_id({m.image_id for m in messages if m.image_id is not None})
     return [
-        message_dict(m, alternatives=groups.get(m.reply_to_id) if m.reply_to_id is not None else None) for m in messages
+        message_dict(
+            m,
+            alternatives=groups.get(m.reply_to_id) if m.reply_to_id is not None else None,
+            image=images.get(m.image_id) if m.image_id is not None else None,
+        )
+        for m in messages
     ]
 
 
@@ -170,14 +177,19 @@ def message_alternatives(*, user_id: int, message_id: int) -> list[Message]:
     return list(Message.objects.filter(reply_to_id=question, role=Role.ASSISTANT).order_by("id"))
 
 
-def message_dict(message: Message, *, alternatives: list[int] | None = None) -> dict[str, Any]:
+def message_dict(
+    message: Message, *, alternatives: list[int] | None = None, image: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A message as clients see it, in events and in the API.
 
     `alternatives`: the ids of every reply to the same user message, this one included, oldest
-    first (`message_dicts` reads them); by default the reply alone.
+    first (`message_dicts` reads them); by default the reply alone. `image`: the picture it
+    carries, `{id, status, url, error}` (`message_dicts` reads them all at once); by default read here.
     """
     if alternatives is None:
         alternatives = [message.pk] if message.role == Role.ASSISTANT and message.reply_to_id else []
+    if image is None and message.image_id is not None and message.image is not None:
+        image = image_ref(message.image)
     return {
         "id": message.pk,
         "conversation_id": message.conversation_id,
@@ -202,5 +214,6 @@ def message_dict(message: Message, *, alternatives: list[int] | None = None) -> 
         "ttft_ms": message.ttft_ms,
         "duration_ms": message.duration_ms,
         "cost_usd": usd_text(message.cost_usd) if message.cost_usd is not None else None,
+        "image": image,
         "created_at": message.created_at.isoformat() if message.created_at else None,
     }

@@ -94,7 +94,13 @@ def conversation_read_mark(*, conversation: Conversation, message_id: int | None
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
-    conversation.delete()
+    """Delete the conversation with its messages and pictures; the picture files go once the delete commits."""
+    from images.models import Image
+    from images.services import picture_files_delete_on_commit
+
+    with transaction.atomic():
+        picture_files_delete_on_commit(images=Image.objects.filter(conversation_id=conversation.pk))
+        conversation.delete()
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:

@@ -26,7 +26,9 @@ forgotten.
 
 Background calls (summaries, facts) are recorded as `UsageRecord` rows and added to the same
 day's counters (`usage_record_add`); they are not refused, but memory work is skipped once the
-user is over a limit (`quota_exhausted`). Images do not exist yet: `images` stays 0.
+user is over a limit (`quota_exhausted`). Pictures count in `images`, taken at their admission
+by the same kind of conditional UPDATE (`images < limit`; images/services.py), their cost added
+to `cost_usd` when they are ready.
 """
 
 from dataclasses import dataclass

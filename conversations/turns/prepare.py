@@ -34,6 +34,7 @@ from conversations.turns.request import Regenerate, TurnRequest
 from core.db import CompiledQuery
 from core.errors import Conflict, NotFound
 from core.modes import Mode
+from images.prompts import picture_reply_note, picture_request_detect
 from llm.base import ChatMessage, ToolSpec
 from llm.catalog import model_choose, model_default, model_get
 from llm.prompts import (
@@ -106,6 +107,9 @@ class TurnPlan:
     # call), or None (no limit).
     quota: QuotaTicket | QuotaExceeded | None = None
     zone_name: str = "UTC"  # the user's zone: the day their spending counts on
+    # What the user asked a picture of ("" for one of the avatar itself); None: no picture asked for.
+    # The picture comes as a message of its own after reply.end (images.services.chat_picture_request).
+    picture: str | None = None
 
     @property
     def mode(self) -> str:
@@ -269,6 +273,9 @@ def turn_plan_make(
     else:
         system_prompt = system_prompt_for_mode(decision.mode, prompt_context)
         post_history = post_history_prompt(prompt_context)
+    picture = None if crisis.crisis or regenerate is not None else picture_request_detect(request.content)
+    if picture is not None:
+        post_history = "\n\n".join(part for part in (post_history, picture_reply_note(picture)) if part)
     built = context_build(
         system_prompt=system_prompt,
         summary=summary.text if summary else None,
@@ -297,6 +304,7 @@ def turn_plan_make(
         tools=tools,
         regenerate=regenerate,
         model=model,
+        picture=picture,
         quota=quota_admit(
             user_id=conversation.user_id,
             limits=quota_limits_of(profile),

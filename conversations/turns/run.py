@@ -79,6 +79,7 @@ from conversations.turns.stream import (
 )
 from core.errors import DomainError
 from core.logging import exception_data
+from images.services import chat_picture_for_message
 from llm.base import ChatMessage, LLMProvider, ToolCall
 from llm.prompts import AI_NOTICE
 from llm.quotas import QuotaExceeded, quota_release
@@ -501,6 +502,8 @@ async def _turn_run(
     )
     if error is not None and outcome.status == Status.FAILED:
         await emit(ErrorEvent(code=error.code, message=error.user_message, retryable=error.retryable))
+    if reply and plan.picture is not None:
+        await _picture_send(plan, stored, emit)
     if reply:
         # After reply.end, not before: the client's stop or reply must not wait on memory bookkeeping.
         # And off the one thread every turn's database work shares (thread_sensitive=False): its
@@ -510,6 +513,22 @@ async def _turn_run(
         except Exception:
             logger.exception("scheduling memory work failed; the beat sweep catches up")
     return TurnResult(stored.user_message, reply, plan.mode, plan.mode_event.frame() if plan.mode_event else None)
+
+
+async def _picture_send(plan: TurnPlan, stored: StoredTurn, emit: EventSink) -> None:
+    """The picture the user asked for: a message of its own after the reply, made in the background."""
+    try:
+        picture = await _on_begin_thread(
+            chat_picture_for_message,
+            user_id=plan.user_id,
+            conversation_id=plan.conversation_id,
+            request_text=plan.picture or "",
+            message_id=stored.user_message["id"],
+        )
+    except Exception:
+        logger.exception("asking for a picture failed", extra={"data": {"message_id": stored.user_message["id"]}})
+        return
+    await emit(MessageCreated(picture))
 
 
 async def _turn_refused(

@@ -22,17 +22,28 @@ def migrate_to_latest() -> None:
     ContentType.objects.clear_cache()
 
 
+def _latest_before(executor: MigrationExecutor, leaf: tuple[str, str], later: tuple[str, ...]) -> tuple[str, str]:
+    """The app's latest migration that needs no later app (an avatars migration that refers to a
+    picture needs images, hence a newer conversations: the one before it)."""
+    graph = executor.loader.graph
+    allowed = set(graph.forwards_plan(LAST_WITH_MEMORY_IN_CONVERSATIONS))
+    node = leaf
+    while any(n[0] in later and n not in allowed for n in graph.forwards_plan(node)):
+        [node] = [parent.key for parent in graph.node_map[node].parents if parent.key[0] == node[0]]
+    return node
+
+
 @pytest.fixture
 def old_database(transactional_db: None) -> Iterator[Apps]:
-    """Every app at its latest migration but memory, secretary and llm (none; they came later and need a
-    newer conversations) and conversations (0002); back to the latest after."""
+    """Every app at its latest migration that needs no later app but memory, secretary, llm and images
+    (none; they came later and need a newer conversations) and conversations (0002); back to the latest after."""
     executor = MigrationExecutor(connection)
-    later = ("conversations", "memory", "secretary", "llm")
+    later = ("conversations", "memory", "secretary", "llm", "images")
     before = [
-        *(node for node in executor.loader.graph.leaf_nodes() if node[0] not in later),
+        *(_latest_before(executor, node, later) for node in executor.loader.graph.leaf_nodes() if node[0] not in later),
         LAST_WITH_MEMORY_IN_CONVERSATIONS,
     ]
-    executor.migrate([*before, ("memory", None), ("secretary", None), ("llm", None)])
+    executor.migrate([*before, *((app, None) for app in later if app != "conversations")])
     yield executor.loader.project_state(before).apps
     migrate_to_latest()
 

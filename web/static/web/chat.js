@@ -27,6 +27,7 @@
   var MESSAGE_MAX_CHARS = Number(root.dataset.messageMaxChars) || 0;
   var COUNTER_FROM = 0.9; // the counter shows from this share of the limit
   var REFRESH_MARGIN_MS = 30000;
+  var PICTURE_PROMPT_MAX_CHARS = 400;
   var BACKOFF_BASE_MS = 500;
   var BACKOFF_MAX_MS = 15000;
   var CLOSE_IDLE = 4408;
@@ -532,6 +533,7 @@
           conversationStart(avatar.id, start);
         });
         card.append(name, about, start);
+        if (avatar.portrait && avatar.portrait.status === "ready") card.prepend(portraitElement(avatar));
         item.append(card);
         list.append(item);
       });
@@ -902,6 +904,7 @@
       el.dataset.errorCode = message.error_code;
       el.dataset.note = errorText(message.error_code, "");
     }
+    if (message.image) pictureRender(el, message.image);
     if (message.actions && message.actions.length && !el.querySelector(".actions")) {
       message.actions.forEach(function (action) {
         actionLineAdd(el, action);
@@ -1857,6 +1860,9 @@
       case "error":
         onErrorFrame(frame);
         break;
+      case "image.ready":
+        onImageReady(frame);
+        break;
       default:
         break; // pong, and frames a newer server may add
     }
@@ -2035,6 +2041,109 @@
     } else if (limitErrorShown) {
       showError("composer-error", "");
       limitErrorShown = false;
+    }
+  }
+
+  // --- pictures: served with the bearer token, so fetched and shown from a blob ------------------
+
+  var pictureUrls = new Map(); // the served url -> a blob: URL of this page
+
+  function pictureBlobUrl(url) {
+    if (pictureUrls.has(url)) return Promise.resolve(pictureUrls.get(url));
+    var ready = state.tokens && Date.now() > state.tokens.expiresAt - REFRESH_MARGIN_MS ? tokensRefresh() : Promise.resolve();
+    return ready
+      .then(function () {
+        if (!state.tokens) throw new ApiError(401, null);
+        return fetch(url, { headers: { Authorization: "Bearer " + state.tokens.access }, credentials: "omit" });
+      })
+      .then(function (response) {
+        if (!response.ok) throw new ApiError(response.status, null);
+        return response.blob();
+      })
+      .then(function (blob) {
+        var objectUrl = URL.createObjectURL(blob);
+        pictureUrls.set(url, objectUrl);
+        return objectUrl;
+      });
+  }
+
+  function portraitElement(avatar) {
+    var img = document.createElement("img");
+    img.className = "portrait";
+    img.alt = "Portrait of " + avatar.name;
+    img.width = 96;
+    img.height = 96;
+    pictureBlobUrl(avatar.portrait.url)
+      .then(function (src) {
+        img.src = src;
+      })
+      .catch(function () {
+        img.remove();
+      });
+    return img;
+  }
+
+  // A message's picture: being made, shown, or why there is none (a refusal is explained).
+  function pictureRender(el, image) {
+    var box = el.querySelector(".picture");
+    if (!box) {
+      box = document.createElement("figure");
+      box.className = "picture";
+      el.querySelector(".bubble").after(box);
+    }
+    if (box.dataset.status === image.status && box.dataset.imageId === String(image.id)) return;
+    box.dataset.status = image.status;
+    box.dataset.imageId = String(image.id);
+    box.textContent = "";
+    box.removeAttribute("aria-busy");
+    if (image.status === "ready" && image.url) {
+      var img = document.createElement("img");
+      img.alt = "A picture from " + ((state.current && state.current.avatar && state.current.avatar.name) || "your avatar");
+      box.append(img);
+      var follow = nearBottom();
+      img.addEventListener("load", function () {
+        if (follow) scrollToBottom(); // the picture grew the message: keep the newest in view
+      });
+      pictureBlobUrl(image.url)
+        .then(function (src) {
+          img.src = src;
+        })
+        .catch(function () {
+          box.textContent = "The picture could not be loaded.";
+        });
+      return;
+    }
+    var caption = document.createElement("figcaption");
+    if (image.status === "pending") {
+      box.setAttribute("aria-busy", "true");
+      caption.textContent = "Making the picture\u2026";
+    } else {
+      var why = (image.error && image.error.message) || "The picture could not be made.";
+      var said = el.querySelector(".bubble").textContent;
+      caption.textContent = said === why ? "No picture was made." : "No picture: " + why;
+    }
+    box.append(caption);
+  }
+
+  function onImageReady(frame) {
+    var el = frame.message_id ? state.elements.get(frame.message_id) : null;
+    if (el) pictureRender(el, frame.image);
+    if (frame.kind === "portrait") avatarsLoad().catch(function () {});
+  }
+
+  // "Picture": asks for one; the composer's text, if any, says of what.
+  function onPictureAsk() {
+    if (!state.current) return;
+    var input = $("composer-input");
+    var text = input.value.trim();
+    if (text.length > PICTURE_PROMPT_MAX_CHARS) {
+      showError("composer-error", "Say what the picture shows in at most 400 characters.");
+      return;
+    }
+    showError("composer-error", "");
+    if (frameSend({ type: "image", prompt: text, client_id: clientId() })) {
+      input.value = "";
+      inputResize();
     }
   }
 
@@ -2372,6 +2481,7 @@
     $("composer-input").addEventListener("input", inputResize);
     $("composer-input").addEventListener("input", composerLimitUpdate);
     $("stop").addEventListener("click", onStop);
+    $("picture").addEventListener("click", onPictureAsk);
     $("mode-select").addEventListener("change", onModeSelect);
     $("mode-badge").addEventListener("click", function () {
       var why = $("mode-why");
