@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('avatars', '0005_avatar_appearance'),
+        ('avatars', '0006_avatar_appearance'),
         ('conversations', '0011_erasedusage_cost'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0011_erasedusage_cost'),
+        ('conversations', '0012_erasedusage_background'),
         ('images', '0001_initial'),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('avatars', '0004_avatar_default_model'),
+        ('avatars', '0005_avatar_quota_daily'),
     ]
 
     operations = [

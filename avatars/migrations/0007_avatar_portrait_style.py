@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('avatars', '0005_avatar_appearance'),
+        ('avatars', '0006_avatar_appearance'),
         ('images', '0001_initial'),
     ]
 
