@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "memory",
     "safety",
     "secretary",
+    "recall",
     "llm",
     "web",
 ]

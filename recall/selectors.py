@@ -1,0 +1,322 @@
+"""Reads of recall: the earlier messages and remembered facts that bear on a new message.
+
+`recall_search` is what the turn asks (conversations/turns/prepare.py) and what
+`manage.py recall_eval` measures. It searches the user's documents (recall.models) with the
+database's own full-text search and BM25 ranking (SQLite: FTS5's `bm25()`; PostgreSQL: BM25
+computed over the GIN-matched rows, since `ts_rank_cd` knows no term rarity), then reranks
+the best candidates with what a turn knows and a search engine does not: who is speaking
+("I" is the user, "you" the avatar), and the dates the message names. Never another
+user's messages; another avatar's only when the user shares memory between avatars.
+docs/memory.md ("Recall") has the measurements behind each choice.
+"""
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from django.db import connection
+
+from memory.models import Memory
+from recall.text import DateSpan, RecallQuery, Speakers, match_expression, query_parse, words
+
+CANDIDATES = 50  # rows the database ranks; the rerank orders these
+DEFAULT_LIMIT = 10
+FACTS_LIMIT = 5
+BODY_WEIGHT, SPEAKER_WEIGHT, CONTEXT_WEIGHT = 1.0, 1.0, 0.3
+SPEAKER_BOOST = 1.6  # a message by the person the new message is about
+DATE_BOOST = 1.5  # a message from a time the new message names
+K1, B = 1.2, 0.75
+
+
+@dataclass(frozen=True, slots=True)
+class RecallScope:
+    user_id: int
+    avatar_id: int | None  # None: every avatar of the user (they share memory between avatars)
+    conversation_id: int
+    exclude_ids: tuple[int, ...] = ()  # already in the prompt (the recent window)
+
+
+@dataclass(frozen=True, slots=True)
+class RecalledMessage:
+    message_id: int
+    conversation_id: int
+    role: str
+    content: str
+    created_at: datetime
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecalledFact:
+    memory_id: int
+    text: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    messages: tuple[RecalledMessage, ...] = ()
+    facts: tuple[RecalledFact, ...] = ()
+    terms: tuple[str, ...] = ()
+    took_ms: float = 0.0
+    error: str = ""  # an exception's class name when the search failed (the turn goes on without it)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_record(self, *, used: Sequence[int] = (), used_facts: Sequence[int] = ()) -> dict[str, Any]:
+        """What the reply stores: ids, scores and reasons, no text (`used`: what fitted the prompt)."""
+        return {
+            "terms": list(self.terms),
+            "took_ms": round(self.took_ms, 2),
+            "error": self.error,
+            "messages": [
+                {
+                    "id": m.message_id,
+                    "conversation_id": m.conversation_id,
+                    "score": m.score,
+                    "reason": m.reason,
+                    "in_prompt": m.message_id in used,
+                }
+                for m in self.messages
+            ],
+            "facts": [
+                {"id": f.memory_id, "score": f.score, "reason": f.reason, "in_prompt": f.memory_id in used_facts}
+                for f in self.facts
+            ],
+        }
+
+
+def recall_search(
+    *,
+    scope: RecallScope,
+    text: str,
+    speakers: Speakers,
+    context: tuple[str, ...] = (),
+    today: date,
+    limit: int = DEFAULT_LIMIT,
+    facts_limit: int = FACTS_LIMIT,
+) -> Recall:
+    """The `limit` earlier messages and `facts_limit` remembered facts most relevant to `text`, best first."""
+    started = time.perf_counter()
+    query = query_parse(text, speakers=speakers, context=context, today=today)
+    if not query.terms:
+        return Recall(took_ms=(time.perf_counter() - started) * 1000)
+    rows = _candidates_postgres(scope, query) if connection.vendor == "postgresql" else _candidates_sqlite(scope, query)
+    messages = _reranked(rows, query)[:limit]
+    facts = _facts_ranked(scope, query)[:facts_limit] if facts_limit else []
+    return Recall(
+        messages=tuple(messages),
+        facts=tuple(facts),
+        terms=query.terms,
+        took_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+# --- candidates: the database ranks ------------------------------------------------------------
+
+
+def _candidates_sqlite(scope: RecallScope, query: RecallQuery) -> list[tuple[Any, ...]]:
+    avatar_filter = "AND d.avatar_id = %s" if scope.avatar_id is not None else ""
+    excluded = ", ".join(["%s"] * len(scope.exclude_ids)) or "NULL"
+    sql = f"""
+        SELECT m.id, -bm25(recall_fts, {BODY_WEIGHT}, {SPEAKER_WEIGHT}, {CONTEXT_WEIGHT}) AS score,
+               m.conversation_id, m.role, m.content, m.created_at
+        FROM recall_fts f
+        JOIN recall_recalldocument d ON d.message_id = f.rowid
+        JOIN conversations_message m ON m.id = d.message_id
+        WHERE recall_fts MATCH %s AND d.user_id = %s {avatar_filter}
+          AND NOT m.superseded AND m.status <> 'streaming' AND m.id NOT IN ({excluded})
+        ORDER BY score DESC LIMIT {CANDIDATES}
+    """  # noqa: S608 - only numbers and placeholders are formatted in
+    params: list[Any] = [match_expression(query.terms), scope.user_id]
+    if scope.avatar_id is not None:
+        params.append(scope.avatar_id)
+    params.extend(scope.exclude_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+_POSTGRES_SQL = """
+WITH q AS (
+    SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(text)s))
+),
+docs AS (
+    SELECT message_id, length, search FROM recall_recalldocument
+    WHERE user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR avatar_id = %(avatar_id)s::bigint)
+),
+stats AS (
+    SELECT count(*)::float8 AS n, greatest(avg(length), 1)::float8 AS avgdl FROM docs
+),
+hits AS (
+    SELECT d.message_id, d.length, u.lexeme, u.weights
+    FROM docs d CROSS JOIN LATERAL unnest(d.search) u
+    WHERE d.search @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM q)
+      AND u.lexeme IN (SELECT lexeme FROM q)
+),
+df AS (
+    SELECT lexeme, count(*)::float8 AS df FROM hits GROUP BY lexeme
+),
+scored AS (
+    SELECT h.message_id, sum(
+        ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+        * (tf.tf * (%(k1)s + 1)) / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * h.length / s.avgdl))
+    ) AS score
+    FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s
+    CROSS JOIN LATERAL (
+        SELECT sum(CASE w WHEN 'A' THEN %(body)s WHEN 'B' THEN %(speaker)s ELSE %(context)s END) AS tf
+        FROM unnest(h.weights) w
+    ) tf
+    GROUP BY h.message_id
+)
+SELECT m.id, sc.score, m.conversation_id, m.role, m.content, m.created_at
+FROM scored sc JOIN conversations_message m ON m.id = sc.message_id
+WHERE NOT m.superseded AND m.status <> 'streaming' AND NOT (m.id = ANY(%(exclude)s))
+ORDER BY sc.score DESC LIMIT %(limit)s
+"""
+
+
+def _candidates_postgres(scope: RecallScope, query: RecallQuery) -> list[tuple[Any, ...]]:
+    params: dict[str, Any] = {
+        "text": " ".join(query.terms),
+        "user_id": scope.user_id,
+        "avatar_id": scope.avatar_id,
+        "k1": K1,
+        "b": B,
+        "body": BODY_WEIGHT,
+        "speaker": SPEAKER_WEIGHT,
+        "context": CONTEXT_WEIGHT,
+        "exclude": list(scope.exclude_ids),
+        "limit": CANDIDATES,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_POSTGRES_SQL, params)
+        return cursor.fetchall()
+
+
+# --- the rerank: what the turn knows ------------------------------------------------------------
+
+
+def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledMessage]:
+    about = _about_role(query)
+    recalled = []
+    for message_id, score, conversation_id, role, content, created_at in rows:
+        moment = _as_datetime(created_at)
+        reasons = [f"bm25 {score:.2f}"]
+        if about is not None and role == about:
+            score *= SPEAKER_BOOST
+            reasons.append(f"said by the {role}")
+        if query.dates and _dated_in(moment.date(), query.dates):
+            score *= DATE_BOOST
+            reasons.append("from the time named")
+        matched = _matched_terms(query.terms, content)
+        if matched:
+            reasons.insert(0, "words: " + ", ".join(matched))
+        recalled.append(
+            RecalledMessage(
+                message_id=message_id,
+                conversation_id=conversation_id,
+                role=role,
+                content=content,
+                created_at=moment,
+                score=round(float(score), 3),
+                reason="; ".join(reasons),
+            )
+        )
+    recalled.sort(key=lambda m: (-m.score, -m.message_id))
+    return recalled
+
+
+def _about_role(query: RecallQuery) -> str | None:
+    if query.about_user and not query.about_avatar:
+        return "user"
+    if query.about_avatar and not query.about_user:
+        return "assistant"
+    return None
+
+
+def _dated_in(day: date, spans: tuple[DateSpan, ...]) -> bool:
+    return any(span.holds(day) for span in spans)
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _matched_terms(terms: tuple[str, ...], content: str) -> list[str]:
+    said = {_stem(word) for word in words(content)}
+    return [term for term in terms if _stem(term) in said][:6]
+
+
+def _stem(word: str) -> str:
+    """A crude stem for explaining and for the few facts: the database stems the messages properly."""
+    for suffix in ("ings", "ing", "ies", "ied", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+# --- facts: few enough to rank here --------------------------------------------------------------
+
+
+def _facts_ranked(scope: RecallScope, query: RecallQuery) -> list[RecalledFact]:
+    memories = Memory.objects.filter(user_id=scope.user_id)
+    if scope.avatar_id is not None:
+        memories = memories.filter(avatar_id=scope.avatar_id)
+    facts = [(pk, text, [_stem(word) for word in words(text)]) for pk, text in memories.values_list("id", "text")]
+    if not facts:
+        return []
+    wanted = {_stem(term) for term in query.terms}
+    frequency = {stem: sum(1 for _, _, stems in facts if stem in stems) for stem in wanted}
+    average = sum(len(stems) for _, _, stems in facts) / len(facts) or 1.0
+    ranked = []
+    for pk, text, stems in facts:
+        score = 0.0
+        matched = []
+        for stem in wanted:
+            count = stems.count(stem)
+            if not count:
+                continue
+            idf = math.log(1 + (len(facts) - frequency[stem] + 0.5) / (frequency[stem] + 0.5))
+            score += idf * count * (K1 + 1) / (count + K1 * (1 - B + B * len(stems) / average))
+            matched.append(stem)
+        if score > 0:
+            ranked.append(
+                RecalledFact(
+                    memory_id=pk, text=text, score=round(score, 3), reason="words: " + ", ".join(sorted(matched))
+                )
+            )
+    ranked.sort(key=lambda f: (-f.score, -f.memory_id))
+    return ranked
+
+
+CONTEXT_TURNS = 2  # the user's last messages lend their words to a message with too few of its own
+
+
+def recall_for_turn(
+    *,
+    user_id: int,
+    avatar_id: int,
+    conversation_id: int,
+    across_avatars: bool,
+    speakers: Speakers,
+    text: str,
+    window: Sequence[tuple[int, str, str]],
+    today: date,
+    limit: int = DEFAULT_LIMIT,
+) -> Recall:
+    """What a turn recalls for the new message `text`. `window`: (id, role, content) of the
+    messages already in the prompt, oldest first; they are not recalled again."""
+    scope = RecallScope(
+        user_id=user_id,
+        avatar_id=None if across_avatars else avatar_id,
+        conversation_id=conversation_id,
+        exclude_ids=tuple(message_id for message_id, _, _ in window),
+    )
+    context = tuple(content for _, role, content in window if role == "user")[-CONTEXT_TURNS:]
+    return recall_search(scope=scope, text=text, speakers=speakers, context=context, today=today, limit=limit)
