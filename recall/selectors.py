@@ -11,6 +11,7 @@ docs/memory.md ("Recall") has the measurements behind each choice.
 """
 
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ BODY_WEIGHT, SPEAKER_WEIGHT, CONTEXT_WEIGHT = 1.0, 1.0, 0.3
 SPEAKER_BOOST = 1.6  # a message by the person the new message is about
 DATE_BOOST = 1.5  # a message from a time the new message names
 K1, B = 1.2, 0.75
+TIME_BOOST = 1.3  # a message that says when, for a question asking when
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,8 @@ def recall_search(
 
 def _candidates_sqlite(scope: RecallScope, query: RecallQuery) -> list[tuple[Any, ...]]:
     avatar_filter = "AND d.avatar_id = %s" if scope.avatar_id is not None else ""
-    excluded = ", ".join(["%s"] * len(scope.exclude_ids)) or "NULL"
+    placeholders = ", ".join(["%s"] * len(scope.exclude_ids))
+    excluded = f"AND m.id NOT IN ({placeholders})" if placeholders else ""
     sql = f"""
         SELECT m.id, -bm25(recall_fts, {BODY_WEIGHT}, {SPEAKER_WEIGHT}, {CONTEXT_WEIGHT}) AS score,
                m.conversation_id, m.role, m.content, m.created_at
@@ -129,7 +132,7 @@ def _candidates_sqlite(scope: RecallScope, query: RecallQuery) -> list[tuple[Any
         JOIN recall_recalldocument d ON d.message_id = f.rowid
         JOIN conversations_message m ON m.id = d.message_id
         WHERE recall_fts MATCH %s AND d.user_id = %s {avatar_filter}
-          AND NOT m.superseded AND m.status <> 'streaming' AND m.id NOT IN ({excluded})
+          AND NOT m.superseded AND m.status <> 'streaming' {excluded}
         ORDER BY score DESC LIMIT {CANDIDATES}
     """  # noqa: S608 - only numbers and placeholders are formatted in
     params: list[Any] = [match_expression(query.terms), scope.user_id]
@@ -210,6 +213,9 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
         if about is not None and role == about:
             score *= SPEAKER_BOOST
             reasons.append(f"said by the {role}")
+        if query.asks_when and _TIME_WORDS.search(content.lower()):
+            score *= TIME_BOOST
+            reasons.append("tells when")
         if query.dates and _dated_in(moment.date(), query.dates):
             score *= DATE_BOOST
             reasons.append("from the time named")
@@ -231,6 +237,11 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
     return recalled
 
 
+_TIME_WORDS = re.compile(
+    r"\b(yesterday|today|tonight|last|ago|next|week|weekend|month|year|monday|tuesday|wednesday|thursday|friday|saturday|sunday|january|february|march|april|june|july|august|september|october|november|december|since|recently|soon|tomorrow)\b"
+)
+
+
 def _about_role(query: RecallQuery) -> str | None:
     if query.about_user and not query.about_avatar:
         return "user"
@@ -249,7 +260,7 @@ def _as_datetime(value: datetime | str) -> datetime:
 
 
 def _matched_terms(terms: tuple[str, ...], content: str) -> list[str]:
-    said = {_stem(word) for word in words(content)}
+    said = {_stem(word.split("'")[0]) for word in words(content)}
     return [term for term in terms if _stem(term) in said][:6]
 
 

@@ -245,6 +245,7 @@ class RecallQuery:
     about_user: bool  # the message is about the user: "I", "my", or their name
     about_avatar: bool  # ... about the avatar: "you", "your", or its name
     dates: tuple[DateSpan, ...]  # the stretches of time it names ("in May", "last summer")
+    asks_when: bool = False  # "when did ...", "how long ago ..."
 
 
 def words(text: str) -> list[str]:
@@ -270,6 +271,7 @@ def query_parse(text: str, *, speakers: Speakers, context: tuple[str, ...] = (),
         about_user=about_user,
         about_avatar=about_avatar,
         dates=date_spans(text, today=today),
+        asks_when=bool(said) and (said[0] == "when" or said[:2] == ["how", "long"] or "when" in said[:3]),
     )
 
 

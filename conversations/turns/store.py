@@ -77,6 +77,7 @@ def turn_messages_store(plan: TurnPlan, *, with_reply: bool = True) -> StoredTur
                     mode=decision.mode,
                     status=Status.STREAMING,
                     reply_to=user_message,
+                    recall=plan.recall,
                 )
                 if with_reply
                 else None
@@ -139,6 +140,7 @@ def _regenerated_turn_store(plan: TurnPlan, target: RegenerateTarget) -> StoredT
             mode=decision.mode,
             status=Status.STREAMING,
             reply_to=user_message,
+            recall=plan.recall,
         )
         notice = {"ai_notice_at": plan.created_at} if plan.ai_notice else {}
         Conversation.objects.filter(pk=conversation_id).update(
