@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from django.core.cache import cache
 from django.db import connection
+from django.db.models import Avg, Count
 
 from memory.models import Memory
+from recall.models import RecallDocument
 from recall.text import DateSpan, RecallQuery, Speakers, match_expression, query_parse, words
 
 CANDIDATES = 50  # rows the database ranks; the rerank orders these
@@ -144,32 +147,42 @@ def _candidates_sqlite(scope: RecallScope, query: RecallQuery) -> list[tuple[Any
         return cursor.fetchall()
 
 
+# How many of the user's documents hold each lexeme of the message, counted up to COMMON_DF.
+_POSTGRES_DF_SQL = """
+SELECT q.lexeme, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM recall_recalldocument d
+        WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
+          AND d.search @@ quote_literal(q.lexeme)::tsquery
+        LIMIT %(common)s
+    ) counted
+)
+FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(text)s))) q
+"""
+
+# BM25 over the candidates: each lexeme's weighted frequency (body, speaker, context) from the tsvector.
 _POSTGRES_SQL = """
-WITH q AS (
-    SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(text)s))
+WITH df(lexeme, df) AS (
+    SELECT * FROM unnest(%(lexemes)s::text[], %(dfs)s::float8[])
 ),
-docs AS (
-    SELECT message_id, length, search FROM recall_recalldocument
-    WHERE user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR avatar_id = %(avatar_id)s::bigint)
-),
-stats AS (
-    SELECT count(*)::float8 AS n, greatest(avg(length), 1)::float8 AS avgdl FROM docs
+candidates AS (
+    SELECT d.message_id, d.length, d.search FROM recall_recalldocument d
+    WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
+      AND d.search @@ %(finders)s::tsquery
+    ORDER BY d.message_id DESC
+    LIMIT %(scored)s
 ),
 hits AS (
-    SELECT d.message_id, d.length, u.lexeme, u.weights
-    FROM docs d CROSS JOIN LATERAL unnest(d.search) u
-    WHERE d.search @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM q)
-      AND u.lexeme IN (SELECT lexeme FROM q)
-),
-df AS (
-    SELECT lexeme, count(*)::float8 AS df FROM hits GROUP BY lexeme
+    SELECT c.message_id, c.length, u.lexeme, u.weights
+    FROM candidates c CROSS JOIN LATERAL unnest(c.search) u
+    WHERE u.lexeme = ANY(%(lexemes)s::text[])
 ),
 scored AS (
     SELECT h.message_id, sum(
-        ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-        * (tf.tf * (%(k1)s + 1)) / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * h.length / s.avgdl))
+        ln(1 + (%(n)s - df.df + 0.5) / (df.df + 0.5))
+        * (tf.tf * (%(k1)s + 1)) / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * h.length / %(avgdl)s))
     ) AS score
-    FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s
+    FROM hits h JOIN df USING (lexeme)
     CROSS JOIN LATERAL (
         SELECT sum(CASE w WHEN 'A' THEN %(body)s WHEN 'B' THEN %(speaker)s ELSE %(context)s END) AS tf
         FROM unnest(h.weights) w
@@ -181,24 +194,66 @@ FROM scored sc JOIN conversations_message m ON m.id = sc.message_id
 WHERE NOT m.superseded AND m.status <> 'streaming' AND NOT (m.id = ANY(%(exclude)s))
 ORDER BY sc.score DESC LIMIT %(limit)s
 """
+# A lexeme found in this many documents is common: it adds to a candidate's score but does not
+# find candidates (the rarer ones do; all of them when none is rare). Counting stops there.
+COMMON_DF = 100
+SCORED_MAX = 300  # candidates scored at most, the newest first (for a message of only common words)
+STATS_SECONDS = 600  # the document count and average length of a user's documents, cached
 
 
 def _candidates_postgres(scope: RecallScope, query: RecallQuery) -> list[tuple[Any, ...]]:
-    params: dict[str, Any] = {
-        "text": " ".join(query.terms),
-        "user_id": scope.user_id,
-        "avatar_id": scope.avatar_id,
-        "k1": K1,
-        "b": B,
-        "body": BODY_WEIGHT,
-        "speaker": SPEAKER_WEIGHT,
-        "context": CONTEXT_WEIGHT,
-        "exclude": list(scope.exclude_ids),
-        "limit": CANDIDATES,
-    }
+    owner = {"user_id": scope.user_id, "avatar_id": scope.avatar_id}
     with connection.cursor() as cursor:
+        cursor.execute(_POSTGRES_DF_SQL, {**owner, "text": " ".join(query.terms), "common": COMMON_DF})
+        frequencies = [(lexeme, float(found)) for lexeme, found in cursor.fetchall()]
+        if not frequencies:
+            return []
+        rare = [lexeme for lexeme, found in frequencies if 0 < found < COMMON_DF]
+        present = [lexeme for lexeme, found in frequencies if found > 0]
+        finders = rare or present
+        if not finders:
+            return []
+        count, average = _collection_stats(scope)
+        params: dict[str, Any] = {
+            **owner,
+            "lexemes": [lexeme for lexeme, _ in frequencies],
+            "dfs": [found for _, found in frequencies],
+            "finders": " | ".join(_tsquery_literal(lexeme) for lexeme in finders),
+            "scored": SCORED_MAX,
+            "n": float(max(count, 1)),
+            "avgdl": float(max(average, 1.0)),
+            "k1": K1,
+            "b": B,
+            "body": BODY_WEIGHT,
+            "speaker": SPEAKER_WEIGHT,
+            "context": CONTEXT_WEIGHT,
+            "exclude": list(scope.exclude_ids),
+            "limit": CANDIDATES,
+        }
         cursor.execute(_POSTGRES_SQL, params)
         return cursor.fetchall()
+
+
+def _tsquery_literal(lexeme: str) -> str:
+    """A lexeme as a tsquery operand, quoted as `quote_literal` would (no operator can slip in)."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _collection_stats(scope: RecallScope) -> tuple[int, float]:
+    """How many documents the user has (with this avatar) and their average length: BM25's N and avgdl.
+
+    Cached for minutes: both move slowly, and counting them costs more than the search."""
+    key = f"recall:stats:{scope.user_id}:{scope.avatar_id}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached[0], cached[1]
+    documents = RecallDocument.objects.filter(user_id=scope.user_id)
+    if scope.avatar_id is not None:
+        documents = documents.filter(avatar_id=scope.avatar_id)
+    figures = documents.aggregate(count=Count("pk"), average=Avg("length"))
+    stats = (int(figures["count"] or 0), float(figures["average"] or 1.0))
+    cache.set(key, stats, STATS_SECONDS)
+    return stats
 
 
 # --- the rerank: what the turn knows ------------------------------------------------------------
