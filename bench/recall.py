@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import random
+import secrets
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -63,15 +64,16 @@ def _vocabulary(rng: random.Random, size: int = 3000) -> list[str]:
 
 
 def _run(arguments: argparse.Namespace) -> list[float]:
+    from django.contrib.auth.models import User
     from django.db import connection
 
     from accounts.models import Profile
+    from avatars.models import Avatar
     from conversations.models import Conversation, Message, Role, Status
     from conversations.turns.prepare import HistoryRow, turn_conversation_get, turn_recall
     from core.modes import Mode
     from recall.services import recall_index_conversation
     from recall.text import Speakers
-    from testing.support import AvatarFactory, UserFactory
 
     rng = random.Random(arguments.seed)
     vocabulary = _vocabulary(rng)
@@ -82,9 +84,10 @@ def _run(arguments: argparse.Namespace) -> list[float]:
         picked = rng.choices(vocabulary, weights=weights, k=rng.randint(low, high))
         return " ".join(word if rng.random() > 0.3 else f"{rng.choice(fillers)} {word}" for word in picked)
 
-    user = UserFactory()
+    suffix = secrets.token_hex(4)
+    user = User.objects.create(username=f"bench-recall-{suffix}")
     Profile.objects.update_or_create(user=user, defaults={"display_name": "Sam"})
-    avatar = AvatarFactory(owner=user, name="Ava")
+    avatar = Avatar.objects.create(owner=user, name="Ava", slug=f"bench-recall-{suffix}")
     per_conversation = arguments.messages // arguments.conversations
     start = datetime(2025, 1, 1, tzinfo=UTC)
     conversations = []

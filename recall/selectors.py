@@ -147,80 +147,90 @@ def _candidates_sqlite(scope: RecallScope, query: RecallQuery) -> list[tuple[Any
         return cursor.fetchall()
 
 
-# How many of the user's documents hold each lexeme of the message, counted up to COMMON_DF.
+_POSTGRES_LEXEMES_SQL = "SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))"
+# How many of the user's documents hold one lexeme, counted up to COMMON_DF; one of these per
+# lexeme, each with its tsquery as a constant, so that the planner picks the GIN index for a
+# rare lexeme and stops early on a common one.
 _POSTGRES_DF_SQL = """
-SELECT q.lexeme, (
-    SELECT count(*) FROM (
-        SELECT 1 FROM recall_recalldocument d
-        WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
-          AND d.search @@ quote_literal(q.lexeme)::tsquery
-        LIMIT %(common)s
-    ) counted
-)
-FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(text)s))) q
+SELECT {position}, count(*) FROM (
+    SELECT 1 FROM recall_recalldocument d
+    WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
+      AND d.search @@ {tsquery}::tsquery
+    LIMIT %(common)s
+) counted
 """
 
-# BM25 over the candidates: each lexeme's weighted frequency (body, speaker, context) from the tsvector.
+# Two stages. The candidates (at most SCORED_MAX, the newest first) are ranked in C: each
+# lexeme's rarity (idf) times `ts_rank` of that lexeme alone (it saturates with the weighted
+# frequency and is normalised by length, flag 1). The best RESCORED of them get BM25 proper:
+# each lexeme's weighted frequency (body, speaker, context) read from the unnested tsvector,
+# which costs too much to do for every candidate.
 _POSTGRES_SQL = """
-WITH df(lexeme, df) AS (
-    SELECT * FROM unnest(%(lexemes)s::text[], %(dfs)s::float8[])
+WITH df(lexeme, idf) AS (
+    SELECT * FROM unnest(%(lexemes)s::text[], %(idfs)s::float8[])
 ),
-candidates AS (
-    SELECT d.message_id, d.length, d.search FROM recall_recalldocument d
-    WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
-      AND d.search @@ %(finders)s::tsquery
-    ORDER BY d.message_id DESC
-    LIMIT %(scored)s
-),
-hits AS (
-    SELECT c.message_id, c.length, u.lexeme, u.weights
-    FROM candidates c CROSS JOIN LATERAL unnest(c.search) u
-    WHERE u.lexeme = ANY(%(lexemes)s::text[])
+ranked AS (
+    SELECT message_id, length, search FROM (
+        SELECT d.message_id, d.length, d.search
+        FROM recall_recalldocument d
+        WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
+          AND d.search @@ %(finders)s::tsquery
+        ORDER BY d.message_id DESC
+        LIMIT %(scored)s
+    ) d
+    ORDER BY ({score}) DESC
+    LIMIT %(rescored)s
 ),
 scored AS (
-    SELECT h.message_id, sum(
-        ln(1 + (%(n)s - df.df + 0.5) / (df.df + 0.5))
-        * (tf.tf * (%(k1)s + 1)) / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * h.length / %(avgdl)s))
+    SELECT r.message_id, sum(
+        df.idf * (tf.tf * (%(k1)s + 1)) / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * r.length / %(avgdl)s))
     ) AS score
-    FROM hits h JOIN df USING (lexeme)
+    FROM ranked r
+    CROSS JOIN LATERAL unnest(r.search) u
+    JOIN df ON df.lexeme = u.lexeme
     CROSS JOIN LATERAL (
         SELECT sum(CASE w WHEN 'A' THEN %(body)s WHEN 'B' THEN %(speaker)s ELSE %(context)s END) AS tf
-        FROM unnest(h.weights) w
+        FROM unnest(u.weights) w
     ) tf
-    GROUP BY h.message_id
+    GROUP BY r.message_id
 )
 SELECT m.id, sc.score, m.conversation_id, m.role, m.content, m.created_at
 FROM scored sc JOIN conversations_message m ON m.id = sc.message_id
 WHERE NOT m.superseded AND m.status <> 'streaming' AND NOT (m.id = ANY(%(exclude)s))
 ORDER BY sc.score DESC LIMIT %(limit)s
 """
+_TERM_SCORE = "%(idf_{index})s * ts_rank(%(weights)s::float4[], search, %(lexeme_{index})s::tsquery, 1)"
+
 # A lexeme found in this many documents is common: it adds to a candidate's score but does not
 # find candidates (the rarer ones do; all of them when none is rare). Counting stops there.
 COMMON_DF = 100
 SCORED_MAX = 300  # candidates scored at most, the newest first (for a message of only common words)
-STATS_SECONDS = 600  # the document count and average length of a user's documents, cached
+RESCORED = 100  # the best of them by ts_rank, scored again by BM25
+STATS_SECONDS = 600  # the document count, average length and lexeme counts of a user's documents, cached
 
 
 def _candidates_postgres(scope: RecallScope, query: RecallQuery) -> list[tuple[Any, ...]]:
     owner = {"user_id": scope.user_id, "avatar_id": scope.avatar_id}
     with connection.cursor() as cursor:
-        cursor.execute(_POSTGRES_DF_SQL, {**owner, "text": " ".join(query.terms), "common": COMMON_DF})
-        frequencies = [(lexeme, float(found)) for lexeme, found in cursor.fetchall()]
-        if not frequencies:
+        cursor.execute(_POSTGRES_LEXEMES_SQL, [" ".join(query.terms)])
+        lexemes = sorted(lexeme for (lexeme,) in cursor.fetchall())
+        if not lexemes:
             return []
+        frequencies = _frequencies(cursor, scope, lexemes)
         rare = [lexeme for lexeme, found in frequencies if 0 < found < COMMON_DF]
         present = [lexeme for lexeme, found in frequencies if found > 0]
         finders = rare or present
         if not finders:
             return []
         count, average = _collection_stats(scope)
+        total = float(max(count, 1))
         params: dict[str, Any] = {
             **owner,
-            "lexemes": [lexeme for lexeme, _ in frequencies],
-            "dfs": [found for _, found in frequencies],
             "finders": " | ".join(_tsquery_literal(lexeme) for lexeme in finders),
+            # ts_rank's weights are listed D, C, B, A: unused, context, speaker, body.
+            "weights": [0.0, CONTEXT_WEIGHT, SPEAKER_WEIGHT, BODY_WEIGHT],
             "scored": SCORED_MAX,
-            "n": float(max(count, 1)),
+            "rescored": RESCORED,
             "avgdl": float(max(average, 1.0)),
             "k1": K1,
             "b": B,
@@ -230,8 +240,37 @@ def _candidates_postgres(scope: RecallScope, query: RecallQuery) -> list[tuple[A
             "exclude": list(scope.exclude_ids),
             "limit": CANDIDATES,
         }
-        cursor.execute(_POSTGRES_SQL, params)
+        present_frequencies = [(lexeme, found) for lexeme, found in frequencies if found > 0]
+        for index, (lexeme, found) in enumerate(present_frequencies):
+            params[f"lexeme_{index}"] = _tsquery_literal(lexeme)
+            params[f"idf_{index}"] = math.log(1 + (total - found + 0.5) / (found + 0.5))
+        params["lexemes"] = [lexeme for lexeme, _ in present_frequencies]
+        params["idfs"] = [params[f"idf_{index}"] for index in range(len(present_frequencies))]
+        score = " + ".join(_TERM_SCORE.format(index=index) for index in range(len(present_frequencies)))
+        cursor.execute(_POSTGRES_SQL.format(score=score), params)
         return cursor.fetchall()
+
+
+def _frequencies(cursor: Any, scope: RecallScope, lexemes: list[str]) -> list[tuple[str, float]]:
+    """How many of the scope's documents hold each lexeme (up to COMMON_DF): cached for minutes,
+    since they move slowly and only weigh the terms; a lexeme found nowhere is asked again next time."""
+    keys = {lexeme: f"recall:df:{scope.user_id}:{scope.avatar_id}:{lexeme}" for lexeme in lexemes}
+    cached = cache.get_many(list(keys.values()))
+    known = {lexeme: float(cached[key]) for lexeme, key in keys.items() if key in cached}
+    missing = [lexeme for lexeme in lexemes if lexeme not in known]
+    if missing:
+        counts = " UNION ALL ".join(
+            f"({_POSTGRES_DF_SQL.format(position=index, tsquery=f'%(lexeme_{index})s')})"
+            for index in range(len(missing))
+        )
+        params: dict[str, Any] = {"user_id": scope.user_id, "avatar_id": scope.avatar_id, "common": COMMON_DF}
+        params.update({f"lexeme_{index}": _tsquery_literal(lexeme) for index, lexeme in enumerate(missing)})
+        cursor.execute(counts, params)
+        by_position = dict(cursor.fetchall())
+        fresh = {lexeme: float(by_position.get(index, 0)) for index, lexeme in enumerate(missing)}
+        cache.set_many({keys[lexeme]: found for lexeme, found in fresh.items() if found > 0}, STATS_SECONDS)
+        known.update(fresh)
+    return [(lexeme, known[lexeme]) for lexeme in lexemes]
 
 
 def _tsquery_literal(lexeme: str) -> str:
