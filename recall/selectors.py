@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -111,7 +111,7 @@ def recall_search(
     if not query.terms:
         return Recall(took_ms=(time.perf_counter() - started) * 1000)
     rows = _candidates_postgres(scope, query) if connection.vendor == "postgresql" else _candidates_sqlite(scope, query)
-    messages = _reranked(rows, query)[:limit]
+    messages = [_with_words(message, query) for message in _reranked(rows, query)[:limit]]
     facts = _facts_ranked(scope, query)[:facts_limit] if facts_limit else []
     return Recall(
         messages=tuple(messages),
@@ -313,9 +313,6 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
         if query.dates and _dated_in(moment.date(), query.dates):
             score *= DATE_BOOST
             reasons.append("from the time named")
-        matched = _matched_terms(query.terms, content)
-        if matched:
-            reasons.insert(0, "words: " + ", ".join(matched))
         recalled.append(
             RecalledMessage(
                 message_id=message_id,
@@ -329,6 +326,14 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
         )
     recalled.sort(key=lambda m: (-m.score, -m.message_id))
     return recalled
+
+
+def _with_words(message: RecalledMessage, query: RecallQuery) -> RecalledMessage:
+    """The reason, with the words of the message that matched (worked out for the few kept only)."""
+    matched = _matched_terms(query.terms, message.content)
+    if not matched:
+        return message
+    return replace(message, reason=f"words: {', '.join(matched)}; {message.reason}")
 
 
 _TIME_WORDS = re.compile(
