@@ -147,17 +147,19 @@ def _candidates_sqlite(scope: RecallScope, query: RecallQuery) -> list[tuple[Any
         return cursor.fetchall()
 
 
-_POSTGRES_LEXEMES_SQL = "SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))"
-# How many of the user's documents hold one lexeme, counted up to COMMON_DF; one of these per
-# lexeme, each with its tsquery as a constant, so that the planner picks the GIN index for a
-# rare lexeme and stops early on a common one.
+# Per word of the message: its lexeme (PostgreSQL's `english` stemmer) and how many of the
+# user's documents hold it, counted up to COMMON_DF. One of these per word, each word a
+# constant, so that the planner folds `plainto_tsquery` and picks the GIN index for a rare
+# lexeme and stops early on a common one.
 _POSTGRES_DF_SQL = """
-SELECT {position}, count(*) FROM (
-    SELECT 1 FROM recall_recalldocument d
-    WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
-      AND d.search @@ {tsquery}::tsquery
-    LIMIT %(common)s
-) counted
+SELECT {position}, (SELECT string_agg(lexeme, ' ') FROM unnest(to_tsvector('english', {word}))), (
+    SELECT count(*) FROM (
+        SELECT 1 FROM recall_recalldocument d
+        WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
+          AND d.search @@ plainto_tsquery('english', {word})
+        LIMIT %(common)s
+    ) counted
+)
 """
 
 # Two stages. The candidates (at most SCORED_MAX, the newest first) are ranked in C: each
@@ -205,18 +207,14 @@ _TERM_SCORE = "%(idf_{index})s * ts_rank(%(weights)s::float4[], search, %(lexeme
 # find candidates (the rarer ones do; all of them when none is rare). Counting stops there.
 COMMON_DF = 100
 SCORED_MAX = 300  # candidates scored at most, the newest first (for a message of only common words)
-RESCORED = 100  # the best of them by ts_rank, scored again by BM25
+RESCORED = 50  # the best of them by ts_rank, scored again by BM25
 STATS_SECONDS = 600  # the document count, average length and lexeme counts of a user's documents, cached
 
 
 def _candidates_postgres(scope: RecallScope, query: RecallQuery) -> list[tuple[Any, ...]]:
     owner = {"user_id": scope.user_id, "avatar_id": scope.avatar_id}
     with connection.cursor() as cursor:
-        cursor.execute(_POSTGRES_LEXEMES_SQL, [" ".join(query.terms)])
-        lexemes = sorted(lexeme for (lexeme,) in cursor.fetchall())
-        if not lexemes:
-            return []
-        frequencies = _frequencies(cursor, scope, lexemes)
+        frequencies = _frequencies(cursor, scope, query.terms)
         rare = [lexeme for lexeme, found in frequencies if 0 < found < COMMON_DF]
         present = [lexeme for lexeme, found in frequencies if found > 0]
         finders = rare or present
@@ -251,26 +249,34 @@ def _candidates_postgres(scope: RecallScope, query: RecallQuery) -> list[tuple[A
         return cursor.fetchall()
 
 
-def _frequencies(cursor: Any, scope: RecallScope, lexemes: list[str]) -> list[tuple[str, float]]:
-    """How many of the scope's documents hold each lexeme (up to COMMON_DF): cached for minutes,
-    since they move slowly and only weigh the terms; a lexeme found nowhere is asked again next time."""
-    keys = {lexeme: f"recall:df:{scope.user_id}:{scope.avatar_id}:{lexeme}" for lexeme in lexemes}
+def _frequencies(cursor: Any, scope: RecallScope, terms: tuple[str, ...]) -> list[tuple[str, float]]:
+    """Each term's lexeme and how many of the scope's documents hold it (up to COMMON_DF), one
+    pair per distinct lexeme: cached for minutes, since they move slowly and only weigh the
+    terms (a term found nowhere is asked again next time)."""
+    keys = {term: f"recall:df:{scope.user_id}:{scope.avatar_id}:{term}" for term in terms}
     cached = cache.get_many(list(keys.values()))
-    known = {lexeme: float(cached[key]) for lexeme, key in keys.items() if key in cached}
-    missing = [lexeme for lexeme in lexemes if lexeme not in known]
+    known: dict[str, tuple[str, float]] = {term: cached[key] for term, key in keys.items() if key in cached}
+    missing = [term for term in terms if term not in known]
     if missing:
         counts = " UNION ALL ".join(
-            f"({_POSTGRES_DF_SQL.format(position=index, tsquery=f'%(lexeme_{index})s')})"
-            for index in range(len(missing))
+            f"({_POSTGRES_DF_SQL.format(position=index, word=f'%(word_{index})s')})" for index in range(len(missing))
         )
         params: dict[str, Any] = {"user_id": scope.user_id, "avatar_id": scope.avatar_id, "common": COMMON_DF}
-        params.update({f"lexeme_{index}": _tsquery_literal(lexeme) for index, lexeme in enumerate(missing)})
+        params.update({f"word_{index}": term for index, term in enumerate(missing)})
         cursor.execute(counts, params)
-        by_position = dict(cursor.fetchall())
-        fresh = {lexeme: float(by_position.get(index, 0)) for index, lexeme in enumerate(missing)}
-        cache.set_many({keys[lexeme]: found for lexeme, found in fresh.items() if found > 0}, STATS_SECONDS)
+        fresh = {
+            missing[position]: (lexeme, float(found))
+            for position, lexeme, found in cursor.fetchall()
+            if lexeme and " " not in lexeme  # a stopword to PostgreSQL has none; a compound is left out
+        }
+        cache.set_many({keys[term]: pair for term, pair in fresh.items() if pair[1] > 0}, STATS_SECONDS)
         known.update(fresh)
-    return [(lexeme, known[lexeme]) for lexeme in lexemes]
+    frequencies: dict[str, float] = {}
+    for term in terms:
+        if term in known:
+            lexeme, found = known[term]
+            frequencies[lexeme] = found
+    return sorted(frequencies.items())
 
 
 def _tsquery_literal(lexeme: str) -> str:
