@@ -10,6 +10,7 @@ with it (a cascade); a superseded reply keeps one, and the search leaves it out.
 
 import logging
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchVector
 from django.db import connection, transaction
 from django.db.models import Q
@@ -30,7 +31,10 @@ INDEX_BATCH = 500
 
 
 def recall_index_schedule(*, conversation_id: int) -> None:
-    """Queue the indexing of a stored turn once its transaction commits; returns at once, never raises."""
+    """Queue the indexing of a stored turn once its transaction commits; returns at once, never raises.
+    Nothing with `RECALL_INDEX_AUTO=false`."""
+    if not getattr(settings, "RECALL_INDEX_AUTO", True):
+        return
 
     def recall_enqueue() -> None:
         try:

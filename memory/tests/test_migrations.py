@@ -24,15 +24,15 @@ def migrate_to_latest() -> None:
 
 @pytest.fixture
 def old_database(transactional_db: None) -> Iterator[Apps]:
-    """Every app at its latest migration but memory, secretary and llm (none; they came later and need a
-    newer conversations) and conversations (0002); back to the latest after."""
+    """Every app at its latest migration but memory, secretary, llm and recall (none; they came later and
+    need a newer conversations) and conversations (0002); back to the latest after."""
     executor = MigrationExecutor(connection)
-    later = ("conversations", "memory", "secretary", "llm")
+    later = ("conversations", "memory", "secretary", "llm", "recall")
     before = [
         *(node for node in executor.loader.graph.leaf_nodes() if node[0] not in later),
         LAST_WITH_MEMORY_IN_CONVERSATIONS,
     ]
-    executor.migrate([*before, ("memory", None), ("secretary", None), ("llm", None)])
+    executor.migrate([*before, ("memory", None), ("secretary", None), ("llm", None), ("recall", None)])
     yield executor.loader.project_state(before).apps
     migrate_to_latest()
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -17,6 +18,7 @@ from django.db import connection
 from accounts.models import Profile
 from conversations.models import Conversation, Message, Role
 from conversations.services import message_forget
+from core.background import in_process_tasks_wait
 from llm.fake import FakeProvider
 from memory.models import Memory
 from recall.models import RecallDocument
@@ -368,3 +370,15 @@ def test_recall_eval_prints_its_figures_on_a_small_file_and_keeps_nothing(tmp_pa
     assert last == "recall_at_5=0.500 recall_at_10=0.500 n=2"
     assert Message.objects.count() == before
     assert not RecallDocument.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stored_turn_is_indexed_in_the_background_and_found_by_the_next_one(settings: Any) -> None:
+    settings.RECALL_INDEX_AUTO = True
+    conversation = ConversationFactory()
+    run_turn(conversation, "My nephew Tobias starts violin lessons in Lisbon next month.", FakeProvider(reply="Nice!"))
+    in_process_tasks_wait(timeout=30)
+    told = Message.objects.get(conversation=conversation, role=Role.USER)
+
+    assert RecallDocument.objects.filter(conversation=conversation).count() == 2  # the message and its reply
+    assert told.pk in _recall(conversation, "what is Tobias learning?")
