@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
 
 from accounts.models import Profile
 from conversations.models import Conversation, Message, Role
@@ -382,3 +384,31 @@ def test_a_stored_turn_is_indexed_in_the_background_and_found_by_the_next_one(se
 
     assert RecallDocument.objects.filter(conversation=conversation).count() == 2  # the message and its reply
     assert told.pk in _recall(conversation, "what is Tobias learning?")
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_what_a_reply_recalled_and_why() -> None:
+    conversation = ConversationFactory()
+    wedding = _months_of_talk(conversation)
+    found = recall_for_turn(
+        user_id=conversation.user_id,
+        avatar_id=conversation.avatar_id,
+        conversation_id=conversation.pk,
+        across_avatars=False,
+        speakers=Speakers(user="Sam", avatar="Ava"),
+        text=QUESTION,
+        window=[],
+        today=date(2026, 1, 10),
+    )
+    reply = MessageFactory(
+        conversation=conversation, role=Role.ASSISTANT, content="Thornbury.", recall=found.as_record(used=[wedding.pk])
+    )
+    client = Client()
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+
+    page = client.get(reverse("admin:conversations_message_change", args=[reply.pk])).content.decode()
+
+    assert "Recalled for this reply, and why" in page
+    assert f"message {wedding.pk}</a>" in page
+    assert "words: place, sister, wedding" in page
+    assert "left out: over the budget" in page  # the others found, which did not fit
