@@ -412,3 +412,19 @@ def test_the_admin_shows_what_a_reply_recalled_and_why() -> None:
     assert f"message {wedding.pk}</a>" in page
     assert "words: place, sister, wedding" in page
     assert "left out: over the budget" in page  # the others found, which did not fit
+
+
+@pytest.mark.django_db
+def test_recall_index_fills_in_what_was_stored_before_and_only_for_the_user_named() -> None:
+    sam = UserFactory(username="sam")
+    mine = ConversationFactory(user=sam)
+    theirs = ConversationFactory()
+    MessageFactory(conversation=mine, role=Role.USER, content="I keep bees on the roof.")
+    MessageFactory(conversation=theirs, role=Role.USER, content="I keep goats.")
+    out = StringIO()
+
+    call_command("recall_index", "--user", "sam", stdout=out)
+
+    assert out.getvalue().strip() == "documents_written=1"
+    assert list(RecallDocument.objects.values_list("conversation_id", flat=True)) == [mine.pk]
+    assert _recall(mine, "bees") != []
