@@ -221,7 +221,8 @@ def _candidates_postgres(scope: RecallScope, query: RecallQuery) -> list[tuple[A
         if not finders:
             return []
         count, average = _collection_stats(scope)
-        total = float(max(count, 1))
+        # The cached count may be older than the lexeme counts: never fewer documents than hold a lexeme.
+        total = float(max(count, 1, *(found for _, found in frequencies)))
         params: dict[str, Any] = {
             **owner,
             "finders": " | ".join(_tsquery_literal(lexeme) for lexeme in finders),

@@ -428,3 +428,29 @@ def test_recall_index_fills_in_what_was_stored_before_and_only_for_the_user_name
     assert out.getvalue().strip() == "documents_written=1"
     assert list(RecallDocument.objects.values_list("conversation_id", flat=True)) == [mine.pk]
     assert _recall(mine, "bees") != []
+
+
+@pytest.mark.django_db
+def test_a_history_that_grew_since_the_counts_were_cached_still_ranks_by_rarity() -> None:
+    conversation = ConversationFactory()
+    MessageFactory(conversation=conversation, role=Role.USER, content="Hello there.")
+    recall_index_conversation(conversation_id=conversation.pk)
+    _recall(conversation, "hello")  # counts the user's documents (cached): one
+    for index in range(150):
+        MessageFactory(conversation=conversation, role=Role.USER, content=f"Coffee again today, cup {index}.")
+    kayak = MessageFactory(conversation=conversation, role=Role.USER, content="Coffee before my kayak trip.")
+    recall_index_conversation(conversation_id=conversation.pk)
+
+    found = recall_for_turn(
+        user_id=conversation.user_id,
+        avatar_id=conversation.avatar_id,
+        conversation_id=conversation.pk,
+        across_avatars=False,
+        speakers=Speakers(user="Sam", avatar="Ava"),
+        text="coffee kayak",
+        window=[],
+        today=date(2026, 1, 10),
+    )
+
+    assert found.messages[0].message_id == kayak.pk
+    assert all(m.score >= 0 for m in found.messages)  # a word in nearly every message weighs nothing, never less
