@@ -431,7 +431,7 @@ def test_recall_index_fills_in_what_was_stored_before_and_only_for_the_user_name
 
 
 @pytest.mark.django_db
-def test_a_history_that_grew_since_the_counts_were_cached_still_ranks_by_rarity() -> None:
+def test_a_rare_word_finds_its_message_among_many_holding_a_common_one_after_the_history_grew() -> None:
     conversation = ConversationFactory()
     MessageFactory(conversation=conversation, role=Role.USER, content="Hello there.")
     recall_index_conversation(conversation_id=conversation.pk)
