@@ -1,11 +1,12 @@
 """Preparing a turn: what it reads, the mode it routes to, and the prompt it sends.
 
 Nothing here writes (but the profile row of a user made outside the API, created on first
-use). `turn_plan_make` reads the conversation (with its user, profile,
-summary and the avatar's version) in one query, the history the summary does not cover
-and the remembered facts, what recall finds in older messages (`turn_recall`, the recall
-app), asks the pure crisis detector (`safety.detector`) about the user's recent messages,
-then the pure mode router (`conversations.intents`), and builds the prompt (`conversations.context`, `llm.prompts`): the crisis prompt for a flagged turn.
+use). `turn_plan_make` reads the conversation (with its user, profile, summary and the
+avatar's version) in one query, the history the summary does not cover, the remembered
+facts and what recall finds in older messages (`turn_recall`, the recall app), asks the
+pure crisis detector (`safety.detector`) about the user's recent messages, then the pure
+mode router (`conversations.intents`), and builds the prompt (`conversations.context`,
+`llm.prompts`): the crisis prompt for a flagged turn.
 The result is a frozen `TurnPlan`: everything decided before the model is called and
 before anything is stored.
 
