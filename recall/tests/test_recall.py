@@ -18,6 +18,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import Profile
+from companion.celery import app as celery_app
 from conversations.models import Conversation, Message, Role
 from conversations.services import message_forget
 from core.background import in_process_tasks_wait
@@ -376,10 +377,18 @@ def test_recall_eval_prints_its_figures_on_a_small_file_and_keeps_nothing(tmp_pa
 
 @pytest.mark.django_db(transaction=True)
 def test_a_stored_turn_is_indexed_in_the_background_and_found_by_the_next_one(settings: Any) -> None:
-    settings.RECALL_INDEX_AUTO = True
-    conversation = ConversationFactory()
-    run_turn(conversation, "My nephew Tobias starts violin lessons in Lisbon next month.", FakeProvider(reply="Nice!"))
-    in_process_tasks_wait(timeout=30)
+    settings.RECALL_INDEX_AUTO = True  # (off elsewhere in the suite: conftest.py)
+    # In-process, as on embedded defaults, also where REDIS_URL is set (CI): no worker runs here.
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    try:
+        conversation = ConversationFactory()
+        run_turn(
+            conversation, "My nephew Tobias starts violin lessons in Lisbon next month.", FakeProvider(reply="Nice!")
+        )
+        in_process_tasks_wait(timeout=30)
+    finally:
+        celery_app.conf.task_always_eager = eager
     told = Message.objects.get(conversation=conversation, role=Role.USER)
 
     assert RecallDocument.objects.filter(conversation=conversation).count() == 2  # the message and its reply
