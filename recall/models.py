@@ -2,7 +2,7 @@
 
 A document holds the message's words, its speaker's name (who "I" is in it) and the words
 of the turns around it (the question it answers, the answer it got), so that "What did
-Caroline research?" finds Caroline's "Researching adoption agencies...". It is written in
+Robin study?" finds Robin's "Studying tide pools all week...". It is written in
 the background after a turn (`recall.services.recall_index_conversation`) and goes with
 its message (a forgotten message, an erased account). The search index is the database's
 own: on PostgreSQL the `search` column (a weighted tsvector, GIN index), on SQLite the
