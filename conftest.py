@@ -41,6 +41,8 @@ def _background_tasks_drained(settings: Any) -> Iterator[None]:
     # thread, against the test's in-memory SQLite (shared-cache table locks have no busy
     # timeout): off unless a test turns them on (conversations/tests/test_alternatives.py).
     settings.CONVERSATION_TITLES_AUTO = False
+    # Recall's indexing after each turn, likewise: off unless a test turns it on (recall/tests).
+    settings.RECALL_INDEX_AUTO = False
     # Background work a test queued finishes before its database is flushed, never against the next test's.
     yield
     from core.background import in_process_tasks_wait

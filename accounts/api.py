@@ -106,7 +106,8 @@ def me_get(request: HttpRequest) -> Profile:
 @router.patch("/me", response={200: ProfileOut, 422: ErrorOut})
 def me_update(request: HttpRequest, payload: ProfilePatchIn) -> Status[Profile]:
     """Change the signed-in user's display name, adult confirmation, intimate-mode opt-in, locale,
-    time zone (an IANA name; unknown: 422), quiet hours (`null` turns them off) or proactive opt-in."""
+    time zone (an IANA name; unknown: 422), quiet hours (`null` turns them off), proactive opt-in
+    or whether avatars share what they recall (`recall_across_avatars`, off by default)."""
     profile = profile_update(
         profile=profile_get(user=request_user(request)),
         display_name=payload.display_name,
@@ -116,6 +117,7 @@ def me_update(request: HttpRequest, payload: ProfilePatchIn) -> Status[Profile]:
         timezone_name=payload.timezone,
         quiet_hours=_quiet_hours(payload),
         proactive_opt_in=payload.proactive_opt_in,
+        recall_across_avatars=payload.recall_across_avatars,
     )
     return Status(200, profile)
 

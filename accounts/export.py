@@ -45,6 +45,7 @@ PROFILE_FIELDS: Final = (
     "quiet_hours_start",
     "quiet_hours_end",
     "proactive_opt_in",
+    "recall_across_avatars",
     "created_at",
     "updated_at",
 )

@@ -26,6 +26,10 @@ class Profile(models.Model):
     proactive_opt_in = models.BooleanField(
         default=False, help_text="The user allows avatars to write first after a silence (check-ins)."
     )
+    recall_across_avatars = models.BooleanField(
+        default=False,
+        help_text="Each avatar may recall what the user told the others (recall; off: each keeps its own).",
+    )
     # The user's own daily quotas, set by staff: empty = the QUOTA_DAILY_* setting.
     quota_daily_tokens = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="This user's own daily token quota; empty: QUOTA_DAILY_TOKENS."

@@ -109,6 +109,7 @@ class ProfileOut(Schema):
     timezone: str = Field(description="IANA zone: reminders and quiet hours are read in it.")
     quiet_hours: QuietHours | None = Field(description="No message the user did not ask for in this local window.")
     proactive_opt_in: bool = Field(description="Avatars may write first after a silence.")
+    recall_across_avatars: bool = Field(description="Each avatar may recall what the user told the others.")
     created_at: datetime
 
     @staticmethod
@@ -149,8 +150,17 @@ class ProfilePatchIn(Schema):
     )
     quiet_hours: QuietHours | None = None  # null turns quiet hours off
     proactive_opt_in: StrictBool | SkipJsonSchema[None] = None
+    recall_across_avatars: StrictBool | SkipJsonSchema[None] = None
 
-    @field_validator("display_name", "adult_confirmed", "intimate_opt_in", "locale", "timezone", "proactive_opt_in")
+    @field_validator(
+        "display_name",
+        "adult_confirmed",
+        "intimate_opt_in",
+        "locale",
+        "timezone",
+        "proactive_opt_in",
+        "recall_across_avatars",
+    )
     @classmethod
     def _refuse_null(cls, value: object) -> object:
         # Runs only for fields the client sent (defaults are not validated), so it sees explicit nulls.

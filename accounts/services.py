@@ -311,6 +311,7 @@ def profile_update(
     timezone_name: str | None = None,
     quiet_hours: tuple[time, time] | Unset | None = UNSET,
     proactive_opt_in: bool | None = None,
+    recall_across_avatars: bool | None = None,
 ) -> Profile:
     """Change the given fields of a profile (None leaves a field as it is) and return it fresh.
 
@@ -323,6 +324,7 @@ def profile_update(
     - timezone_name: an IANA zone (`InvalidInput`, field `timezone`, for an unknown one).
     - quiet_hours: (start, end) local times, or None to turn them off; left out (UNSET) stays.
     - proactive_opt_in: whether avatars may write first after a silence.
+    - recall_across_avatars: whether each avatar may recall what the user told the others.
     """
     if timezone_name is not None:
         zone_get(timezone_name)
@@ -366,5 +368,8 @@ def profile_update(
         if proactive_opt_in is not None:
             profile.proactive_opt_in = proactive_opt_in
             update_fields.append("proactive_opt_in")
+        if recall_across_avatars is not None:
+            profile.recall_across_avatars = recall_across_avatars
+            update_fields.append("recall_across_avatars")
         profile.save(update_fields=sorted(set(update_fields)))
     return profile

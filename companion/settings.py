@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "safety",
     "secretary",
     "images",
+    "recall",
     "llm",
     "web",
 ]
@@ -304,6 +305,10 @@ LOGGING = {
 # --- Conversations --------------------------------------------------------------------------
 CONTEXT_MAX_PAIRS: int = env.int("CONTEXT_MAX_PAIRS", default=10)
 CONTEXT_MAX_TOKENS: int = env.int("CONTEXT_MAX_TOKENS", default=4000)
+# Tokens of the prompt's recalled section (older messages and facts found for the new message); 0 turns recall off.
+RECALL_TOKEN_BUDGET: int = env.int("RECALL_TOKEN_BUDGET", default=600)
+# Index each stored turn for recall in the background (off: only `recall_index_conversation` writes documents).
+RECALL_INDEX_AUTO: bool = env.bool("RECALL_INDEX_AUTO", default=True)
 MESSAGE_RATE_PER_MINUTE: int = env.int("MESSAGE_RATE_PER_MINUTE", default=30)
 TURN_LOCK_SECONDS: int = env.int("TURN_LOCK_SECONDS", default=300)
 REPLIES_CONCURRENT_PER_USER: int = env.int("REPLIES_CONCURRENT_PER_USER", default=3)

@@ -79,12 +79,49 @@ def reply_figures_html(message: Message) -> SafeString:
     return _lines_html(parts)
 
 
+def recall_html(message: Message) -> SafeString:
+    """What recall found for the turn a reply answers, and why: each message and fact with its score and reasons."""
+    record = message.recall or {}
+    if message.role != Role.ASSISTANT or not record:
+        return format_html("{}", "-")
+    lines = [
+        format_html("searched: {} ({} ms)", ", ".join(record.get("terms") or []) or "-", record.get("took_ms", "?"))
+    ]
+    if record.get("error"):
+        lines.append(format_html('<span class="status-chip failed">failed: {}</span>', record["error"]))
+    for item in record.get("messages") or []:
+        lines.append(
+            format_html(
+                '<a href="../{}/change/">message {}</a> (conversation {}) score {}: {}{}',
+                item.get("id"),
+                item.get("id"),
+                item.get("conversation_id"),
+                item.get("score"),
+                item.get("reason"),
+                "" if item.get("in_prompt") else " (left out: over the budget)",
+            )
+        )
+    for item in record.get("facts") or []:
+        lines.append(
+            format_html(
+                "fact {} score {}: {}{}",
+                item.get("id"),
+                item.get("score"),
+                item.get("reason"),
+                "" if item.get("in_prompt") else " (not in the section)",
+            )
+        )
+    if not record.get("messages") and not record.get("facts"):
+        lines.append(format_html("{}", "nothing recalled"))
+    return _lines_html(lines)
+
+
 def _lines_html(lines: list[SafeString]) -> SafeString:
     return format_html('<div class="decision">{}</div>', format_html_join("", "<div>{}</div>", ((x,) for x in lines)))
 
 
 class MessageInsightColumns:
-    """The two read-only columns that explain a message: its mode decision and its reply's figures."""
+    """The read-only columns that explain a message: its mode decision, its reply's figures, what it recalled."""
 
     @admin.display(description="mode decision")
     def mode_decision(self, message: Message) -> SafeString:
@@ -93,6 +130,10 @@ class MessageInsightColumns:
     @admin.display(description="reply: status, tokens, time to first token")
     def reply(self, message: Message) -> SafeString:
         return reply_figures_html(message)
+
+    @admin.display(description="recalled for this reply, and why")
+    def recalled(self, message: Message) -> SafeString:
+        return recall_html(message)
 
 
 class MessageInline(MessageInsightColumns, admin.TabularInline):
@@ -207,7 +248,7 @@ class MessageAdmin(MessageInsightColumns, admin.ModelAdmin):
     search_fields = ("content", "client_id", "conversation__user__username")
     raw_id_fields = ("conversation", "reply_to")
     list_select_related = ("conversation",)
-    readonly_fields = ("created_at", "mode_decision", "reply")
+    readonly_fields = ("created_at", "mode_decision", "reply", "recalled")
     date_hierarchy = "created_at"
     change_list_template = "admin/conversations/change_list_with_usage.html"
 

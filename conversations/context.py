@@ -1,6 +1,7 @@
 """The messages sent to the model for one turn: pure, values in and values out.
 
-Order: the system prompt, the rolling summary, the newest history that fits the budget,
+Order: the system prompt, the rolling summary, what recall found in older messages (its
+own budget, RECALL_TOKEN_BUDGET, spent before this one), the newest history that fits the budget,
 the card's post-history instructions, then the new user message. History is trimmed by
 whole exchanges (a user message with the replies that follow it), oldest first, so the
 model never sees a reply without the message it answers.
@@ -72,6 +73,7 @@ def context_build(
     history: Sequence[HistoryItem],
     user_message: str,
     post_history_instructions: str = "",
+    recalled: str = "",
     budget: ContextBudget,
 ) -> BuiltContext:
     """The messages for one turn within `budget`; `history` is oldest first, without `user_message`.
@@ -83,6 +85,8 @@ def context_build(
     summary_text = summary_section(summary)
     if summary_text:
         head.append(ChatMessage(role="system", content=summary_text))
+    if recalled.strip():
+        head.append(ChatMessage(role="system", content=recalled))
     tail: list[ChatMessage] = []
     if post_history_instructions.strip():
         tail.append(ChatMessage(role="system", content=post_history_instructions))

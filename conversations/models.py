@@ -88,6 +88,9 @@ class Message(models.Model):
     route = models.JSONField(null=True, blank=True)
     # "crisis" on a user message the crisis detector flagged; "" otherwise.
     safety = models.CharField(max_length=16, choices=[("", "none"), ("crisis", "crisis")], default="", blank=True)
+    # What recall found for the turn this reply answers (recall.selectors.Recall.as_record):
+    # message and fact ids with scores and reasons, which of them went into the prompt; no text.
+    recall = models.JSONField(null=True, blank=True)
     # What the secretary did while writing this reply: [{name, arguments, result, error}], in order.
     actions = models.JSONField(default=list, blank=True)
     # A picture this assistant message carries (images app): {id, status, url} in the message's dict.

@@ -33,6 +33,7 @@ def test_me_returns_the_profile(client: Client, user: User, tokens: TokenPair) -
         "timezone": "UTC",
         "quiet_hours": None,
         "proactive_opt_in": False,
+        "recall_across_avatars": False,
         # the API's JSON encoder (Django's) writes milliseconds
         "created_at": DjangoJSONEncoder().default(user.date_joined),
     }

@@ -1,11 +1,12 @@
 """Preparing a turn: what it reads, the mode it routes to, and the prompt it sends.
 
 Nothing here writes (but the profile row of a user made outside the API, created on first
-use). `turn_plan_make` reads the conversation (with its user, profile,
-summary and the avatar's version) in one query, the history the summary does not cover
-and the remembered facts, asks the pure crisis detector (`safety.detector`) about the
-user's recent messages, then the pure mode router (`conversations.intents`), and builds
-the prompt (`conversations.context`, `llm.prompts`): the crisis prompt for a flagged turn.
+use). `turn_plan_make` reads the conversation (with its user, profile, summary and the
+avatar's version) in one query, the history the summary does not cover, the remembered
+facts and what recall finds in older messages (`turn_recall`, the recall app), asks the
+pure crisis detector (`safety.detector`) about the user's recent messages, then the pure
+mode router (`conversations.intents`), and builds the prompt (`conversations.context`,
+`llm.prompts`): the crisis prompt for a flagged turn.
 The result is a frozen `TurnPlan`: everything decided before the model is called and
 before anything is stored.
 
@@ -15,11 +16,15 @@ says why it is refused
 (`TurnPlan.quota`); run.py then stores the user message and calls no model.
 """
 
+import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -46,9 +51,14 @@ from llm.prompts import (
 )
 from llm.quotas import QuotaExceeded, QuotaTicket, quota_admit, quota_limits_of
 from memory.selectors import SummaryForPrompt, memory_list_for_prompt
+from recall.prompt import RecallSection, recall_section_build
+from recall.selectors import Recall, recall_for_turn
+from recall.text import Speakers
 from safety.detector import CrisisAssessment, crisis_assess
 from safety.selectors import Resource, crisis_resources_for_locale
 from secretary.tools import SECRETARY_TOOLS
+
+logger = logging.getLogger("companion.recall")
 
 FACTS_IN_PROMPT = 30
 CRISIS_CONTEXT_MESSAGES = 4  # earlier user messages the crisis detector reads with the new one
@@ -78,6 +88,7 @@ class HistoryRow:
     role: str
     content: str
     status: str
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +121,7 @@ class TurnPlan:
     # What the user asked a picture of ("" for one of the avatar itself); None: no picture asked for.
     # The picture comes as a message of its own after reply.end (images.services.chat_picture_request).
     picture: str | None = None
+    recall: dict[str, Any] | None = None  # what recall found and why (Recall.as_record), stored on the reply
 
     @property
     def mode(self) -> str:
@@ -132,7 +144,7 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
     row = rows[0]
     pk, owner_id, avatar_id, avatar_version, mode, mode_locked, safety_state, ai_notice_at, username = row[:9]
     profile_id, display_name, adult_confirmed_at, intimate_opt_in, locale, zone, summary_text, covers_until = row[9:17]
-    quota_tokens, quota_usd, quota_images = row[17:]
+    quota_tokens, quota_usd, quota_images, recall_across_avatars = row[17:]
     if profile_id is None:  # no profile row yet (a user made outside the API)
         profile, _ = Profile.objects.get_or_create(user_id=owner_id)
     else:
@@ -147,6 +159,7 @@ def turn_conversation_get(*, user_id: int, conversation_id: int) -> TurnConversa
             quota_daily_tokens=quota_tokens,
             quota_daily_usd=quota_usd,
             quota_daily_images=quota_images,
+            recall_across_avatars=recall_across_avatars,
         )
     return TurnConversation(
         pk=pk,
@@ -250,13 +263,17 @@ def turn_plan_make(
         user_id=conversation.user_id, avatar_id=conversation.avatar_id, limit=FACTS_IN_PROMPT
     )
     now = timezone.now()
+    speakers = Speakers(user=profile.display_name or conversation.username, avatar=avatar.persona.name)
+    recalled = turn_recall(
+        conversation=conversation, speakers=speakers, text=request.content, history=history, facts=facts, now=now
+    )
     model = model_choose(requested=request.model, avatar_default=avatar.default_model)
     spec = model_get(model) if model is not None else None
     tools_supported = tools_supported and (spec is None or spec.tools)
     tools = SECRETARY_TOOLS if tools_supported and decision.mode == Mode.SECRETARY and not crisis.crisis else ()
     prompt_context = PromptContext(
         persona=avatar.persona,
-        user_display_name=profile.display_name or conversation.username,
+        user_display_name=speakers.user,
         facts=facts,
         now=now,
         timezone_name=profile.timezone,
@@ -282,6 +299,7 @@ def turn_plan_make(
         history=[HistoryItem(role=m.role, content=m.content) for m in history],
         user_message=request.content,
         post_history_instructions=post_history,
+        recalled=recalled.section.text,
         budget=ContextBudget.from_django_settings(),
     )
     return TurnPlan(
@@ -317,7 +335,63 @@ def turn_plan_make(
             avatar_limits=avatar.quota,
         ),
         zone_name=profile.timezone,
+        recall=recalled.record,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecall:
+    section: RecallSection
+    record: dict[str, Any] | None  # None when recall is off
+
+
+def turn_recall(
+    *,
+    conversation: TurnConversation,
+    speakers: Speakers,
+    text: str,
+    history: list[HistoryRow],
+    facts: tuple[str, ...],
+    now: datetime,
+) -> TurnRecall:
+    """What this user told the avatar before that bears on `text`, as the prompt's recalled section.
+
+    A failing search costs the turn its recall, never the turn: it is logged (no text) and
+    the reply goes on without it.
+    """
+    budget = int(settings.RECALL_TOKEN_BUDGET)
+    if budget <= 0:
+        return TurnRecall(section=RecallSection(text="", message_ids=(), fact_ids=(), tokens=0), record=None)
+    # Inside a transaction a failed query would poison what follows (PostgreSQL): a savepoint keeps it apart.
+    guard: AbstractContextManager[Any] = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    try:
+        with guard:
+            recall = recall_for_turn(
+                user_id=conversation.user_id,
+                avatar_id=conversation.avatar_id,
+                conversation_id=conversation.pk,
+                across_avatars=conversation.profile.recall_across_avatars,
+                speakers=speakers,
+                text=text,
+                window=[(row.id, row.role, row.content) for row in history],
+                today=now.astimezone(ZoneInfo(conversation.profile.timezone or "UTC")).date(),
+            )
+    except Exception as exc:  # a broken index must not cost the user their reply
+        logger.warning(
+            "recall failed; the turn goes on without it",
+            extra={"data": {"conversation_id": conversation.pk, "error": type(exc).__name__}},
+        )
+        recall = Recall(error=type(exc).__name__)
+    section = recall_section_build(
+        recall=recall,
+        speakers=speakers,
+        budget_tokens=budget,
+        zone_name=conversation.profile.timezone or "UTC",
+        known_facts=facts,
+    )
+    record = recall.as_record(used=section.message_ids, used_facts=section.fact_ids)
+    record["tokens"] = section.tokens
+    return TurnRecall(section=section, record=record)
 
 
 def ai_notice_due(*, last: datetime | None, now: datetime) -> bool:
@@ -385,6 +459,7 @@ def _turn_conversation_query(*, user_id: int, conversation_id: int) -> QuerySet[
         "user__profile__quota_daily_tokens",
         "user__profile__quota_daily_usd",
         "user__profile__quota_daily_images",
+        "user__profile__recall_across_avatars",
     )
 
 
@@ -393,7 +468,7 @@ def _history_query(*, conversation_id: int, after_id: int, before_id: int, shape
         Message.objects.filter(conversation_id=conversation_id, pk__gt=after_id, pk__lt=before_id, superseded=False)
         .exclude(status=Status.STREAMING)
         .order_by("-id")
-        .values_list("role", "content", "status")[:shape]
+        .values_list("role", "content", "status", "id")[:shape]
     )
 
 

@@ -84,6 +84,7 @@ from llm.base import ChatMessage, LLMProvider, ToolCall
 from llm.prompts import AI_NOTICE
 from llm.quotas import QuotaExceeded, quota_release
 from memory.services import conversation_memory_schedule
+from recall.services import recall_index_schedule
 from secretary.tools import ToolOutcome, ToolRefused, tool_arguments_parse, tool_call_run
 
 logger = logging.getLogger("companion.turns")
@@ -311,6 +312,7 @@ def _memory_schedule(stored: StoredTurn, conversation_id: int) -> None:
     # A reply regenerated to the same words reads no new facts from them.
     facts = not stored.regenerated or stored.edited
     conversation_memory_schedule(conversation_id=conversation_id, message_id=stored.user_message["id"], facts=facts)
+    recall_index_schedule(conversation_id=conversation_id)
     conversation_title_schedule(conversation_id=conversation_id)
 
 

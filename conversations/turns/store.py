@@ -77,6 +77,7 @@ def turn_messages_store(plan: TurnPlan, *, with_reply: bool = True) -> StoredTur
                     mode=decision.mode,
                     status=Status.STREAMING,
                     reply_to=user_message,
+                    recall=plan.recall,
                 )
                 if with_reply
                 else None
@@ -127,7 +128,8 @@ def _regenerated_turn_store(plan: TurnPlan, target: RegenerateTarget) -> StoredT
             user_message.mode = decision.mode
             user_message.safety = plan.safety_state
             user_message.save(update_fields=["content", "route", "mode", "safety"])
-            removed, _ = earlier.delete()
+            # The messages alone: what goes with them (their recall documents) is not counted.
+            removed = earlier.delete()[1].get(Message._meta.label, 0)
             # A summary that read the old words (only with SUMMARY_KEEP_RECENT at 0) is rebuilt.
             summary_discard_covering(conversation_id=conversation_id, message_ids=[user_message.pk])
         else:
@@ -139,6 +141,7 @@ def _regenerated_turn_store(plan: TurnPlan, target: RegenerateTarget) -> StoredT
             mode=decision.mode,
             status=Status.STREAMING,
             reply_to=user_message,
+            recall=plan.recall,
         )
         notice = {"ai_notice_at": plan.created_at} if plan.ai_notice else {}
         Conversation.objects.filter(pk=conversation_id).update(

@@ -35,10 +35,11 @@ def _latest_before(executor: MigrationExecutor, leaf: tuple[str, str], later: tu
 
 @pytest.fixture
 def old_database(transactional_db: None) -> Iterator[Apps]:
-    """Every app at its latest migration that needs no later app but memory, secretary, llm and images
-    (none; they came later and need a newer conversations) and conversations (0002); back to the latest after."""
+    """Every app at its latest migration that needs no later app but memory, secretary, llm, images and
+    recall (none; they came later and need a newer conversations) and conversations (0002); back to the
+    latest after."""
     executor = MigrationExecutor(connection)
-    later = ("conversations", "memory", "secretary", "llm", "images")
+    later = ("conversations", "memory", "secretary", "llm", "images", "recall")
     before = [
         *(_latest_before(executor, node, later) for node in executor.loader.graph.leaf_nodes() if node[0] not in later),
         LAST_WITH_MEMORY_IN_CONVERSATIONS,
