@@ -292,16 +292,17 @@ def usage_day_add(
     if not tokens and not cost_usd:
         return
     changes = {"tokens": F("tokens") + tokens, "cost_usd": F("cost_usd") + cost_usd}
+    # The user's row before the avatar's, as `quota_admit` locks them: in the other order, a
+    # background call and an admission of the same user could each wait for the other's row.
+    if not UsageDay.objects.filter(user_id=user_id, day=day).update(**changes):
+        with transaction.atomic():  # the row of the day exists from the first call on: rarely here
+            if not _user_lock(user_id):
+                erased_usage_add(day=day, avatar_id=avatar_id, model=model, tokens=tokens, cost_usd=cost_usd)
+                return
+            UsageDay.objects.get_or_create(user_id=user_id, day=day)
+            UsageDay.objects.filter(user_id=user_id, day=day).update(**changes)
     if avatar_id is not None:
         _avatar_day_add(user_id=user_id, avatar_id=avatar_id, day=day, changes=changes)
-    if UsageDay.objects.filter(user_id=user_id, day=day).update(**changes):
-        return  # one query: the row of the day exists from the first call on
-    with transaction.atomic():
-        if not _user_lock(user_id):
-            erased_usage_add(day=day, avatar_id=avatar_id, model=model, tokens=tokens, cost_usd=cost_usd)
-            return
-        UsageDay.objects.get_or_create(user_id=user_id, day=day)
-        UsageDay.objects.filter(user_id=user_id, day=day).update(**changes)
 
 
 def usage_record_add(

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
 from django.test import Client
 
 from accounts.models import Profile
@@ -18,7 +20,7 @@ from conversations.models import Message, Role
 from conversations.turns import turn_start
 from conversations.turns.request import Regenerate
 from llm.fake import FakeProvider
-from llm.models import UsageAvatarDay, UsageDay
+from llm.models import UsageAvatarDay, UsageDay, UsageKind
 from llm.quotas import (
     CLOCK_SKEW_SECONDS,
     QuotaExceeded,
@@ -29,6 +31,7 @@ from llm.quotas import (
     quota_settle,
     reservation_lease,
     seconds_to_midnight,
+    usage_record_add,
 )
 from testing.support import (
     AvatarFactory,
@@ -539,6 +542,72 @@ def test_on_postgresql_two_threads_at_the_avatars_limit_only_one_is_admitted() -
         assert UsageAvatarDay.objects.get(user=user, avatar=avatar, day=today).reserved_tokens == 20
         # The refused one's reservation on the user's own row was rolled back with it
         assert UsageDay.objects.get(user=user, day=today).reserved_tokens == 20
+
+
+def test_on_postgresql_a_background_call_during_an_admission_of_the_same_user_waits_and_does_not_deadlock() -> None:
+    if connection.vendor != "postgresql":
+        skip_or_fail("DATABASE_URL is not PostgreSQL: two threads cannot share SQLite's in-memory test database")
+    # Given a user with a limited avatar, both counter rows of the day there
+    user, avatar = UserFactory(), AvatarFactory()
+    today = datetime.now(UTC).date()
+    UsageDay.objects.create(user=user, day=today)
+    UsageAvatarDay.objects.create(user=user, avatar=avatar, day=today)
+    user_row_locked, errors = threading.Event(), []
+    release_admission = threading.Event()
+
+    def admission() -> None:
+        # As quota_admit does: the user's row, then the avatar's, in one transaction
+        try:
+            with transaction.atomic():
+                UsageDay.objects.filter(user=user, day=today).update(reserved_tokens=F("reserved_tokens") + 1)
+                user_row_locked.set()
+                release_admission.wait(timeout=10)
+                UsageAvatarDay.objects.filter(user=user, avatar=avatar, day=today).update(
+                    reserved_tokens=F("reserved_tokens") + 1
+                )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    def background_call() -> None:
+        try:
+            usage_record_add(
+                user_id=user.pk,
+                avatar_id=avatar.pk,
+                conversation_id=None,
+                kind=UsageKind.FACTS,
+                subject="message:1",
+                model="m",
+                prompt_tokens=30,
+                completion_tokens=12,
+            )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    # When a background call of that user is counted while the admission holds the user's row
+    threads = [threading.Thread(target=admission), threading.Thread(target=background_call)]
+    threads[0].start()
+    assert user_row_locked.wait(timeout=10)
+    threads[1].start()
+    with connection.cursor() as cursor:
+        for _ in range(100):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+    release_admission.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # Then neither fails (no deadlock: the call waited for the user's row before the avatar's)
+    assert errors == []
+    assert UsageDay.objects.values_list("tokens", "reserved_tokens").get(user=user, day=today) == (42, 1)
+    assert UsageAvatarDay.objects.values_list("tokens", "reserved_tokens").get(user=user, day=today) == (42, 1)
 
 
 # --- a reservation is a lease ---------------------------------------------------------------
