@@ -238,21 +238,29 @@ def quota_settle(
     model: str = "",
 ) -> None:
     """Count a finished reply on the user's day (and their day with the avatar), giving back
-    its reservation (one UPDATE per row). A user erased meanwhile: see `usage_day_add`."""
+    its reservation (one UPDATE per row). A user erased meanwhile: see `usage_day_add` (the
+    spending is kept on the avatar the reply was with)."""
     spent = {"tokens": F("tokens") + tokens, "cost_usd": F("cost_usd") + cost_usd}
     if ticket is None:
         day = user_day(zone=zone_or_utc(zone_name))
         usage_day_add(user_id=user_id, day=day, tokens=tokens, cost_usd=cost_usd, avatar_id=avatar_id, model=model)
         return
-    user_rows = UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day)
-    if not ticket.user_reserved or not user_rows.update(**spent, **_reservation_returned(ticket)):
-        # Not reserved, or the row went with the user's account while the reply ran.
-        usage_day_add(user_id=ticket.user_id, day=ticket.day, tokens=tokens, cost_usd=cost_usd, model=model)
+    returned = _reservation_returned(ticket)
+    avatar_id = ticket.avatar_id if ticket.avatar_id is not None else avatar_id
+    if ticket.user_reserved and UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day).update(
+        **spent, **returned
+    ):
+        if avatar_id is not None:
+            changes = {**spent, **returned} if ticket.avatar_id is not None else spent
+            _avatar_day_add(user_id=ticket.user_id, avatar_id=avatar_id, day=ticket.day, changes=changes)
+        return
+    # Not reserved on the user's row, or the row went with the user's account while the reply
+    # ran: counted as unreserved spending (with no user, on the avatar it was with, if erased).
+    usage_day_add(
+        user_id=ticket.user_id, day=ticket.day, tokens=tokens, cost_usd=cost_usd, avatar_id=avatar_id, model=model
+    )
     if ticket.avatar_id is not None:
-        avatar_rows = UsageAvatarDay.objects.filter(user_id=ticket.user_id, avatar_id=ticket.avatar_id, day=ticket.day)
-        avatar_rows.update(**spent, **_reservation_returned(ticket))
-    elif avatar_id is not None:
-        _avatar_day_add(user_id=ticket.user_id, avatar_id=avatar_id, day=ticket.day, changes=spent)
+        _avatar_day_add(user_id=ticket.user_id, avatar_id=ticket.avatar_id, day=ticket.day, changes=returned)
 
 
 def quota_release(*, ticket: QuotaTicket | None) -> None:
