@@ -444,7 +444,10 @@ def _refusal(
     row: UsageCounter | None = rows.only("tokens", "reserved_tokens", "reserved_until").first()
     tokens = row.tokens if row is not None else 0
     live = row.reserved_tokens if row is not None and row.reserved_until and row.reserved_until >= now else 0
-    which = "tokens" if limits.tokens is not None and tokens + live >= limits.tokens else "cost_usd"
+    # The row is read after the refusing UPDATE: a reply settled meanwhile may have brought it
+    # back under, so only a limit that exists can be named.
+    tokens_refuse = limits.tokens is not None and (tokens + live >= limits.tokens or limits.cost_usd is None)
+    which = "tokens" if tokens_refuse else "cost_usd"
     what = f"{limits.tokens:,} tokens" if which == "tokens" else f"US${limits.cost_usd}"
     whose = "with this avatar " if prefix else ""
     return QuotaExceeded(

@@ -19,6 +19,7 @@ from accounts.models import Profile
 from conversations.models import Message, Role
 from conversations.turns import turn_start
 from conversations.turns.request import Regenerate
+from llm import quotas
 from llm.fake import FakeProvider
 from llm.models import UsageAvatarDay, UsageDay, UsageKind
 from llm.quotas import (
@@ -315,6 +316,33 @@ def test_quota_admit_reserves_under_the_limit_and_refuses_at_it() -> None:
     )
     assert isinstance(second, QuotaExceeded)
     assert (second.code, second.retry_after, second.limit) == ("quota_exceeded", 12 * 3600, "tokens")
+
+
+def test_a_turn_refused_while_another_settles_is_told_the_limit_the_user_has(monkeypatch: Any) -> None:
+    # Given a user with a token limit only, whose one running turn holds the whole allowance
+    user = UserFactory()
+    limits = QuotaLimits(tokens=100, cost_usd=None)
+    noon = datetime(2030, 3, 1, 12, tzinfo=UTC)
+    admit = {"user_id": user.pk, "limits": limits, "zone_name": "UTC", "model": "m", "now": noon}
+    running = quota_admit(**admit, prompt_tokens=40, max_tokens=60)
+    assert isinstance(running, QuotaTicket)
+    reserve = quotas._counter_reserve
+
+    def reserve_then_the_running_turn_settles(*args: Any, **kwargs: Any) -> bool:
+        admitted = reserve(*args, **kwargs)
+        quota_release(ticket=running)  # lands between the refusing UPDATE and the refusal's read
+        return admitted
+
+    monkeypatch.setattr(quotas, "_counter_reserve", reserve_then_the_running_turn_settles)
+
+    # When a second turn is refused
+    refused = quota_admit(**admit, prompt_tokens=1, max_tokens=1)
+
+    # Then the refusal names the token limit, not a cost limit the user does not have
+    assert isinstance(refused, QuotaExceeded)
+    assert refused.limit == "tokens"
+    assert "100 tokens" in refused.message
+    assert "None" not in refused.message
 
 
 def test_unlimited_users_write_no_quota_row_before_the_call() -> None:
