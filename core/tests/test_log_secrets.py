@@ -14,11 +14,17 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
+from conversations.models import Role
+from conversations.titles import conversation_title_generate
 from core.background import in_process_tasks_wait
 from llm.base import TextDelta
+from llm.errors import Unavailable
 from llm.fake import FakeProvider
+from llm.models import UsageRecord
+from llm.prompts.titles import title_from_words
 from llm.testing import provider_configured
-from testing.support import AvatarFactory, ConversationFactory, ws_connect, ws_receive_until
+from memory.services import memory_extract
+from testing.support import AvatarFactory, ConversationFactory, MessageFactory, ws_connect, ws_receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -202,4 +208,35 @@ def test_a_rest_turn_whose_provider_fails_quoting_the_message_is_a_failed_reply_
     reply = sent.json()["assistant_message"]
     assert (reply["status"], reply["error_code"]) in {("failed", "llm_unavailable"), ("fallback", "llm_unavailable")}
     assert any("RuntimeError" in line for line in captured.lines), "the failure itself must still be logged"
+    assert [line[:200] for line in captured.lines if MESSAGE in line] == []
+
+
+class _EchoingCompletions(FakeProvider):
+    """A provider whose batch calls (background work) break their contract quoting the prompt."""
+
+    async def complete(self, messages: Any, *, params: Any = None) -> Any:
+        raise RuntimeError(f"could not encode the request: {messages[-1].content!r}")
+
+
+def test_background_calls_whose_provider_fails_quoting_the_message_log_no_message_text(captured: _Everything) -> None:
+    in_process_tasks_wait(timeout=30)
+    conversation = ConversationFactory()
+    worth = f"My sister Ana lives in Lisbon and works nights, {MESSAGE}"
+    message = MessageFactory(conversation=conversation, content=worth)
+    MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="Noted.", reply_to=message)
+    provider = _EchoingCompletions()
+
+    # When the facts and the title of the exchange are asked of it
+    with pytest.raises(Unavailable):
+        memory_extract(message_id=message.pk, provider=provider)
+    title = conversation_title_generate(conversation_id=conversation.pk, provider=provider)
+
+    # Then the facts fail as an unavailable model (retried by their task), the title falls back
+    # to the first words, each call is recorded, and no log line quotes the message
+    assert title == title_from_words(worth)
+    outcomes = sorted(UsageRecord.objects.filter(user=conversation.user).values_list("kind", "outcome"))
+    assert outcomes == [("facts", "llm_unavailable"), ("title", "llm_unavailable")]
+    failures = [line for line in captured.lines if "provider raised an untyped error" in line]
+    assert {line.partition(" ")[0] for line in failures} == {"companion.memory", "companion.conversations"}
+    assert all("RuntimeError" in line for line in failures)
     assert [line[:200] for line in captured.lines if MESSAGE in line] == []
