@@ -275,14 +275,25 @@ def quota_release(*, ticket: QuotaTicket | None) -> None:
         )
 
 
-def quota_exhausted(*, user_id: int) -> bool:
-    """Whether the user's spending today reaches one of their limits (a read: for work that is
-    skipped rather than refused, such as memory and scheduled messages)."""
+def quota_exhausted(*, user_id: int, avatar_id: int | None = None, avatar_limits: QuotaLimits | None = None) -> bool:
+    """Whether the user's spending today reaches one of their limits, or (given an avatar with
+    limits of its own) one of the avatar's on them: a read, for work that is skipped rather
+    than refused, such as memory and scheduled messages."""
     limits = quota_limits_get(user_id=user_id)
-    if limits.unlimited:
+    if avatar_limits is None or avatar_limits.unlimited:
+        avatar_id = None
+    if limits.unlimited and avatar_id is None:
         return False
     day = user_day(zone=user_zone_get(user_id=user_id))
-    row = UsageDay.objects.filter(user_id=user_id, day=day).values_list("tokens", "cost_usd").first()
+    if not limits.unlimited and _spent_reaches(UsageDay.objects.filter(user_id=user_id, day=day), limits):
+        return True
+    if avatar_id is None or avatar_limits is None:
+        return False
+    return _spent_reaches(UsageAvatarDay.objects.filter(user_id=user_id, avatar_id=avatar_id, day=day), avatar_limits)
+
+
+def _spent_reaches(rows: "QuerySet[Any]", limits: QuotaLimits) -> bool:
+    row = rows.values_list("tokens", "cost_usd").first()
     tokens, cost = row if row is not None else (0, ZERO)
     return (limits.tokens is not None and tokens >= limits.tokens) or (
         limits.cost_usd is not None and cost >= limits.cost_usd
