@@ -19,8 +19,9 @@ from django.db import transaction
 from conversations.models import Conversation, Message, Role, Status
 from conversations.tasks import title_conversation
 from core import background
+from core.logging import exception_data
 from llm.base import CompletionParams, LLMProvider
-from llm.errors import LLMError
+from llm.errors import LLMError, Unavailable
 from llm.models import UsageKind
 from llm.prompts.titles import title_clean, title_from_words, title_prompt
 from llm.quotas import usage_record_add
@@ -89,6 +90,9 @@ def conversation_title_generate(*, conversation_id: int, provider: LLMProvider) 
             # A title is a nicety: the first words do, no retry into a bill.
             logger.info("title model failed; first words instead", extra={"data": {"code": exc.code}})
             record(prompt_tokens=0, completion_tokens=0, outcome=exc.code)
+        except Exception as exc:  # a provider broke its contract; its text may quote the prompt
+            logger.error("provider raised an untyped error", extra={"data": exception_data(exc)})
+            record(prompt_tokens=0, completion_tokens=0, outcome=Unavailable.code)
         else:
             usage = completion.usage
             if record(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens) is None:

@@ -240,21 +240,29 @@ def quota_settle(
     model: str = "",
 ) -> None:
     """Count a finished reply on the user's day (and their day with the avatar), giving back
-    its reservation (one UPDATE per row). A user erased meanwhile: see `usage_day_add`."""
+    its reservation (one UPDATE per row). A user erased meanwhile: see `usage_day_add` (the
+    spending is kept on the avatar the reply was with)."""
     spent = {"tokens": F("tokens") + tokens, "cost_usd": F("cost_usd") + cost_usd}
     if ticket is None:
         day = user_day(zone=zone_or_utc(zone_name))
         usage_day_add(user_id=user_id, day=day, tokens=tokens, cost_usd=cost_usd, avatar_id=avatar_id, model=model)
         return
-    user_rows = UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day)
-    if not ticket.user_reserved or not user_rows.update(**spent, **_reservation_returned(ticket)):
-        # Not reserved, or the row went with the user's account while the reply ran.
-        usage_day_add(user_id=ticket.user_id, day=ticket.day, tokens=tokens, cost_usd=cost_usd, model=model)
+    returned = _reservation_returned(ticket)
+    avatar_id = ticket.avatar_id if ticket.avatar_id is not None else avatar_id
+    if ticket.user_reserved and UsageDay.objects.filter(user_id=ticket.user_id, day=ticket.day).update(
+        **spent, **returned
+    ):
+        if avatar_id is not None:
+            changes = {**spent, **returned} if ticket.avatar_id is not None else spent
+            _avatar_day_add(user_id=ticket.user_id, avatar_id=avatar_id, day=ticket.day, changes=changes)
+        return
+    # Not reserved on the user's row, or the row went with the user's account while the reply
+    # ran: counted as unreserved spending (with no user, on the avatar it was with, if erased).
+    usage_day_add(
+        user_id=ticket.user_id, day=ticket.day, tokens=tokens, cost_usd=cost_usd, avatar_id=avatar_id, model=model
+    )
     if ticket.avatar_id is not None:
-        avatar_rows = UsageAvatarDay.objects.filter(user_id=ticket.user_id, avatar_id=ticket.avatar_id, day=ticket.day)
-        avatar_rows.update(**spent, **_reservation_returned(ticket))
-    elif avatar_id is not None:
-        _avatar_day_add(user_id=ticket.user_id, avatar_id=avatar_id, day=ticket.day, changes=spent)
+        _avatar_day_add(user_id=ticket.user_id, avatar_id=ticket.avatar_id, day=ticket.day, changes=returned)
 
 
 def quota_release(*, ticket: QuotaTicket | None) -> None:
@@ -269,14 +277,25 @@ def quota_release(*, ticket: QuotaTicket | None) -> None:
         )
 
 
-def quota_exhausted(*, user_id: int) -> bool:
-    """Whether the user's spending today reaches one of their limits (a read: for work that is
-    skipped rather than refused, such as memory and scheduled messages)."""
+def quota_exhausted(*, user_id: int, avatar_id: int | None = None, avatar_limits: QuotaLimits | None = None) -> bool:
+    """Whether the user's spending today reaches one of their limits, or (given an avatar with
+    limits of its own) one of the avatar's on them: a read, for work that is skipped rather
+    than refused, such as memory and scheduled messages."""
     limits = quota_limits_get(user_id=user_id)
-    if limits.unlimited:
+    if avatar_limits is None or avatar_limits.unlimited:
+        avatar_id = None
+    if limits.unlimited and avatar_id is None:
         return False
     day = user_day(zone=user_zone_get(user_id=user_id))
-    row = UsageDay.objects.filter(user_id=user_id, day=day).values_list("tokens", "cost_usd").first()
+    if not limits.unlimited and _spent_reaches(UsageDay.objects.filter(user_id=user_id, day=day), limits):
+        return True
+    if avatar_id is None or avatar_limits is None:
+        return False
+    return _spent_reaches(UsageAvatarDay.objects.filter(user_id=user_id, avatar_id=avatar_id, day=day), avatar_limits)
+
+
+def _spent_reaches(rows: "QuerySet[Any]", limits: QuotaLimits) -> bool:
+    row = rows.values_list("tokens", "cost_usd").first()
     tokens, cost = row if row is not None else (0, ZERO)
     return (limits.tokens is not None and tokens >= limits.tokens) or (
         limits.cost_usd is not None and cost >= limits.cost_usd
@@ -294,16 +313,17 @@ def usage_day_add(
     if not tokens and not cost_usd:
         return
     changes = {"tokens": F("tokens") + tokens, "cost_usd": F("cost_usd") + cost_usd}
+    # The user's row before the avatar's, as `quota_admit` locks them: in the other order, a
+    # background call and an admission of the same user could each wait for the other's row.
+    if not UsageDay.objects.filter(user_id=user_id, day=day).update(**changes):
+        with transaction.atomic():  # the row of the day exists from the first call on: rarely here
+            if not _user_lock(user_id):
+                erased_usage_add(day=day, avatar_id=avatar_id, model=model, tokens=tokens, cost_usd=cost_usd)
+                return
+            UsageDay.objects.get_or_create(user_id=user_id, day=day)
+            UsageDay.objects.filter(user_id=user_id, day=day).update(**changes)
     if avatar_id is not None:
         _avatar_day_add(user_id=user_id, avatar_id=avatar_id, day=day, changes=changes)
-    if UsageDay.objects.filter(user_id=user_id, day=day).update(**changes):
-        return  # one query: the row of the day exists from the first call on
-    with transaction.atomic():
-        if not _user_lock(user_id):
-            erased_usage_add(day=day, avatar_id=avatar_id, model=model, tokens=tokens, cost_usd=cost_usd)
-            return
-        UsageDay.objects.get_or_create(user_id=user_id, day=day)
-        UsageDay.objects.filter(user_id=user_id, day=day).update(**changes)
 
 
 def usage_record_add(
@@ -437,7 +457,10 @@ def _refusal(
     row: UsageCounter | None = rows.only("tokens", "reserved_tokens", "reserved_until").first()
     tokens = row.tokens if row is not None else 0
     live = row.reserved_tokens if row is not None and row.reserved_until and row.reserved_until >= now else 0
-    which = "tokens" if limits.tokens is not None and tokens + live >= limits.tokens else "cost_usd"
+    # The row is read after the refusing UPDATE: a reply settled meanwhile may have brought it
+    # back under, so only a limit that exists can be named.
+    tokens_refuse = limits.tokens is not None and (tokens + live >= limits.tokens or limits.cost_usd is None)
+    which = "tokens" if tokens_refuse else "cost_usd"
     what = f"{limits.tokens:,} tokens" if which == "tokens" else f"US${limits.cost_usd}"
     whose = "with this avatar " if prefix else ""
     return QuotaExceeded(

@@ -42,9 +42,10 @@ from accounts.models import Profile
 from conversations.models import SAFETY_CRISIS, Conversation, Message, Role
 from core import background
 from core.errors import InvalidInput
+from core.logging import exception_data
 from core.outage import OUTAGE_ERRORS
 from llm.base import ChatMessage, Completion, CompletionParams, LLMProvider
-from llm.errors import LLMError
+from llm.errors import LLMError, Unavailable
 from llm.models import UsageKind
 from llm.prompts.memory import (
     KNOWN_FACTS_MAX,
@@ -373,6 +374,13 @@ def _complete(
     except LLMError as exc:
         record(prompt_tokens=0, completion_tokens=0, outcome=exc.code)
         raise
+    except Exception as exc:
+        # A provider broke its contract: unavailable, as in a turn. Its text may quote the prompt,
+        # so it is logged by type and place only, and not chained to the error the task sees.
+        logger.error("provider raised an untyped error", extra={"data": exception_data(exc)})
+        unavailable = Unavailable(type(exc).__name__)
+        record(prompt_tokens=0, completion_tokens=0, outcome=unavailable.code)
+        raise unavailable from None
     usage = completion.usage
     return completion, record(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 

@@ -72,13 +72,21 @@ def _base_env(database_url: str) -> dict[str, str]:
 
 
 def command_env(
-    database: LiveDatabase, *, llm_base_url: str = "", extra_env: dict[str, str] | None = None
+    database: LiveDatabase,
+    *,
+    llm_base_url: str = "",
+    llm_api_key: str = "test-key",
+    redis_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment for a `manage.py` process of ours on `database` (no Redis: embedded defaults)."""
+    """The environment for a process of ours (a server, `manage.py`) on `database`; without
+    `redis_url`, no Redis: embedded defaults."""
     env = _base_env(database.url)
     env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     env["LLM_BASE_URL"] = llm_base_url
-    env["LLM_API_KEY"] = "test-key" if llm_base_url else ""
+    env["LLM_API_KEY"] = llm_api_key if llm_base_url else ""
     env.update(extra_env or {})
     return env
 
@@ -136,13 +144,9 @@ def live_server(
     `log_level` is uvicorn's; at "info" or "debug" its access log is on too, as in production.
     """
     port = free_port()
-    env = _base_env(database.url)
-    env.pop("REDIS_URL", None)
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    env["LLM_BASE_URL"] = llm_base_url
-    env["LLM_API_KEY"] = llm_api_key if llm_base_url else ""
-    env.update(extra_env or {})
+    env = command_env(
+        database, llm_base_url=llm_base_url, llm_api_key=llm_api_key, redis_url=redis_url, extra_env=extra_env
+    )
     if server == "uvicorn":
         command = [
             sys.executable, "-m", "uvicorn", "companion.asgi:application",

@@ -30,8 +30,8 @@ from conversations.realtime import conversation_group_name
 from conversations.titles import conversation_title_generate
 from llm.base import ChatMessage, Completion, CompletionParams
 from llm.fake import FakeProvider
-from llm.models import UsageDay, UsageKind, UsageRecord
-from llm.quotas import usage_day_add, usage_record_add
+from llm.models import UsageAvatarDay, UsageDay, UsageKind, UsageRecord
+from llm.quotas import QuotaLimits, QuotaTicket, quota_admit, quota_settle, usage_day_add, usage_record_add
 from memory import services as memory_services
 from memory import tasks as memory_tasks
 from memory.models import Memory, Summary
@@ -479,6 +479,50 @@ def test_spending_that_ends_after_the_erasure_recreates_no_counter_row(account: 
     assert not UsageDay.objects.filter(user_id=user.pk).exists()
     [late] = ErasedUsage.objects.filter(background_tokens__gt=0)
     assert (late.model, late.background_tokens, late.background_cost_usd) == ("m", 42, Decimal("0.01"))
+
+
+@pytest.mark.parametrize("limited", ["user", "avatar"])
+def test_a_reply_in_flight_when_its_account_is_erased_is_counted_on_the_catalogue_avatar_it_was_with(
+    account: dict[str, Any], limited: str
+) -> None:
+    # Given a turn with the catalogue avatar admitted under a daily limit (the user's own, or the avatar's)
+    user, catalogue = account["user"], account["catalogue"]
+    no_limit = QuotaLimits(tokens=None, cost_usd=None)
+    limit = QuotaLimits(tokens=10_000, cost_usd=None)
+    ticket = quota_admit(
+        user_id=user.pk,
+        limits=limit if limited == "user" else no_limit,
+        zone_name="UTC",
+        model="m",
+        prompt_tokens=100,
+        max_tokens=500,
+        avatar_id=catalogue.pk,
+        avatar_limits=limit if limited == "avatar" else None,
+    )
+    assert isinstance(ticket, QuotaTicket)
+
+    # When the account is erased while the model writes, and the reply then ends
+    user_erase_unchecked(user_id=user.pk)
+    quota_settle(
+        ticket=ticket,
+        user_id=user.pk,
+        zone_name="UTC",
+        tokens=130,
+        cost_usd=Decimal("0.002"),
+        avatar_id=catalogue.pk,
+        model="m",
+    )
+
+    # Then its cost is kept with no user, on the avatar it was with, and no counter of theirs comes back
+    [late] = ErasedUsage.objects.filter(background_tokens__gt=0)
+    assert (late.avatar_id, late.model, late.background_tokens, late.background_cost_usd) == (
+        catalogue.pk,
+        "m",
+        130,
+        Decimal("0.002"),
+    )
+    assert not UsageDay.objects.filter(user_id=user.pk).exists()
+    assert not UsageAvatarDay.objects.filter(user_id=user.pk).exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,15 +11,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
 from django.test import Client
 
 from accounts.models import Profile
 from conversations.models import Message, Role
 from conversations.turns import turn_start
 from conversations.turns.request import Regenerate
+from llm import quotas
 from llm.fake import FakeProvider
-from llm.models import UsageAvatarDay, UsageDay
+from llm.models import UsageAvatarDay, UsageDay, UsageKind
 from llm.quotas import (
     CLOCK_SKEW_SECONDS,
     QuotaExceeded,
@@ -29,6 +32,7 @@ from llm.quotas import (
     quota_settle,
     reservation_lease,
     seconds_to_midnight,
+    usage_record_add,
 )
 from testing.support import (
     AvatarFactory,
@@ -314,6 +318,33 @@ def test_quota_admit_reserves_under_the_limit_and_refuses_at_it() -> None:
     assert (second.code, second.retry_after, second.limit) == ("quota_exceeded", 12 * 3600, "tokens")
 
 
+def test_a_turn_refused_while_another_settles_is_told_the_limit_the_user_has(monkeypatch: Any) -> None:
+    # Given a user with a token limit only, whose one running turn holds the whole allowance
+    user = UserFactory()
+    limits = QuotaLimits(tokens=100, cost_usd=None)
+    noon = datetime(2030, 3, 1, 12, tzinfo=UTC)
+    admit = {"user_id": user.pk, "limits": limits, "zone_name": "UTC", "model": "m", "now": noon}
+    running = quota_admit(**admit, prompt_tokens=40, max_tokens=60)
+    assert isinstance(running, QuotaTicket)
+    reserve = quotas._counter_reserve
+
+    def reserve_then_the_running_turn_settles(*args: Any, **kwargs: Any) -> bool:
+        admitted = reserve(*args, **kwargs)
+        quota_release(ticket=running)  # lands between the refusing UPDATE and the refusal's read
+        return admitted
+
+    monkeypatch.setattr(quotas, "_counter_reserve", reserve_then_the_running_turn_settles)
+
+    # When a second turn is refused
+    refused = quota_admit(**admit, prompt_tokens=1, max_tokens=1)
+
+    # Then the refusal names the token limit, not a cost limit the user does not have
+    assert isinstance(refused, QuotaExceeded)
+    assert refused.limit == "tokens"
+    assert "100 tokens" in refused.message
+    assert "None" not in refused.message
+
+
 def test_unlimited_users_write_no_quota_row_before_the_call() -> None:
     user = UserFactory()
 
@@ -539,6 +570,72 @@ def test_on_postgresql_two_threads_at_the_avatars_limit_only_one_is_admitted() -
         assert UsageAvatarDay.objects.get(user=user, avatar=avatar, day=today).reserved_tokens == 20
         # The refused one's reservation on the user's own row was rolled back with it
         assert UsageDay.objects.get(user=user, day=today).reserved_tokens == 20
+
+
+def test_on_postgresql_a_background_call_during_an_admission_of_the_same_user_waits_and_does_not_deadlock() -> None:
+    if connection.vendor != "postgresql":
+        skip_or_fail("DATABASE_URL is not PostgreSQL: two threads cannot share SQLite's in-memory test database")
+    # Given a user with a limited avatar, both counter rows of the day there
+    user, avatar = UserFactory(), AvatarFactory()
+    today = datetime.now(UTC).date()
+    UsageDay.objects.create(user=user, day=today)
+    UsageAvatarDay.objects.create(user=user, avatar=avatar, day=today)
+    user_row_locked, errors = threading.Event(), []
+    release_admission = threading.Event()
+
+    def admission() -> None:
+        # As quota_admit does: the user's row, then the avatar's, in one transaction
+        try:
+            with transaction.atomic():
+                UsageDay.objects.filter(user=user, day=today).update(reserved_tokens=F("reserved_tokens") + 1)
+                user_row_locked.set()
+                release_admission.wait(timeout=10)
+                UsageAvatarDay.objects.filter(user=user, avatar=avatar, day=today).update(
+                    reserved_tokens=F("reserved_tokens") + 1
+                )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    def background_call() -> None:
+        try:
+            usage_record_add(
+                user_id=user.pk,
+                avatar_id=avatar.pk,
+                conversation_id=None,
+                kind=UsageKind.FACTS,
+                subject="message:1",
+                model="m",
+                prompt_tokens=30,
+                completion_tokens=12,
+            )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    # When a background call of that user is counted while the admission holds the user's row
+    threads = [threading.Thread(target=admission), threading.Thread(target=background_call)]
+    threads[0].start()
+    assert user_row_locked.wait(timeout=10)
+    threads[1].start()
+    with connection.cursor() as cursor:
+        for _ in range(100):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+    release_admission.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # Then neither fails (no deadlock: the call waited for the user's row before the avatar's)
+    assert errors == []
+    assert UsageDay.objects.values_list("tokens", "reserved_tokens").get(user=user, day=today) == (42, 1)
+    assert UsageAvatarDay.objects.values_list("tokens", "reserved_tokens").get(user=user, day=today) == (42, 1)
 
 
 # --- a reservation is a lease ---------------------------------------------------------------

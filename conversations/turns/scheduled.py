@@ -73,7 +73,7 @@ class ScheduledPlan:
     prompt: tuple[ChatMessage, ...]
     model: str | None = None  # the avatar's model, or LLM_MODELS' default; None: the provider's own
     zone_name: str = "UTC"
-    over_quota: bool = False  # the user's daily quota is spent: the fallback, no model call
+    over_quota: bool = False  # the user's daily quota, or the avatar's on them, is spent: the fallback, no model call
     avatar_id: int | None = None  # counted on the user's day with it, when it has limits
 
 
@@ -139,7 +139,7 @@ def scheduled_plan_make(message: ScheduledMessage) -> ScheduledPlan:
         prompt=tuple(prompt),
         model=model_choose(requested=None, avatar_default=avatar.default_model),
         zone_name=conversation.profile.timezone,
-        over_quota=quota_exhausted(user_id=message.user_id),
+        over_quota=quota_exhausted(user_id=message.user_id, avatar_id=avatar.id, avatar_limits=avatar.quota),
         avatar_id=conversation.avatar_id,
     )
 

@@ -127,6 +127,10 @@ class StartedStream:
         except LLMError as exc:
             self._refused = exc
             return
+        except Exception as exc:  # a provider broke its contract before sending: as mid-stream (_round_read)
+            logger.error("provider raised an untyped error", extra={"data": exception_data(exc)})
+            self._refused = Unavailable(type(exc).__name__)
+            return
         self._first = asyncio.ensure_future(anext(self._stream))
 
     @property

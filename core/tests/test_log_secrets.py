@@ -14,11 +14,17 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
+from conversations.models import Role
+from conversations.titles import conversation_title_generate
 from core.background import in_process_tasks_wait
 from llm.base import TextDelta
+from llm.errors import Unavailable
 from llm.fake import FakeProvider
+from llm.models import UsageRecord
+from llm.prompts.titles import title_from_words
 from llm.testing import provider_configured
-from testing.support import AvatarFactory, ConversationFactory, ws_connect, ws_receive_until
+from memory.services import memory_extract
+from testing.support import AvatarFactory, ConversationFactory, MessageFactory, ws_connect, ws_receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,7 +146,7 @@ def test_a_websocket_turn_whose_provider_fails_quoting_the_message_logs_no_messa
     async def session() -> list[dict[str, Any]]:
         ws = await ws_connect(conversation)
         await ws.send_to(text_data=json.dumps({"type": "message", "content": MESSAGE}))
-        frames = await ws_receive_until(ws, "reply.end" if not at_start else "error")
+        frames = await ws_receive_until(ws, "reply.end")
         await ws.send_to(text_data=json.dumps({"type": "ping"}))
         frames += await ws_receive_until(ws, "pong")  # the socket is still up
         await ws.disconnect()
@@ -149,13 +155,10 @@ def test_a_websocket_turn_whose_provider_fails_quoting_the_message_logs_no_messa
     frames = async_to_sync(session)()
     in_process_tasks_wait(timeout=30)
 
-    if at_start:
-        assert [(f["type"], f.get("code"), f.get("retryable")) for f in frames] == [
-            ("error", "turn_error", True),
-            ("pong", None, None),
-        ]
-    else:
-        assert next(f for f in frames if f["type"] == "reply.end")["status"] in {"failed", "fallback"}
+    # Failing before or after the first token, the reply ends as any provider failure does
+    ended = next(f for f in frames if f["type"] == "reply.end")
+    assert (ended["status"], ended["error"]["code"]) in {("failed", "llm_unavailable"), ("fallback", "llm_unavailable")}
+    assert frames[-1]["type"] == "pong"
     assert any("RuntimeError" in line for line in captured.lines), "the failure itself must still be logged"
     assert all(logging.getLogger(name).level >= logging.WARNING for name in PINNED_LOGGERS)  # set, not inherited
     assert [line[:200] for line in captured.lines if MESSAGE in line] == []
@@ -180,3 +183,60 @@ def test_server_access_log_keeps_no_search_words_nor_ticket() -> None:
     assert "tk-planted-991" not in text
     assert "limit=5&q=[redacted]" in text
     assert "?ticket=[redacted]" in text
+
+
+@pytest.mark.parametrize("at_start", [False, True], ids=["mid-stream", "at-start"])
+def test_a_rest_turn_whose_provider_fails_quoting_the_message_is_a_failed_reply_and_logs_no_message_text(
+    captured: _Everything, monkeypatch: pytest.MonkeyPatch, at_start: bool, bearer_for: Any
+) -> None:
+    in_process_tasks_wait(timeout=30)
+    conversation = ConversationFactory()
+    provider = _EchoingProvider()
+    provider.at_start = at_start
+    monkeypatch.setattr("conversations.api.provider_get", lambda: provider)
+
+    sent = Client().post(
+        f"/api/conversations/{conversation.pk}/messages",
+        data=json.dumps({"content": MESSAGE}),
+        content_type="application/json",
+        headers=bearer_for(conversation.user),
+    )
+    in_process_tasks_wait(timeout=30)
+
+    # Then the user's message is answered like any other provider failure: no 500
+    assert sent.status_code == 201, sent.content
+    reply = sent.json()["assistant_message"]
+    assert (reply["status"], reply["error_code"]) in {("failed", "llm_unavailable"), ("fallback", "llm_unavailable")}
+    assert any("RuntimeError" in line for line in captured.lines), "the failure itself must still be logged"
+    assert [line[:200] for line in captured.lines if MESSAGE in line] == []
+
+
+class _EchoingCompletions(FakeProvider):
+    """A provider whose batch calls (background work) break their contract quoting the prompt."""
+
+    async def complete(self, messages: Any, *, params: Any = None) -> Any:
+        raise RuntimeError(f"could not encode the request: {messages[-1].content!r}")
+
+
+def test_background_calls_whose_provider_fails_quoting_the_message_log_no_message_text(captured: _Everything) -> None:
+    in_process_tasks_wait(timeout=30)
+    conversation = ConversationFactory()
+    worth = f"My sister Ana lives in Lisbon and works nights, {MESSAGE}"
+    message = MessageFactory(conversation=conversation, content=worth)
+    MessageFactory(conversation=conversation, role=Role.ASSISTANT, content="Noted.", reply_to=message)
+    provider = _EchoingCompletions()
+
+    # When the facts and the title of the exchange are asked of it
+    with pytest.raises(Unavailable):
+        memory_extract(message_id=message.pk, provider=provider)
+    title = conversation_title_generate(conversation_id=conversation.pk, provider=provider)
+
+    # Then the facts fail as an unavailable model (retried by their task), the title falls back
+    # to the first words, each call is recorded, and no log line quotes the message
+    assert title == title_from_words(worth)
+    outcomes = sorted(UsageRecord.objects.filter(user=conversation.user).values_list("kind", "outcome"))
+    assert outcomes == [("facts", "llm_unavailable"), ("title", "llm_unavailable")]
+    failures = [line for line in captured.lines if "provider raised an untyped error" in line]
+    assert {line.partition(" ")[0] for line in failures} == {"companion.memory", "companion.conversations"}
+    assert all("RuntimeError" in line for line in failures)
+    assert [line[:200] for line in captured.lines if MESSAGE in line] == []

@@ -54,7 +54,6 @@ from llm.base import (
     StreamEnd,
     StreamEvent,
     TextDelta,
-    ToolCall,
     ToolCalls,
     Usage,
 )
@@ -94,6 +93,7 @@ from llm.providers.common import (
     retry_after_parse,
     server_message,
     tool_calls_assemble,
+    tool_calls_from_message,
     tool_fragments_add,
     tool_to_openai,
     usage_estimate,
@@ -247,7 +247,7 @@ class AnyLLMProvider(ProviderBase):
         finish_reason = str(choice.finish_reason or "unknown")
         finish_reason_check(finish_reason)
         text = getattr(choice.message, "content", None) or ""
-        tool_calls = _tool_calls_of(choice.message)
+        tool_calls = tool_calls_from_message(choice.message)
         usage = usage_from(getattr(response, "usage", None)) or usage_estimate(messages, text, tool_calls)
         return Completion(
             text=text,
@@ -517,25 +517,6 @@ async def _upstream_close(upstream: AsyncIterator[Any]) -> None:
         await aclose()
     except Exception:
         logger.debug("closing an LLM stream failed", exc_info=True)
-
-
-def _tool_calls_of(message: object) -> tuple[ToolCall, ...]:
-    calls: list[ToolCall] = []
-    for position, call in enumerate(getattr(message, "tool_calls", None) or ()):
-        function = getattr(call, "function", None)
-        name, arguments, call_id = getattr(function, "name", None), getattr(function, "arguments", None), call.id
-        if not name or not isinstance(name, str):
-            continue
-        if isinstance(arguments, Mapping):  # a provider that parsed the arguments already
-            arguments = json.dumps(arguments)
-        calls.append(
-            ToolCall(
-                id=call_id if call_id and isinstance(call_id, str) else f"call_{position}",
-                name=name,
-                arguments=arguments if isinstance(arguments, str) else "",
-            )
-        )
-    return tuple(calls)
 
 
 # -- errors ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ anyllm.py `any_llm`).
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -272,6 +273,27 @@ def tool_calls_assemble(drafts: Mapping[int, ToolCallDraft]) -> tuple[ToolCall, 
         for index, draft in sorted(drafts.items())
         if draft.name
     )
+
+
+def tool_calls_from_message(message: object) -> tuple[ToolCall, ...]:
+    """The calls of a batch answer's message, read as defensively as stream chunks; arguments a
+    provider parsed already (a mapping) are written back as JSON."""
+    calls: list[ToolCall] = []
+    for position, call in enumerate(getattr(message, "tool_calls", None) or ()):
+        function = getattr(call, "function", None)
+        name, arguments, call_id = getattr(function, "name", None), getattr(function, "arguments", None), call.id
+        if not name or not isinstance(name, str):
+            continue
+        if isinstance(arguments, Mapping):
+            arguments = json.dumps(arguments)
+        calls.append(
+            ToolCall(
+                id=call_id if call_id and isinstance(call_id, str) else f"call_{position}",
+                name=name,
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return tuple(calls)
 
 
 def usage_from(usage: Any) -> Usage | None:

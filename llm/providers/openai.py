@@ -62,7 +62,6 @@ from llm.base import (
     StreamEnd,
     StreamEvent,
     TextDelta,
-    ToolCall,
     ToolCalls,
     Usage,
 )
@@ -102,6 +101,7 @@ from llm.providers.common import (
     retry_after_parse,
     server_message,
     tool_calls_assemble,
+    tool_calls_from_message,
     tool_fragments_add,
     tool_to_openai,
     usage_estimate,
@@ -210,7 +210,7 @@ class OpenAICompatibleProvider(ProviderBase):
         finish_reason = str(choice.finish_reason or "unknown")
         finish_reason_check(finish_reason)
         text = getattr(choice.message, "content", None) or ""
-        tool_calls = _tool_calls_from_message(choice.message)
+        tool_calls = tool_calls_from_message(choice.message)
         usage = usage_from(response.usage) or usage_estimate(messages, text, tool_calls)
         return Completion(
             text=text,
@@ -460,24 +460,6 @@ def _in_stream_error(exc: openai.APIError, secrets: Sequence[str]) -> LLMError:
 
 def _messages_to_openai(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
     return [cast("ChatCompletionMessageParam", message_to_openai(message)) for message in messages]
-
-
-def _tool_calls_from_message(message: object) -> tuple[ToolCall, ...]:
-    """The calls of a batch answer's message, read as defensively as stream chunks."""
-    calls: list[ToolCall] = []
-    for position, call in enumerate(getattr(message, "tool_calls", None) or ()):
-        function = getattr(call, "function", None)
-        name, arguments, call_id = getattr(function, "name", None), getattr(function, "arguments", None), call.id
-        if not name or not isinstance(name, str):
-            continue
-        calls.append(
-            ToolCall(
-                id=call_id if call_id and isinstance(call_id, str) else f"call_{position}",
-                name=name,
-                arguments=arguments if isinstance(arguments, str) else "",
-            )
-        )
-    return tuple(calls)
 
 
 async def _stream_close(sdk_stream: openai.AsyncStream[object]) -> None:

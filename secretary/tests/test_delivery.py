@@ -18,10 +18,12 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from avatars.models import Avatar
 from conversations.models import Conversation, Message, Origin, Role, Status
 from core.push import PushPayload
 from llm.errors import NotConfigured, Unavailable
 from llm.fake import FakeProvider
+from llm.models import UsageAvatarDay
 from secretary.delivery import reminder_deliver, reminder_sent_mark, reminders_claim_due, reminders_deliver_due
 from secretary.models import Reminder, ReminderStatus
 from secretary.services import reminder_cancel
@@ -342,3 +344,24 @@ def test_two_deliverers_at_once_send_one_message_per_reminder(settings: Any) -> 
     assert per_reminder == sorted(r.pk for r in reminders)
     assert sum(r.delivered for r in reports) == 30
     assert set(Reminder.objects.values_list("status", "sent_count")) == {(ReminderStatus.SENT, 1)}
+
+
+def test_a_reminder_from_an_avatar_whose_daily_limit_on_the_user_is_spent_goes_out_with_the_fallback_text() -> None:
+    # Given an avatar that limits each user to 1,000 tokens a day, all spent by this user today
+    conversation = ConversationFactory()
+    Avatar.objects.filter(pk=conversation.avatar_id).update(quota_daily_tokens=1_000, updated_at=timezone.now())
+    conversation.refresh_from_db()
+    UsageAvatarDay.objects.create(
+        user=conversation.user, avatar_id=conversation.avatar_id, day=timezone.now().date(), tokens=1_000
+    )
+    reminder = reminder_make(conversation)
+    provider = FakeProvider(reply="Time to call your mum!")
+
+    report = deliver(provider)
+
+    # Then the reminder is delivered, written without the model, and nothing more is spent
+    assert report.delivered == 1
+    assert provider.calls == []
+    message = Message.objects.get(reminder=reminder)
+    assert (message.content, message.finish_reason) == ("Reminder: call mum", "fallback")
+    assert UsageAvatarDay.objects.get(user=conversation.user).tokens == 1_000
