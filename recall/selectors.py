@@ -34,6 +34,7 @@ SPEAKER_BOOST = 1.6  # a message by the person the new message is about
 DATE_BOOST = 1.5  # a message from a time the new message names
 K1, B = 1.2, 0.75
 TIME_BOOST = 1.3  # a message that says when, for a question asking when
+SESSION_WEIGHT = 0.3  # up to x1.3 for a message of the day whose best message matches best
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ def recall_search(
     if not query.terms:
         return Recall(took_ms=(time.perf_counter() - started) * 1000)
     rows = _candidates_postgres(scope, query) if connection.vendor == "postgresql" else _candidates_sqlite(scope, query)
-    messages = [_with_words(message, query) for message in _reranked(rows, query)[:limit]]
+    messages = [_with_words(message, query) for message in _session_weighed(_reranked(rows, query))[:limit]]
     facts = _facts_ranked(scope, query)[:facts_limit] if facts_limit else []
     return Recall(
         messages=tuple(messages),
@@ -333,6 +334,26 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
         )
     recalled.sort(key=lambda m: (-m.score, -m.message_id))
     return recalled
+
+
+def _session_weighed(recalled: list[RecalledMessage]) -> list[RecalledMessage]:
+    """Each message weighed by its session (its conversation's day): by the best score among the
+    candidates of that day, relative to the best of all. An answer's day tends to match the
+    question as a whole, and a near miss on the day of a strong match is worth more than one alone."""
+    if not recalled:
+        return recalled
+    best_of_day: dict[tuple[int, date], float] = {}
+    for message in recalled:
+        day = (message.conversation_id, message.created_at.date())
+        best_of_day[day] = max(best_of_day.get(day, 0.0), message.score)
+    best = max(best_of_day.values()) or 1.0
+    weighed = []
+    for message in recalled:
+        factor = 1 + SESSION_WEIGHT * best_of_day[(message.conversation_id, message.created_at.date())] / best
+        reason = f"{message.reason}; its day x{factor:.2f}"
+        weighed.append(replace(message, score=round(message.score * factor, 3), reason=reason))
+    weighed.sort(key=lambda m: (-m.score, -m.message_id))
+    return weighed
 
 
 def _with_words(message: RecalledMessage, query: RecallQuery) -> RecalledMessage:

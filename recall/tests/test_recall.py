@@ -111,6 +111,38 @@ def test_an_old_detail_is_recalled_first_with_a_reason() -> None:
 
 
 @pytest.mark.django_db
+def test_of_two_equal_matches_the_one_from_the_day_of_a_strong_match_comes_first() -> None:
+    conversation = ConversationFactory()
+    aside = "I see, tell me more."
+    trip = "The trip there was long."
+    first_day = datetime(2025, 6, 1, 9, tzinfo=UTC)
+    second_day = datetime(2025, 9, 1, 9, tzinfo=UTC)
+    earlier = datetime(2025, 1, 1, 9, tzinfo=UTC)
+    texts = [
+        *[(earlier, Role.USER if n % 2 == 0 else Role.ASSISTANT, FILLER[n % len(FILLER)]) for n in range(40)],
+        (first_day, Role.USER, "We sailed a small boat over to Crete with my uncle."),
+        *[(first_day, Role.ASSISTANT if n % 2 == 0 else Role.USER, aside) for n in range(3)],
+        (first_day, Role.USER, trip),
+        *[(first_day, Role.ASSISTANT, aside) for _ in range(3)],
+        *[(second_day, Role.ASSISTANT, aside) for _ in range(3)],
+        (second_day, Role.USER, trip),
+        *[(second_day, Role.ASSISTANT, aside) for _ in range(3)],
+    ]
+    made = [
+        _dated(MessageFactory(conversation=conversation, role=role, content=content), when)
+        for when, role, content in texts
+    ]
+    recall_index_conversation(conversation_id=conversation.pk)
+    trip_on_the_boat_day, trip_later = made[44], made[51]
+
+    found = _recall(conversation, "tell me about our boat trip to Crete")
+
+    assert found[0] == made[40].pk
+    # Same words, same neighbours: without the day's evidence the newer one would come first.
+    assert found.index(trip_on_the_boat_day.pk) < found.index(trip_later.pk)
+
+
+@pytest.mark.django_db
 def test_another_users_messages_are_never_recalled() -> None:
     mine = ConversationFactory()
     theirs = ConversationFactory(avatar=mine.avatar)  # the same avatar, another user
@@ -358,8 +390,8 @@ def test_recall_eval_prints_its_figures_on_a_small_file_and_keeps_nothing(tmp_pa
         "assistant_name": "Kai",
         "history": history,
         "questions": [
-            {"question": "What did Robin plant?", "evidence": ["a1"]},
-            {"question": "What did Robin say about the moon landing?", "evidence": ["f4"]},
+            {"question": "What did Robin plant?", "evidence": ["a1"], "category": "garden"},
+            {"question": "What did Robin say about the moon landing?", "evidence": ["f4"], "category": "space"},
         ],
     }
     path = tmp_path / "tiny.jsonl"
@@ -367,10 +399,12 @@ def test_recall_eval_prints_its_figures_on_a_small_file_and_keeps_nothing(tmp_pa
     before = Message.objects.count()
     out = StringIO()
 
-    call_command("recall_eval", str(path), stdout=out)
+    call_command("recall_eval", str(path), "--by-category", stdout=out)
 
-    last = out.getvalue().strip().splitlines()[-1]
+    *_, garden, space, last = out.getvalue().strip().splitlines()
     assert last == "recall_at_5=0.500 recall_at_10=0.500 n=2"
+    assert garden == "category garden: recall_at_5=1.000 recall_at_10=1.000 n=1"
+    assert space == "category space: recall_at_5=0.000 recall_at_10=0.000 n=1"
     assert Message.objects.count() == before
     assert not RecallDocument.objects.exists()
 
