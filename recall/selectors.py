@@ -149,18 +149,24 @@ def _candidates_sqlite(scope: RecallScope, query: RecallQuery) -> list[tuple[Any
 
 
 # Per word of the message: its lexeme (PostgreSQL's `english` stemmer) and how many of the
-# user's documents hold it, counted up to COMMON_DF. One of these per word, each word a
-# constant, so that the planner folds `plainto_tsquery` and picks the GIN index for a rare
-# lexeme and stops early on a common one.
+# user's documents hold it: read from `recall_recalllexeme` (counted in the background), or
+# where it is not there yet (a word new since the last count) counted here; up to COMMON_DF.
+# One of these per word, each word a constant, so that the planner folds `plainto_tsquery`
+# and picks the GIN index for a rare lexeme and stops early on a common one.
 _POSTGRES_DF_SQL = """
-SELECT {position}, (SELECT string_agg(lexeme, ' ') FROM unnest(to_tsvector('english', {word}))), (
+SELECT {position}, stem.lexeme, COALESCE((
+    SELECT least(sum(l.documents), %(common)s) FROM recall_recalllexeme l
+    WHERE l.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR l.avatar_id = %(avatar_id)s::bigint)
+      AND l.lexeme_hash = left(md5(stem.lexeme), 16)
+), (
     SELECT count(*) FROM (
         SELECT 1 FROM recall_recalldocument d
         WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
           AND d.search @@ plainto_tsquery('english', {word})
         LIMIT %(common)s
     ) counted
-)
+))
+FROM (SELECT (SELECT string_agg(lexeme, ' ') FROM unnest(to_tsvector('english', {word}))) AS lexeme) stem
 """
 
 # Two stages. The candidates (at most SCORED_MAX, the newest first) are ranked in C: each

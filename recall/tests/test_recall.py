@@ -24,7 +24,7 @@ from conversations.services import message_forget
 from core.background import in_process_tasks_wait
 from llm.fake import FakeProvider
 from memory.models import Memory
-from recall.models import RecallDocument
+from recall.models import RecallDocument, RecallLexeme
 from recall.prompt import RECALL_OPEN, recall_section_build
 from recall.selectors import recall_for_turn
 from recall.services import recall_index_conversation
@@ -351,6 +351,37 @@ def test_postgresql_ranks_with_its_own_full_text_search() -> None:
     assert search is not None
     assert "wed" in str(search)
     assert _recall(conversation, "weddings at castles")[0] == wedding.pk
+
+
+@pytest.mark.django_db
+def test_postgresql_keeps_each_stems_document_count_as_a_hash_and_finds_words_said_since() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("DATABASE_URL does not point at PostgreSQL")
+    conversation = ConversationFactory()
+    _months_of_talk(conversation)  # indexes, and counts the stems
+
+    counts = dict(
+        RecallLexeme.objects.filter(user_id=conversation.user_id, avatar_id=conversation.avatar_id).values_list(
+            "lexeme_hash", "documents"
+        )
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT left(md5('thornburi'), 16), left(md5('dinner'), 16)")
+        thornbury, dinner = cursor.fetchone()
+    assert counts[thornbury] == 3  # the wedding message and the two turns after it (their context)
+    assert counts[dinner] > counts[thornbury]
+    assert not any("thorn" in stem or "wed" in stem for stem in counts)  # hashes, no words
+    # A word said after the last count (counted again at most every few minutes) is still found.
+    later = _dated(
+        MessageFactory(conversation=conversation, role=Role.USER, content="We adopted a greyhound called Pixel."),
+        datetime(2025, 8, 1, tzinfo=UTC),
+    )
+    recall_index_conversation(conversation_id=conversation.pk)
+    assert RecallLexeme.objects.filter(user_id=conversation.user_id).count() == len(counts)  # not counted again yet
+    assert _recall(conversation, "what was the greyhound's name?")[0] == later.pk
+    # An erased account takes its counts with it.
+    conversation.user.delete()
+    assert not RecallLexeme.objects.filter(user_id=conversation.user_id).exists()
 
 
 @pytest.mark.django_db
