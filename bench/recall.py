@@ -8,7 +8,8 @@ as the turn's background task indexes them; then --turns new messages (questions
 the same words, with stopwords) are each recalled exactly as a turn does before its prompt
 is built (`conversations.turns.prepare.turn_recall`: the search, the rerank, the facts, the
 section within RECALL_TOKEN_BUDGET). Everything runs in a transaction rolled back at the
-end, on the configured database (migrated first). Prints p50, p90 and p99 in ms.
+end, on the configured database (migrated first; on PostgreSQL the two tables vacuumed first,
+since an earlier run's rolled-back rows would slow this one). Prints p50, p90 and p99 in ms.
 Figures: docs/performance.md, "Recall".
 """
 
