@@ -379,6 +379,8 @@ def test_postgresql_keeps_each_stems_document_count_as_a_hash_and_finds_words_sa
     recall_index_conversation(conversation_id=conversation.pk)
     assert RecallLexeme.objects.filter(user_id=conversation.user_id).count() == len(counts)  # not counted again yet
     assert _recall(conversation, "what was the greyhound's name?")[0] == later.pk
+    call_command("recall_index", stdout=StringIO())  # counts everyone's stems again
+    assert RecallLexeme.objects.filter(user_id=conversation.user_id).count() > len(counts)
     # An erased account takes its counts with it.
     conversation.user.delete()
     assert not RecallLexeme.objects.filter(user_id=conversation.user_id).exists()
