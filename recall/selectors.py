@@ -10,6 +10,7 @@ user's messages; another avatar's only when the user shares memory between avata
 docs/memory.md ("Recall") has the measurements behind each choice.
 """
 
+import functools
 import math
 import re
 import time
@@ -112,7 +113,7 @@ def recall_search(
     if not query.terms:
         return Recall(took_ms=(time.perf_counter() - started) * 1000)
     rows = _candidates_postgres(scope, query) if connection.vendor == "postgresql" else _candidates_sqlite(scope, query)
-    messages = [_with_words(message, query) for message in _session_weighed(_reranked(rows, query))[:limit]]
+    messages = [_with_words(message, query) for message in _reranked(rows, query)[:limit]]
     facts = _facts_ranked(scope, query)[:facts_limit] if facts_limit else []
     return Recall(
         messages=tuple(messages),
@@ -314,7 +315,7 @@ def _collection_stats(scope: RecallScope) -> tuple[int, float]:
 
 def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledMessage]:
     about = _about_role(query)
-    recalled = []
+    scored = []
     for message_id, score, conversation_id, role, content, created_at in rows:
         moment = _as_datetime(created_at)
         reasons = [f"bm25 {score:.2f}"]
@@ -327,6 +328,13 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
         if query.dates and _dated_in(moment.date(), query.dates):
             score *= DATE_BOOST
             reasons.append("from the time named")
+        scored.append((float(score), reasons, message_id, conversation_id, role, content, moment))
+    factors = _day_factors([(conversation_id, moment, score) for score, _, _, conversation_id, _, _, moment in scored])
+    recalled = []
+    for (score, reasons, message_id, conversation_id, role, content, moment), factor in zip(
+        scored, factors, strict=True
+    ):
+        reasons.append(f"its day x{factor:.2f}")
         recalled.append(
             RecalledMessage(
                 message_id=message_id,
@@ -334,7 +342,7 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
                 role=role,
                 content=content,
                 created_at=moment,
-                score=round(float(score), 3),
+                score=round(score * factor, 3),
                 reason="; ".join(reasons),
             )
         )
@@ -342,24 +350,19 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
     return recalled
 
 
-def _session_weighed(recalled: list[RecalledMessage]) -> list[RecalledMessage]:
-    """Each message weighed by its session (its conversation's day): by the best score among the
+def _day_factors(candidates: list[tuple[int, datetime, float]]) -> list[float]:
+    """Each candidate weighed by its session (its conversation's day): by the best score among the
     candidates of that day, relative to the best of all. An answer's day tends to match the
     question as a whole, and a near miss on the day of a strong match is worth more than one alone."""
-    if not recalled:
-        return recalled
     best_of_day: dict[tuple[int, date], float] = {}
-    for message in recalled:
-        day = (message.conversation_id, message.created_at.date())
-        best_of_day[day] = max(best_of_day.get(day, 0.0), message.score)
-    best = max(best_of_day.values()) or 1.0
-    weighed = []
-    for message in recalled:
-        factor = 1 + SESSION_WEIGHT * best_of_day[(message.conversation_id, message.created_at.date())] / best
-        reason = f"{message.reason}; its day x{factor:.2f}"
-        weighed.append(replace(message, score=round(message.score * factor, 3), reason=reason))
-    weighed.sort(key=lambda m: (-m.score, -m.message_id))
-    return weighed
+    for conversation_id, moment, score in candidates:
+        day = (conversation_id, moment.date())
+        best_of_day[day] = max(best_of_day.get(day, 0.0), score)
+    best = max(best_of_day.values(), default=0.0) or 1.0
+    return [
+        1 + SESSION_WEIGHT * best_of_day[(conversation_id, moment.date())] / best
+        for conversation_id, moment, _ in candidates
+    ]
 
 
 def _with_words(message: RecalledMessage, query: RecallQuery) -> RecalledMessage:
@@ -397,6 +400,7 @@ def _matched_terms(terms: tuple[str, ...], content: str) -> list[str]:
     return [term for term in terms if _stem(term) in said][:6]
 
 
+@functools.lru_cache(maxsize=8192)
 def _stem(word: str) -> str:
     """A crude stem for explaining and for the few facts: the database stems the messages properly."""
     for suffix in ("ings", "ing", "ies", "ied", "ed", "es", "s"):
