@@ -181,7 +181,7 @@ WITH df(lexeme, idf) AS (
 ),
 ranked AS (
     SELECT message_id, length, search FROM (
-        SELECT d.message_id, d.length, d.search
+        SELECT d.message_id, d.length, (d.search || ''::tsvector) AS search  -- read (detoasted) once, not per lexeme
         FROM recall_recalldocument d
         WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
           AND d.search @@ %(finders)s::tsquery
