@@ -121,7 +121,9 @@ def recall_lexemes_refresh(*, user_id: int, avatar_id: int, force: bool = False)
         RecallLexeme.objects.filter(user_id=user_id, avatar_id=avatar_id).delete()
         cursor.execute(
             "INSERT INTO recall_recalllexeme (user_id, avatar_id, lexeme_hash, documents) "
-            "SELECT %s, %s, left(md5(word), 16), ndoc FROM ts_stat(%s)",
+            "SELECT %s, %s, left(md5(word), 16), ndoc FROM ts_stat(%s) "
+            # Two counts at once (a forced one) or two stems of one hash: the first row stays, no error.
+            "ON CONFLICT (user_id, avatar_id, lexeme_hash) DO NOTHING",
             [user_id, avatar_id, documents],
         )
         return cursor.rowcount
