@@ -37,3 +37,22 @@ class RecallDocument(models.Model):
 
     def __str__(self) -> str:
         return f"Recall document of message {self.message_id}"
+
+
+class RecallLexeme(models.Model):
+    """How many of a user's documents with an avatar hold a word's stem: BM25's document frequency,
+    read by the turn on PostgreSQL instead of counting it (`recall.services.recall_lexemes_refresh`,
+    in the background after indexing). The stem is kept as a hash, never as a word."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="+")
+    lexeme_hash = models.CharField(max_length=16)  # left(md5(lexeme), 16)
+    documents = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "avatar", "lexeme_hash"], name="recall_lexeme_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Recall lexeme {self.lexeme_hash} of user {self.user_id}"

@@ -10,6 +10,7 @@ user's messages; another avatar's only when the user shares memory between avata
 docs/memory.md ("Recall") has the measurements behind each choice.
 """
 
+import functools
 import math
 import re
 import time
@@ -34,6 +35,7 @@ SPEAKER_BOOST = 1.6  # a message by the person the new message is about
 DATE_BOOST = 1.5  # a message from a time the new message names
 K1, B = 1.2, 0.75
 TIME_BOOST = 1.3  # a message that says when, for a question asking when
+SESSION_WEIGHT = 0.3  # up to x1.3 for a message of the day whose best message matches best
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,18 +150,24 @@ def _candidates_sqlite(scope: RecallScope, query: RecallQuery) -> list[tuple[Any
 
 
 # Per word of the message: its lexeme (PostgreSQL's `english` stemmer) and how many of the
-# user's documents hold it, counted up to COMMON_DF. One of these per word, each word a
-# constant, so that the planner folds `plainto_tsquery` and picks the GIN index for a rare
-# lexeme and stops early on a common one.
+# user's documents hold it: read from `recall_recalllexeme` (counted in the background), or
+# where it is not there yet (a word new since the last count) counted here; up to COMMON_DF.
+# One of these per word, each word a constant, so that the planner folds `plainto_tsquery`
+# and picks the GIN index for a rare lexeme and stops early on a common one.
 _POSTGRES_DF_SQL = """
-SELECT {position}, (SELECT string_agg(lexeme, ' ') FROM unnest(to_tsvector('english', {word}))), (
+SELECT {position}, stem.lexeme, COALESCE((
+    SELECT least(sum(l.documents), %(common)s) FROM recall_recalllexeme l
+    WHERE l.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR l.avatar_id = %(avatar_id)s::bigint)
+      AND l.lexeme_hash = left(md5(stem.lexeme), 16)
+), (
     SELECT count(*) FROM (
         SELECT 1 FROM recall_recalldocument d
         WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
           AND d.search @@ plainto_tsquery('english', {word})
         LIMIT %(common)s
     ) counted
-)
+))
+FROM (SELECT (SELECT string_agg(lexeme, ' ') FROM unnest(to_tsvector('english', {word}))) AS lexeme) stem
 """
 
 # Two stages. The candidates (at most SCORED_MAX, the newest first) are ranked in C: each
@@ -173,7 +181,7 @@ WITH df(lexeme, idf) AS (
 ),
 ranked AS (
     SELECT message_id, length, search FROM (
-        SELECT d.message_id, d.length, d.search
+        SELECT d.message_id, d.length, (d.search || ''::tsvector) AS search  -- read (detoasted) once, not per lexeme
         FROM recall_recalldocument d
         WHERE d.user_id = %(user_id)s AND (%(avatar_id)s::bigint IS NULL OR d.avatar_id = %(avatar_id)s::bigint)
           AND d.search @@ %(finders)s::tsquery
@@ -307,7 +315,7 @@ def _collection_stats(scope: RecallScope) -> tuple[int, float]:
 
 def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledMessage]:
     about = _about_role(query)
-    recalled = []
+    scored = []
     for message_id, score, conversation_id, role, content, created_at in rows:
         moment = _as_datetime(created_at)
         reasons = [f"bm25 {score:.2f}"]
@@ -320,6 +328,13 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
         if query.dates and _dated_in(moment.date(), query.dates):
             score *= DATE_BOOST
             reasons.append("from the time named")
+        scored.append((float(score), reasons, message_id, conversation_id, role, content, moment))
+    factors = _day_factors([(conversation_id, moment, score) for score, _, _, conversation_id, _, _, moment in scored])
+    recalled = []
+    for (score, reasons, message_id, conversation_id, role, content, moment), factor in zip(
+        scored, factors, strict=True
+    ):
+        reasons.append(f"its day x{factor:.2f}")
         recalled.append(
             RecalledMessage(
                 message_id=message_id,
@@ -327,12 +342,27 @@ def _reranked(rows: list[tuple[Any, ...]], query: RecallQuery) -> list[RecalledM
                 role=role,
                 content=content,
                 created_at=moment,
-                score=round(float(score), 3),
+                score=round(score * factor, 3),
                 reason="; ".join(reasons),
             )
         )
     recalled.sort(key=lambda m: (-m.score, -m.message_id))
     return recalled
+
+
+def _day_factors(candidates: list[tuple[int, datetime, float]]) -> list[float]:
+    """Each candidate weighed by its session (its conversation's day): by the best score among the
+    candidates of that day, relative to the best of all. An answer's day tends to match the
+    question as a whole, and a near miss on the day of a strong match is worth more than one alone."""
+    best_of_day: dict[tuple[int, date], float] = {}
+    for conversation_id, moment, score in candidates:
+        day = (conversation_id, moment.date())
+        best_of_day[day] = max(best_of_day.get(day, 0.0), score)
+    best = max(best_of_day.values(), default=0.0) or 1.0
+    return [
+        1 + SESSION_WEIGHT * best_of_day[(conversation_id, moment.date())] / best
+        for conversation_id, moment, _ in candidates
+    ]
 
 
 def _with_words(message: RecalledMessage, query: RecallQuery) -> RecalledMessage:
@@ -370,6 +400,7 @@ def _matched_terms(terms: tuple[str, ...], content: str) -> list[str]:
     return [term for term in terms if _stem(term) in said][:6]
 
 
+@functools.lru_cache(maxsize=8192)
 def _stem(word: str) -> str:
     """A crude stem for explaining and for the few facts: the database stems the messages properly."""
     for suffix in ("ings", "ing", "ies", "ied", "ed", "es", "s"):

@@ -12,6 +12,7 @@ import logging
 
 from django.conf import settings
 from django.contrib.postgres.search import SearchVector
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Q
 
@@ -19,7 +20,7 @@ from conversations.models import Conversation, Message, Role, Status
 from core import background
 from core.outage import OUTAGE_ERRORS
 from recall import tasks
-from recall.models import RecallDocument
+from recall.models import RecallDocument, RecallLexeme
 from recall.text import words
 
 logger = logging.getLogger("companion.recall")
@@ -28,6 +29,7 @@ NEIGHBOURS = 2  # turns on each side whose words join a document's context
 REINDEX_TAIL = NEIGHBOURS + 2  # documents written again on each run: their neighbours or words may have changed
 INDEXED_STATUSES = (Status.COMPLETE, Status.FALLBACK, Status.CANCELLED)
 INDEX_BATCH = 500
+LEXEMES_SECONDS = 300  # the stems' document counts are counted again at most this often
 
 
 def recall_index_schedule(*, conversation_id: int) -> None:
@@ -79,7 +81,7 @@ def recall_index_conversation(*, conversation_id: int) -> int:
             .values_list("id", "role", "content", "created_at", "superseded")[:INDEX_BATCH]
         )
         if not batch:
-            return written
+            break
         following = list(
             counted.filter(id__gt=batch[-1][0], superseded=False)
             .order_by("id")
@@ -97,6 +99,34 @@ def recall_index_conversation(*, conversation_id: int) -> int:
         selected = [row[:4] for row in batch if not row[4]]
         before = [*before, *selected][-NEIGHBOURS:]
         after = batch[-1][0]
+    if written:
+        recall_lexemes_refresh(user_id=user_id, avatar_id=avatar_id)
+    return written
+
+
+def recall_lexemes_refresh(*, user_id: int, avatar_id: int, force: bool = False) -> int:
+    """Count again how many of the user's documents with the avatar hold each stem (PostgreSQL only:
+    SQLite's FTS5 counts them itself); returns how many stems. At most once per LEXEMES_SECONDS per
+    user and avatar unless `force`: between two counts the search counts the stems it does not find."""
+    if connection.vendor != "postgresql":
+        return 0
+    if not force and not cache.add(f"recall:lexemes:{user_id}:{avatar_id}", 1, LEXEMES_SECONDS):
+        return 0
+    # ts_stat takes its documents as a query's text: only two integers are formatted in.
+    documents = "SELECT search FROM recall_recalldocument WHERE user_id = %d AND avatar_id = %d" % (  # noqa: S608, UP031
+        int(user_id),
+        int(avatar_id),
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        RecallLexeme.objects.filter(user_id=user_id, avatar_id=avatar_id).delete()
+        cursor.execute(
+            "INSERT INTO recall_recalllexeme (user_id, avatar_id, lexeme_hash, documents) "
+            "SELECT %s, %s, left(md5(word), 16), ndoc FROM ts_stat(%s) "
+            # Two counts at once (a forced one) or two stems of one hash: the first row stays, no error.
+            "ON CONFLICT (user_id, avatar_id, lexeme_hash) DO NOTHING",
+            [user_id, avatar_id, documents],
+        )
+        return cursor.rowcount
 
 
 def _documents(

@@ -24,7 +24,7 @@ from conversations.services import message_forget
 from core.background import in_process_tasks_wait
 from llm.fake import FakeProvider
 from memory.models import Memory
-from recall.models import RecallDocument
+from recall.models import RecallDocument, RecallLexeme
 from recall.prompt import RECALL_OPEN, recall_section_build
 from recall.selectors import recall_for_turn
 from recall.services import recall_index_conversation
@@ -108,6 +108,38 @@ def test_an_old_detail_is_recalled_first_with_a_reason() -> None:
     assert "wedding" in found.messages[0].reason
     assert "sister" in found.messages[0].reason
     assert found.messages[0].score > 0
+
+
+@pytest.mark.django_db
+def test_of_two_equal_matches_the_one_from_the_day_of_a_strong_match_comes_first() -> None:
+    conversation = ConversationFactory()
+    aside = "I see, tell me more."
+    trip = "The trip there was long."
+    first_day = datetime(2025, 6, 1, 9, tzinfo=UTC)
+    second_day = datetime(2025, 9, 1, 9, tzinfo=UTC)
+    earlier = datetime(2025, 1, 1, 9, tzinfo=UTC)
+    texts = [
+        *[(earlier, Role.USER if n % 2 == 0 else Role.ASSISTANT, FILLER[n % len(FILLER)]) for n in range(40)],
+        (first_day, Role.USER, "We sailed a small boat over to Crete with my uncle."),
+        *[(first_day, Role.ASSISTANT if n % 2 == 0 else Role.USER, aside) for n in range(3)],
+        (first_day, Role.USER, trip),
+        *[(first_day, Role.ASSISTANT, aside) for _ in range(3)],
+        *[(second_day, Role.ASSISTANT, aside) for _ in range(3)],
+        (second_day, Role.USER, trip),
+        *[(second_day, Role.ASSISTANT, aside) for _ in range(3)],
+    ]
+    made = [
+        _dated(MessageFactory(conversation=conversation, role=role, content=content), when)
+        for when, role, content in texts
+    ]
+    recall_index_conversation(conversation_id=conversation.pk)
+    trip_on_the_boat_day, trip_later = made[44], made[51]
+
+    found = _recall(conversation, "tell me about our boat trip to Crete")
+
+    assert found[0] == made[40].pk
+    # Same words, same neighbours: without the day's evidence the newer one would come first.
+    assert found.index(trip_on_the_boat_day.pk) < found.index(trip_later.pk)
 
 
 @pytest.mark.django_db
@@ -322,6 +354,39 @@ def test_postgresql_ranks_with_its_own_full_text_search() -> None:
 
 
 @pytest.mark.django_db
+def test_postgresql_keeps_each_stems_document_count_as_a_hash_and_finds_words_said_since() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("DATABASE_URL does not point at PostgreSQL")
+    conversation = ConversationFactory()
+    _months_of_talk(conversation)  # indexes, and counts the stems
+
+    counts = dict(
+        RecallLexeme.objects.filter(user_id=conversation.user_id, avatar_id=conversation.avatar_id).values_list(
+            "lexeme_hash", "documents"
+        )
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT left(md5('thornburi'), 16), left(md5('dinner'), 16)")
+        thornbury, dinner = cursor.fetchone()
+    assert counts[thornbury] == 3  # the wedding message and the two turns after it (their context)
+    assert counts[dinner] > counts[thornbury]
+    assert not any("thorn" in stem or "wed" in stem for stem in counts)  # hashes, no words
+    # A word said after the last count (counted again at most every few minutes) is still found.
+    later = _dated(
+        MessageFactory(conversation=conversation, role=Role.USER, content="We adopted a greyhound called Pixel."),
+        datetime(2025, 8, 1, tzinfo=UTC),
+    )
+    recall_index_conversation(conversation_id=conversation.pk)
+    assert RecallLexeme.objects.filter(user_id=conversation.user_id).count() == len(counts)  # not counted again yet
+    assert _recall(conversation, "what was the greyhound's name?")[0] == later.pk
+    call_command("recall_index", stdout=StringIO())  # counts everyone's stems again
+    assert RecallLexeme.objects.filter(user_id=conversation.user_id).count() > len(counts)
+    # An erased account takes its counts with it.
+    conversation.user.delete()
+    assert not RecallLexeme.objects.filter(user_id=conversation.user_id).exists()
+
+
+@pytest.mark.django_db
 def test_sqlite_ranks_with_fts5() -> None:
     if connection.vendor != "sqlite":
         pytest.skip("the default database is not SQLite")
@@ -358,8 +423,8 @@ def test_recall_eval_prints_its_figures_on_a_small_file_and_keeps_nothing(tmp_pa
         "assistant_name": "Kai",
         "history": history,
         "questions": [
-            {"question": "What did Robin plant?", "evidence": ["a1"]},
-            {"question": "What did Robin say about the moon landing?", "evidence": ["f4"]},
+            {"question": "What did Robin plant?", "evidence": ["a1"], "category": "garden"},
+            {"question": "What did Robin say about the moon landing?", "evidence": ["f4"], "category": "space"},
         ],
     }
     path = tmp_path / "tiny.jsonl"
@@ -367,10 +432,12 @@ def test_recall_eval_prints_its_figures_on_a_small_file_and_keeps_nothing(tmp_pa
     before = Message.objects.count()
     out = StringIO()
 
-    call_command("recall_eval", str(path), stdout=out)
+    call_command("recall_eval", str(path), "--by-category", stdout=out)
 
-    last = out.getvalue().strip().splitlines()[-1]
+    *_, garden, space, last = out.getvalue().strip().splitlines()
     assert last == "recall_at_5=0.500 recall_at_10=0.500 n=2"
+    assert garden == "category garden: recall_at_5=1.000 recall_at_10=1.000 n=1"
+    assert space == "category space: recall_at_5=0.000 recall_at_10=0.000 n=1"
     assert Message.objects.count() == before
     assert not RecallDocument.objects.exists()
 

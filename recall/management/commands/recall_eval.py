@@ -46,6 +46,18 @@ class _Tally:
     evidence: int = 0
     questions: int = 0
 
+    def add(self, other: "_Tally") -> None:
+        self.found_5 += other.found_5
+        self.found_10 += other.found_10
+        self.evidence += other.evidence
+        self.questions += other.questions
+
+    def line(self) -> str:
+        return (
+            f"recall_at_5={_share(self.found_5, self.evidence)} "
+            f"recall_at_10={_share(self.found_10, self.evidence)} n={self.questions}"
+        )
+
 
 class Command(BaseCommand):
     help = "Measure recall on conversations with questions (JSONL); prints recall_at_5, recall_at_10 and n last."
@@ -55,32 +67,32 @@ class Command(BaseCommand):
         parser.add_argument(
             "--verbose-misses", action="store_true", help="Print each question whose evidence was missed."
         )
+        parser.add_argument("--by-category", action="store_true", help="Also print the figures per question category.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         rows = _rows_read(options["file"])
         tally = _Tally()
+        categories: dict[str, _Tally] = {}
         try:
             with transaction.atomic():
                 for number, row in enumerate(rows, start=1):
                     with transaction.atomic():
-                        found = self._conversation_eval(row, number=number, misses=options["verbose_misses"])
-                    tally.found_5 += found.found_5
-                    tally.found_10 += found.found_10
-                    tally.evidence += found.evidence
-                    tally.questions += found.questions
-                    self.stdout.write(
-                        f"conversation {number}: recall_at_5={_share(found.found_5, found.evidence)} "
-                        f"recall_at_10={_share(found.found_10, found.evidence)} n={found.questions}"
-                    )
+                        found = self._conversation_eval(
+                            row, number=number, misses=options["verbose_misses"], categories=categories
+                        )
+                    tally.add(found)
+                    self.stdout.write(f"conversation {number}: {found.line()}")
                 raise _Rollback
         except _Rollback:
             pass
-        self.stdout.write(
-            f"recall_at_5={_share(tally.found_5, tally.evidence)} "
-            f"recall_at_10={_share(tally.found_10, tally.evidence)} n={tally.questions}"
-        )
+        if options["by_category"]:
+            for category in sorted(categories):
+                self.stdout.write(f"category {category}: {categories[category].line()}")
+        self.stdout.write(tally.line())
 
-    def _conversation_eval(self, row: dict[str, Any], *, number: int, misses: bool) -> _Tally:
+    def _conversation_eval(
+        self, row: dict[str, Any], *, number: int, misses: bool, categories: dict[str, _Tally]
+    ) -> _Tally:
         conversation, ids, speakers, today = _conversation_load(row, number=number)
         recall_index_conversation(conversation_id=conversation.pk)
         shape = ContextBudget.from_django_settings().max_pairs * 2 + 2
@@ -107,10 +119,9 @@ class Command(BaseCommand):
             recalled = [m.message_id for m in recall.messages]
             hit_5 = sum(1 for e in evidence if e in recalled[:5])
             hit_10 = sum(1 for e in evidence if e in recalled[:10])
-            tally.found_5 += hit_5
-            tally.found_10 += hit_10
-            tally.evidence += len(evidence)
-            tally.questions += 1
+            found = _Tally(found_5=hit_5, found_10=hit_10, evidence=len(evidence), questions=1)
+            tally.add(found)
+            categories.setdefault(str(question.get("category", "none"))[:40], _Tally()).add(found)
             if misses and hit_10 < len(evidence):
                 self.stdout.write(f"  missed: {question['question']}")
         return tally
