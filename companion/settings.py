@@ -5,6 +5,8 @@ channel layer, Celery tasks run in-process and the local-memory cache. `DATABASE
 switches to PostgreSQL, `REDIS_URL` to Redis for the channel layer, Celery and the cache.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -98,6 +100,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
     }
+    # Tests use a file too, not Django's shared-cache memory database: there a table lock
+    # taken by an in-process task's thread fails the request's query at once ("database
+    # table is locked") instead of waiting, as the file's busy timeout makes it do.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"companion-test-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
