@@ -63,3 +63,16 @@ def other_user(db: Any) -> User:
 @pytest.fixture
 def anon_client() -> Client:
     return Client()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The SQLite test database is a file in the temp folder (settings): Django removes the
+    file, and its WAL and shared-memory files, left by threads' connections, go with it."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        for suffix in ("-wal", "-shm"):
+            Path(f"{database['TEST']['NAME']}{suffix}").unlink(missing_ok=True)
