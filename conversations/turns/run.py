@@ -527,8 +527,11 @@ async def _picture_send(plan: TurnPlan, stored: StoredTurn, emit: EventSink) -> 
             request_text=plan.picture or "",
             message_id=stored.user_message["id"],
         )
-    except Exception:
-        logger.exception("asking for a picture failed", extra={"data": {"message_id": stored.user_message["id"]}})
+    except Exception as exc:  # the reply stands; its text may be quoted by the error, so not logged
+        logger.error(
+            "asking for a picture failed",
+            extra={"data": {"message_id": stored.user_message["id"], **exception_data(exc)}},
+        )
         return
     await emit(MessageCreated(picture))
 
