@@ -41,7 +41,8 @@ from core.logging import exception_data
 from core.modes import Mode
 from core.outage import OUTAGE_ERRORS, UNAVAILABLE_MESSAGE
 from images.prompts import REQUEST_MAX_CHARS as PICTURE_PROMPT_MAX
-from images.services import chat_picture_from_frame
+from images.services import chat_picture_from_frame, picture_quota_refusal
+from llm.quotas import QuotaExceeded
 from llm.registry import provider_get
 
 logger = logging.getLogger("companion.ws")
@@ -268,10 +269,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             )
         if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
             raise ClientError("invalid", "client_id must be a string of 1 to 64 characters.", field="client_id")
-        message = await database_sync_to_async(_picture_request)(self.user_id, self.conversation_id, prompt, client_id)
+        message, refusal = await database_sync_to_async(_picture_request)(
+            self.user_id, self.conversation_id, prompt, client_id
+        )
         await self.channel_layer.group_send(
             self.group, {"type": realtime.GROUP_EVENT_TYPE, "frame": MessageCreated(message).frame()}
         )
+        if refusal is not None:
+            await self._send_frame(
+                ErrorEvent(refusal.code, refusal.message, retryable=False, retry_after=refusal.retry_after).frame()
+            )
 
     async def _on_stop(self, frame: dict[str, Any]) -> None:
         # One turn per conversation at a time: if it runs here, stop it without a trip through the layer.
@@ -347,11 +354,14 @@ def _message_forget(user_id: int, conversation_id: int, message_id: int) -> Mess
     return services.message_forget(user_id=user_id, message_id=message_id)
 
 
-def _picture_request(user_id: int, conversation_id: int, prompt: str, client_id: str | None) -> dict[str, Any]:
+def _picture_request(
+    user_id: int, conversation_id: int, prompt: str, client_id: str | None
+) -> tuple[dict[str, Any], QuotaExceeded | None]:
     message_rate_check(user_id=user_id)
-    return chat_picture_from_frame(
+    message = chat_picture_from_frame(
         user_id=user_id, conversation_id=conversation_id, request_text=prompt, client_id=client_id
     )
+    return message, picture_quota_refusal(user_id=user_id, message=message)
 
 
 def _conversation_mode_set(user_id: int, conversation_id: int, mode: str) -> ModeChanged | None:

@@ -177,6 +177,16 @@ def chat_picture_for_message(
     return message_dict(picture.message)
 
 
+def picture_quota_refusal(*, user_id: int, message: dict[str, Any]) -> QuotaExceeded | None:
+    """The daily image quota a refused picture's message stands for, or None: the contract tells
+    a spent quota with an `error` frame (`quota_exceeded`, when it resets) beside the message."""
+    error = (message.get("image") or {}).get("error") or {}
+    if error.get("code") != QuotaExceeded.code:
+        return None
+    zone = user_zone_get(user_id=user_id)
+    return QuotaExceeded(error["message"], retry_after=seconds_to_midnight(zone=zone), limit="images")
+
+
 def chat_picture_from_frame(*, user_id: int, conversation_id: int, request_text: str, client_id: str | None) -> dict:
     """The socket's `{"type": "image"}`: the picture's message as clients see it."""
     from conversations.selectors import message_dict

@@ -79,7 +79,7 @@ from conversations.turns.stream import (
 )
 from core.errors import DomainError
 from core.logging import exception_data
-from images.services import chat_picture_for_message
+from images.services import chat_picture_for_message, picture_quota_refusal
 from llm.base import ChatMessage, LLMProvider, ToolCall
 from llm.prompts import AI_NOTICE
 from llm.quotas import QuotaExceeded, quota_release
@@ -520,12 +520,8 @@ async def _turn_run(
 async def _picture_send(plan: TurnPlan, stored: StoredTurn, emit: EventSink) -> None:
     """The picture the user asked for: a message of its own after the reply, made in the background."""
     try:
-        picture = await _on_begin_thread(
-            chat_picture_for_message,
-            user_id=plan.user_id,
-            conversation_id=plan.conversation_id,
-            request_text=plan.picture or "",
-            message_id=stored.user_message["id"],
+        picture, refusal = await _on_begin_thread(
+            _picture_for_message, plan.user_id, plan.conversation_id, plan.picture or "", stored.user_message["id"]
         )
     except Exception as exc:  # the reply stands; its text may be quoted by the error, so not logged
         logger.error(
@@ -534,6 +530,17 @@ async def _picture_send(plan: TurnPlan, stored: StoredTurn, emit: EventSink) -> 
         )
         return
     await emit(MessageCreated(picture))
+    if refusal is not None:
+        await emit(ErrorEvent(code=refusal.code, message=refusal.message, retry_after=refusal.retry_after))
+
+
+def _picture_for_message(
+    user_id: int, conversation_id: int, request_text: str, message_id: int
+) -> tuple[dict[str, Any], QuotaExceeded | None]:
+    picture = chat_picture_for_message(
+        user_id=user_id, conversation_id=conversation_id, request_text=request_text, message_id=message_id
+    )
+    return picture, picture_quota_refusal(user_id=user_id, message=picture)
 
 
 async def _turn_refused(

@@ -142,10 +142,27 @@ async def test_over_the_image_quota_the_chat_says_so_and_nothing_is_called(
     phone = await ws_connect(conversation)
 
     await phone.send_to(text_data=json.dumps({"type": "image", "prompt": "you in the park"}))
-    refused = (await ws_receive_until(phone, "message.created"))[-1]["message"]
+    # this socket's error frame may come before the message, which goes round every socket's group
+    frames = await ws_receive_until(phone, "message.created")
+    if "error" not in [frame["type"] for frame in frames]:
+        frames += await ws_receive_until(phone, "error")
+    refused = next(frame["message"] for frame in frames if frame["type"] == "message.created")
+    error = next(frame for frame in frames if frame["type"] == "error")
 
     assert refused["image"]["status"] == "refused"
     assert refused["image"]["error"]["code"] == "quota_exceeded"
+    # and, as for any spent quota (CONTRACT.md), an error frame saying when it resets
+    assert (error["code"], error["retryable"]) == ("quota_exceeded", False)
+    assert 0 < error["retry_after"] <= 24 * 3600 + 3600
+
+    # asked for in words: the reply comes, then the refused picture and the same error frame
+    await phone.send_to(text_data=json.dumps({"type": "message", "content": "send me a photo of you at the beach"}))
+    frames = await ws_receive_until(phone, "error")
+    assert "reply.end" in [frame["type"] for frame in frames]
+    assert frames[-1]["code"] == "quota_exceeded"
+    assert frames[-2]["message"]["image"]["error"]["code"] == "quota_exceeded"
+
+    await database_sync_to_async(in_process_tasks_wait)()
     assert fake_pictures.calls == []
     await phone.disconnect()
 
