@@ -19,9 +19,12 @@ def reminder_list(*, user_id: int, status: str | None = None) -> list[Reminder]:
     return list(reminders.order_by("due_at", "id")[:LIST_MAX])
 
 
-def reminder_get_owned(*, user: User | int, reminder_id: int) -> Reminder:
+def reminder_get_owned(*, user: User | int, reminder_id: int, for_update: bool = False) -> Reminder:
+    """The user's reminder, or 404; `for_update` locks its row in the same query (inside a
+    transaction), so a reminder deleted between a check and a lock cannot slip through."""
     user_id = user if isinstance(user, int) else user.pk
-    reminder = Reminder.objects.filter(pk=reminder_id, user_id=user_id).first()
+    reminders = Reminder.objects.select_for_update() if for_update else Reminder.objects
+    reminder = reminders.filter(pk=reminder_id, user_id=user_id).first()
     if reminder is None:
         raise NotFound("Reminder not found.")
     return reminder
@@ -35,9 +38,11 @@ def task_list(*, user_id: int, done: bool | None = None) -> list[Task]:
     return list(tasks.order_by("done", "due_at", "id")[:LIST_MAX])
 
 
-def task_get_owned(*, user: User | int, task_id: int) -> Task:
+def task_get_owned(*, user: User | int, task_id: int, for_update: bool = False) -> Task:
+    """The user's task, or 404; `for_update` as for `reminder_get_owned`."""
     user_id = user if isinstance(user, int) else user.pk
-    task = Task.objects.filter(pk=task_id, user_id=user_id).first()
+    tasks = Task.objects.select_for_update() if for_update else Task.objects
+    task = tasks.filter(pk=task_id, user_id=user_id).first()
     if task is None:
         raise NotFound("Task not found.")
     return task

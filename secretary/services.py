@@ -86,9 +86,8 @@ def reminder_update(
     if recurrence is not None:
         recurrence = _recurrence_check(recurrence)
     with transaction.atomic():
-        reminder_get_owned(user=user_id, reminder_id=reminder_id)
         # Locked: a deliverer claiming it meanwhile waits, then sees the change (or the cancel).
-        reminder = Reminder.objects.select_for_update().get(pk=reminder_id)
+        reminder = reminder_get_owned(user=user_id, reminder_id=reminder_id, for_update=True)
         if reminder.status != ReminderStatus.PENDING:
             raise _NotPending(f"This reminder is {reminder.status}; only a pending one can change.")
         fields = ["updated_at"]
@@ -144,22 +143,26 @@ def task_update(
     due_local: str | None = None,
     done: bool | None = None,
 ) -> Task:
-    task = task_get_owned(user=user_id, task_id=task_id)
-    fields = ["updated_at"]
-    if title is not None:
-        task.title = _text_clean(title, field="title", limit=TASK_TITLE_MAX)
-        fields.append("title")
-    if notes is not None:
-        task.notes = _text_clean(notes, field="notes", limit=TASK_NOTES_MAX, allow_empty=True)
-        fields.append("notes")
-    if due_local is not None:
-        zone = profile_zone_name_get(user_id=user_id)
-        task.due_at = _task_due(due_local, zone_name=zone)
-        fields.append("due_at")
-    if done is not None and done != task.done:
-        task.done, task.done_at = done, (timezone.now() if done else None)
-        fields += ["done", "done_at"]
-    task.save(update_fields=fields)
+    title = None if title is None else _text_clean(title, field="title", limit=TASK_TITLE_MAX)
+    notes = None if notes is None else _text_clean(notes, field="notes", limit=TASK_NOTES_MAX, allow_empty=True)
+    due_at = None if due_local is None else _task_due(due_local, zone_name=profile_zone_name_get(user_id=user_id))
+    with transaction.atomic():
+        # Locked with the owner check in one query: a task deleted meanwhile is a 404, not a failed save.
+        task = task_get_owned(user=user_id, task_id=task_id, for_update=True)
+        fields = ["updated_at"]
+        if title is not None:
+            task.title = title
+            fields.append("title")
+        if notes is not None:
+            task.notes = notes
+            fields.append("notes")
+        if due_at is not None:
+            task.due_at = due_at
+            fields.append("due_at")
+        if done is not None and done != task.done:
+            task.done, task.done_at = done, (timezone.now() if done else None)
+            fields += ["done", "done_at"]
+        task.save(update_fields=fields)
     return task
 
 

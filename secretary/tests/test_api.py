@@ -1,5 +1,7 @@
 """Reminders and tasks over REST: the user's own only, times in their zone, bad input refused."""
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -208,3 +210,43 @@ def test_the_profile_takes_a_zone_quiet_hours_and_the_proactive_opt_in(
     assert bad_hours.status_code == 422
     assert cleared.json()["quiet_hours"] is None
     assert cleared.json()["timezone"] == "America/New_York"  # left out: unchanged
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["reminders", "tasks"])
+def test_on_postgresql_a_change_racing_a_delete_is_a_404_not_a_500(
+    client: Client, user: User, conversation: Conversation, bearer_for: Headers, kind: str
+) -> None:
+    # Schemathesis with two workers found it: a PATCH checked the owner, then a DELETE went
+    # through before the PATCH locked or saved the row.
+    from django.db import connection, transaction
+
+    from testing.support import skip_or_fail
+
+    if connection.vendor != "postgresql":
+        skip_or_fail("DATABASE_URL is not PostgreSQL: the race needs row locks between two connections")
+    if kind == "reminders":
+        row: Reminder | Task = Reminder.objects.create(
+            user=user, conversation=conversation, text="Stretch", due_at=timezone.now() + timedelta(days=1)
+        )
+    else:
+        row = Task.objects.create(user=user, title="Milk")
+    model = type(row)
+    locked, answered = threading.Event(), []
+
+    def delete_while_the_patch_waits() -> None:
+        with transaction.atomic():
+            model.objects.select_for_update().get(pk=row.pk)
+            locked.set()
+            time.sleep(0.5)  # the PATCH arrives and waits on the row
+            model.objects.filter(pk=row.pk).delete()
+        connection.close()
+
+    deleter = threading.Thread(target=delete_while_the_patch_waits)
+    deleter.start()
+    locked.wait(timeout=10)
+    answered.append(patch(client, f"/api/{kind}/{row.pk}", {}, bearer_for(user)))
+    deleter.join(timeout=10)
+
+    assert answered[0].status_code == 404
+    assert answered[0].json()["code"] == "not_found"
