@@ -19,6 +19,14 @@ def zone_get(name: object) -> ZoneInfo:
         raise InvalidInput(f"Unknown time zone {name!r}.", field="timezone") from None
 
 
+def zone_or_utc(name: str | None) -> ZoneInfo:
+    """A stored zone name's zone, UTC for none or one no longer known: for reading, never refusing."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
 @cache
 def _zone_names() -> frozenset[str]:
     # From the tzdata wheel when installed (requirements.txt), so a slim machine without

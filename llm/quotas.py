@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -49,6 +49,7 @@ from accounts.selectors import profile_zone_name_get
 from avatars.models import Avatar
 from conversations.admin_usage import erased_usage_add
 from core.errors import DomainError
+from core.timezones import zone_or_utc
 from llm.catalog import ZERO, call_cost_usd, usd_text
 from llm.models import COST_DIGITS, COST_PLACES, UsageAvatarDay, UsageCounter, UsageDay, UsageKind, UsageRecord
 
@@ -143,13 +144,6 @@ def quota_avatar_limits_of(avatar: Avatar) -> QuotaLimits | None:
 def user_zone_get(*, user_id: int) -> ZoneInfo:
     name = profile_zone_name_get(user_id=user_id)
     return zone_or_utc(name)
-
-
-def zone_or_utc(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def user_day(*, zone: ZoneInfo, now: datetime | None = None) -> date:

@@ -1,8 +1,8 @@
 """The recalled section of the prompt: pure, values in and values out."""
 
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
+from core.timezones import zone_or_utc
 from llm.tokens import count_tokens
 from recall.selectors import Recall
 from recall.text import Speakers
@@ -31,7 +31,7 @@ def recall_section_build(
     Facts already in the system prompt (`known_facts`) are not repeated."""
     if budget_tokens <= 0 or not (recall.messages or recall.facts):
         return RecallSection(text="", message_ids=(), fact_ids=(), tokens=0)
-    zone = ZoneInfo(zone_name)
+    zone = zone_or_utc(zone_name)
     lines: list[str] = []
     message_ids: list[int] = []
     fact_ids: list[int] = []

@@ -21,7 +21,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -39,6 +38,7 @@ from conversations.turns.request import Regenerate, TurnRequest
 from core.db import CompiledQuery
 from core.errors import Conflict, NotFound
 from core.modes import Mode
+from core.timezones import zone_or_utc
 from images.prompts import picture_reply_note, picture_request_detect
 from llm.base import ChatMessage, ToolSpec
 from llm.catalog import model_choose, model_default, model_get
@@ -374,7 +374,7 @@ def turn_recall(
                 speakers=speakers,
                 text=text,
                 window=[(row.id, row.role, row.content) for row in history],
-                today=now.astimezone(ZoneInfo(conversation.profile.timezone or "UTC")).date(),
+                today=now.astimezone(zone_or_utc(conversation.profile.timezone)).date(),
             )
     except Exception as exc:  # a broken index must not cost the user their reply
         logger.warning(

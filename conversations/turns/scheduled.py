@@ -51,11 +51,12 @@ from conversations.turns.request import ScheduledMessage
 from conversations.turns.run import RunningTurn, TurnResult, turn_emitter
 from conversations.turns.stream import EventSink
 from core.push import PushPayload, push_send
+from core.timezones import zone_or_utc
 from llm.base import ChatMessage, CompletionParams, LLMProvider
 from llm.catalog import call_cost_usd, model_choose
 from llm.prompts import PromptContext
 from llm.prompts.scheduled import scheduled_messages_build
-from llm.quotas import quota_exhausted, usage_day_add, user_day, zone_or_utc
+from llm.quotas import quota_exhausted, usage_day_add, user_day
 from memory.selectors import memory_list_for_prompt
 
 logger = logging.getLogger("companion.turns")
